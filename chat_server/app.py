@@ -1,0 +1,73 @@
+"""The FastAPI application: routes, error handling and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from chat_server.db import check_migrated, migrate_async, open_database
+from chat_server.errors import BodyLimitMiddleware, install_error_handlers
+from chat_server.metrics import router as metrics_router
+from chat_server.routes import auth, conversations, health, materials
+from chat_server.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+# Each component opens its long-lived resources on entry and closes them in `finally`.
+# They start in this order after the database and stop in reverse.
+Component = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def components() -> list[Component]:
+    return []
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if not settings.database_url:
+        raise RuntimeError(
+            "No database URL: start through `tutorhub serve` (embedded Postgres) "
+            "or set TUTORHUB_DATABASE_URL."
+        )
+    async with AsyncExitStack() as stack:
+        if settings.should_migrate:
+            await migrate_async(settings.database_url)
+        db = await stack.enter_async_context(
+            open_database(settings.database_url, settings.db_pool_size)
+        )
+        await check_migrated(db.engine)
+        app.state.db = db
+        for component in components():
+            await stack.enter_async_context(component(app))
+        yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Tutorhub",
+        version="0.1.0",
+        summary="Real-time chat with a streaming AI tutor grounded in your own study materials.",
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "auth", "description": "Accounts and tokens."},
+            {"name": "conversations", "description": "Conversations with the tutor."},
+            {"name": "materials", "description": "Study materials and their ingestion."},
+            {"name": "health", "description": "Probes and metrics."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.readiness = {}
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_json_body_bytes,
+        exempt_prefixes=("/materials/text",),
+    )
+    for router in (auth.router, conversations.router, materials.router, health.router,
+                   metrics_router):
+        app.include_router(router)
+    return app

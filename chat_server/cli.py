@@ -1,0 +1,175 @@
+"""The `tutorhub` command: serve, worker, migrate, user create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from chat_server.settings import Settings, get_settings
+
+log = logging.getLogger("tutorhub")
+
+
+@contextmanager
+def database(settings: Settings, *, lock: bool) -> Iterator[Settings]:
+    """Yield settings with a database URL: the configured one, or embedded Postgres."""
+    if settings.database_url:
+        yield settings
+        return
+    from chat_server.embedded import data_dir_lock, embedded_postgres
+
+    if lock:
+        with data_dir_lock(settings.data_dir), embedded_postgres(settings.data_dir) as url:
+            yield settings.model_copy(update={"database_url": url,
+                                              "auto_migrate": settings.should_migrate})
+    else:
+        with embedded_postgres(settings.data_dir) as url:
+            yield settings.model_copy(update={"database_url": url,
+                                              "auto_migrate": settings.should_migrate})
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from chat_server.app import create_app
+
+    settings = get_settings()
+    host = args.host or settings.host
+    port = args.port or settings.port
+    started = time.monotonic()
+    with database(settings, lock=True) as resolved:
+        app = create_app(resolved)
+        app.state.started_monotonic = started
+        config = uvicorn.Config(
+            app, host=host, port=port, loop="uvloop", http="httptools", ws="websockets",
+            ws_per_message_deflate=settings.ws_compression, ws_max_size=settings.ws_max_frame_bytes,
+            ws_ping_interval=None, ws_ping_timeout=None,  # the hub runs its own keepalive
+            log_level=settings.log_level, lifespan="on",
+            timeout_graceful_shutdown=int(settings.shutdown_timeout_s) + 1,
+        )
+        server = uvicorn.Server(config)
+        mode = "embedded Postgres" if settings.embedded else "DATABASE_URL"
+        log.info("starting on http://%s:%s (%s)", host, port, mode)
+        server.run()
+        if not server.started:
+            return 1
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if not settings.redis_url:
+        print("tutorhub worker needs TUTORHUB_REDIS_URL: without Redis, ingestion runs "
+              "inside `tutorhub serve`.", file=sys.stderr)
+        return 2
+    from workers.broker import run_worker  # type: ignore[import-not-found]
+
+    with database(settings, lock=False) as resolved:
+        return int(run_worker(resolved, workers=args.workers) or 0)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from chat_server.db import downgrade, head_revision, migrate
+
+    settings = get_settings()
+    with database(settings, lock=True) as resolved:
+        assert resolved.database_url
+        if args.downgrade:
+            downgrade(resolved.database_url, args.downgrade)
+            print(f"downgraded to {args.downgrade}")
+        else:
+            migrate(resolved.database_url)
+            print(f"database is at {head_revision()} (head)")
+    return 0
+
+
+def cmd_user_create(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from chat_server.auth import hash_password
+    from chat_server.db import check_migrated, open_database
+    from chat_server.models import User
+
+    password = args.password or os.environ.get("TUTORHUB_NEW_USER_PASSWORD")
+    if not password:
+        password = getpass.getpass("Password: ")
+    if len(password) < 8:
+        print("The password must have at least 8 characters.", file=sys.stderr)
+        return 2
+    settings = get_settings()
+
+    async def create(url: str) -> int:
+        async with open_database(url, 1) as db:
+            if settings.should_migrate:
+                from chat_server.db import migrate_async
+
+                await migrate_async(url)
+            await check_migrated(db.engine)
+            async with db.session() as session:
+                user = User(email=args.email.lower(), password_hash=hash_password(password))
+                session.add(user)
+                try:
+                    await session.commit()
+                except IntegrityError:
+                    print(f"A user with the email {args.email} already exists.", file=sys.stderr)
+                    return 1
+                print(f"created user {user.id} <{user.email}>")
+                return 0
+
+    with database(settings, lock=True) as resolved:
+        assert resolved.database_url
+        return asyncio.run(create(resolved.database_url))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tutorhub", description="Tutorhub: chat with a tutor "
+                                     "grounded in your own study materials.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server (embedded Postgres unless DATABASE_URL)")
+    serve.add_argument("--host", help="listen address (default: TUTORHUB_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default: TUTORHUB_PORT or 8000)")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run ingestion workers (needs TUTORHUB_REDIS_URL)")
+    worker.add_argument("--workers", type=int, default=1, help="worker processes")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
+    migrate.set_defaults(func=cmd_migrate)
+
+    user = sub.add_parser("user", help="manage users")
+    user_sub = user.add_subparsers(dest="user_command", required=True)
+    create = user_sub.add_parser("create", help="create a user with email and password")
+    create.add_argument("email")
+    create.add_argument("--password", help="(default: TUTORHUB_NEW_USER_PASSWORD or a prompt)")
+    create.set_defaults(func=cmd_user_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=get_settings().log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from chat_server.db import DatabaseNotMigrated
+    from chat_server.embedded import DataDirBusy
+
+    try:
+        return int(args.func(args) or 0)
+    except (DataDirBusy, DatabaseNotMigrated) as exc:
+        print(f"tutorhub: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

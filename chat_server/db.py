@@ -1,0 +1,108 @@
+"""The database: async engine and sessions, URL normalisation, migration checks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class DatabaseNotMigrated(RuntimeError):
+    pass
+
+
+def async_url(url: str) -> str:
+    """Accept the usual postgres:// spellings and return the asyncpg dialect URL."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgresql+psycopg2", "postgresql+psycopg"):
+        u = u.set(drivername="postgresql+asyncpg")
+    return u.render_as_string(hide_password=False)
+
+
+def sync_url(url: str) -> str:
+    """The same database for Alembic, which runs on asyncpg too (see migrations/env.py)."""
+    return async_url(url)
+
+
+@dataclass
+class Database:
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self.sessionmaker() as session:
+            yield session
+
+
+@asynccontextmanager
+async def open_database(url: str, pool_size: int = 10) -> AsyncIterator[Database]:
+    engine = create_async_engine(
+        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+    try:
+        yield Database(engine, async_sessionmaker(engine, expire_on_commit=False))
+    finally:
+        await engine.dispose()
+
+
+def head_revision() -> str:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+
+
+def alembic_config(url: str | None = None):  # type: ignore[no-untyped-def]
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade the database (blocking; run it in a thread from async code)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    from alembic import command
+
+    command.downgrade(alembic_config(url), revision)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        exists = await conn.scalar(text("select to_regclass('public.alembic_version')"))
+        if exists is None:
+            return None
+        return await conn.scalar(text("select version_num from alembic_version"))
+
+
+async def check_migrated(engine: AsyncEngine) -> None:
+    current = await current_revision(engine)
+    head = head_revision()
+    if current != head:
+        raise DatabaseNotMigrated(
+            f"The database is at migration {current or 'none'} but this Tutorhub needs {head}. "
+            "Run `tutorhub migrate` (or set TUTORHUB_AUTO_MIGRATE=true) and start again."
+        )
+
+
+async def migrate_async(url: str) -> None:
+    await asyncio.to_thread(migrate, url)

@@ -1,0 +1,93 @@
+"""Public REST schemas (what the API accepts and returns)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+
+class RegisterIn(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=8, max_length=256)
+    display_name: str | None = Field(None, max_length=200)
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class RefreshIn(BaseModel):
+    refresh_token: str = Field(max_length=4096)
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: str | None
+    display_name: str | None
+    created_at: datetime
+
+
+class MessagePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    role: str
+    content: str
+    status: str
+    citations: list[dict[str, Any]] | None
+    usage: dict[str, Any] | None
+    reply_to: uuid.UUID | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class ConversationCreate(BaseModel):
+    title: str = Field("New conversation", min_length=1, max_length=200)
+    socratic: bool = False
+
+
+class ConversationUpdate(BaseModel):
+    title: str | None = Field(None, min_length=1, max_length=200)
+    socratic: bool | None = None
+
+
+class ConversationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    title: str
+    socratic: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConversationWithMessages(ConversationPublic):
+    messages: list[MessagePublic]
+
+
+class MaterialPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    kind: str
+    title: str
+    source: str
+    status: str
+    stage: str | None
+    progress_done: int
+    progress_total: int
+    error: str | None
+    pages: int | None
+    duration_s: float | None
+    chunk_count: int
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,196 @@
+"""Every setting of Tutorhub, read from `TUTORHUB_*` environment variables or `.env`.
+
+Each field's description is the documentation: README's configuration table is
+checked against this class by tests/test_settings.py.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TUTORHUB_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- core -----------------------------------------------------------------
+    data_dir: Path = Field(
+        Path(".tutorhub"),
+        description="Folder for embedded Postgres, uploads and the generated secret key.",
+    )
+    database_url: str | None = Field(
+        None,
+        description="Postgres with pgvector (postgresql://…). Unset: embedded Postgres "
+        "started from pgserver in data_dir.",
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for the bus and the task broker (redis://…). Unset: in-process "
+        "bus and broker (single process).",
+    )
+    host: str = Field("127.0.0.1", description="Address `tutorhub serve` listens on.")
+    port: int = Field(8000, description="Port `tutorhub serve` listens on.")
+    log_level: str = Field("info", description="Logging level (debug, info, warning, error).")
+    auto_migrate: bool | None = Field(
+        None,
+        description="Apply migrations on start. Unset: yes in embedded mode, no with "
+        "database_url (then an unmigrated database refuses to start).",
+    )
+    db_pool_size: int = Field(10, description="SQLAlchemy connection pool size per process.")
+
+    # --- auth -----------------------------------------------------------------
+    secret_key: str | None = Field(
+        None,
+        description="HMAC key for access and refresh tokens. Unset: a random key is "
+        "generated once and kept in data_dir/secret_key.",
+    )
+    access_token_ttl_s: int = Field(900, description="Access token lifetime, seconds.")
+    refresh_token_ttl_s: int = Field(30 * 86400, description="Refresh token lifetime, seconds.")
+    embed_secret: str | None = Field(
+        None,
+        description="Shared secret (HS256) with which a host website signs embed tokens "
+        "for its own users. Unset: embed tokens are refused.",
+    )
+    max_json_body_bytes: int = Field(
+        1_048_576, description="Largest JSON request body accepted, bytes (413 beyond)."
+    )
+
+    # --- hub (WebSocket) --------------------------------------------------------
+    ws_auth_timeout_s: float = Field(
+        5.0, description="Seconds a new socket has to send its auth frame (close 4401)."
+    )
+    ws_max_frame_bytes: int = Field(
+        65_536, description="Largest client frame accepted, bytes (close 1009 beyond)."
+    )
+    ws_send_queue_max_frames: int = Field(
+        1000, description="Per-socket send queue limit in frames (close 4408 when exceeded)."
+    )
+    ws_send_queue_max_bytes: int = Field(
+        1_048_576, description="Per-socket send queue limit in bytes (close 4408 when exceeded)."
+    )
+    ws_ping_interval_s: float = Field(20.0, description="Server ping interval, seconds.")
+    ws_idle_timeout_s: float = Field(
+        60.0, description="Close a socket that sent nothing (not even pong) for this long."
+    )
+    ws_rate_limit_per_s: float = Field(
+        20.0, description="Sustained client frames per second per user (token bucket)."
+    )
+    ws_rate_limit_burst: int = Field(40, description="Token bucket size for client frames.")
+    ws_compression: bool = Field(
+        False, description="Offer permessage-deflate (costs ~35 KB per socket; off by default)."
+    )
+    ws_token_warning_s: float = Field(
+        60.0, description="Send `auth.expiring` this many seconds before the token expires."
+    )
+    history_max_events: int = Field(
+        1000, description="Events kept per user for resume (capped stream length)."
+    )
+    history_ttl_s: int = Field(
+        86_400, description="Seconds a user's event history lives after its last event."
+    )
+    shutdown_timeout_s: float = Field(
+        10.0, description="Seconds in-flight replies get to finish on SIGTERM."
+    )
+
+    # --- tutor ----------------------------------------------------------------
+    llm_provider: Literal["auto", "offline", "anthropic", "openai"] = Field(
+        "auto",
+        description="Tutor provider. auto: anthropic if its key is set, else openai if its "
+        "key or base URL is set, else offline.",
+    )
+    llm_fallback: list[str] = Field(
+        default_factory=list,
+        description='Providers tried in order when the main one fails (JSON list, e.g. ["offline"]).',
+    )
+    anthropic_api_key: str | None = Field(None, description="Anthropic API key.")
+    anthropic_model: str = Field("claude-sonnet-4-5", description="Anthropic model name.")
+    anthropic_base_url: str | None = Field(None, description="Anthropic API base URL override.")
+    openai_api_key: str | None = Field(None, description="OpenAI (or compatible) API key.")
+    openai_model: str = Field("gpt-4o-mini", description="OpenAI chat model name.")
+    openai_base_url: str | None = Field(
+        None,
+        description="OpenAI-compatible base URL (e.g. http://localhost:11434/v1 for Ollama).",
+    )
+    llm_max_tokens: int = Field(1024, description="Largest reply, tokens.")
+    llm_temperature: float = Field(0.3, description="Sampling temperature.")
+    llm_retries: int = Field(
+        3, description="Retries on 429/5xx/overloaded before the first token."
+    )
+    llm_timeout_s: float = Field(60.0, description="Provider request timeout, seconds.")
+    llm_max_concurrent_streams: int = Field(
+        64, description="Concurrent provider streams per process; more wait in a queue."
+    )
+    history_token_budget: int = Field(
+        2000, description="Tokens of earlier conversation included in the prompt."
+    )
+    daily_token_quota: int = Field(
+        0, description="Tokens a user may use per day (0 = unlimited)."
+    )
+
+    # --- ingestion ------------------------------------------------------------
+    max_upload_bytes: int = Field(50 * 1024 * 1024, description="Largest PDF upload, bytes.")
+    max_pdf_pages: int = Field(2000, description="Pages read from one PDF at most.")
+    max_extracted_chars: int = Field(
+        5_000_000, description="Characters extracted from one material at most."
+    )
+    max_text_chars: int = Field(
+        1_000_000, description="Largest text material accepted by POST /materials/text."
+    )
+    chunk_size_chars: int = Field(1000, description="Target chunk size, characters.")
+    chunk_overlap_chars: int = Field(150, description="Overlap between chunks, characters.")
+    embedding_provider: Literal["local", "openai"] = Field(
+        "local", description="local: all-MiniLM-L6-v2 (384 dims); openai: text-embedding-3-small."
+    )
+    embedding_batch_size: int = Field(64, description="Chunks embedded per batch.")
+    openai_embedding_model: str = Field(
+        "text-embedding-3-small", description="OpenAI embedding model."
+    )
+    youtube_languages: list[str] = Field(
+        default_factory=lambda: ["en", "ru"],
+        description='Transcript language preference, JSON list (e.g. ["ru","en"]).',
+    )
+    youtube_base_url: str | None = Field(
+        None, description="Base URL for YouTube requests (tests point it at a loopback server)."
+    )
+    task_retries: int = Field(3, description="Retries of an ingestion task on transient faults.")
+
+    # --- retrieval ------------------------------------------------------------
+    retrieval_top_k: int = Field(6, description="Passages given to the tutor per question.")
+    retrieval_candidates: int = Field(
+        40, description="Candidates taken from each of vector and keyword search before fusion."
+    )
+    retrieval_rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
+
+    # --- derived ----------------------------------------------------------------
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def should_migrate(self) -> bool:
+        return self.embedded if self.auto_migrate is None else self.auto_migrate
+
+    def resolved_secret_key(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        import secrets
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
