@@ -48,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(resolved)
         app.state.started_monotonic = started
         config = uvicorn.Config(
-            app, host=host, port=port, loop="uvloop", http="httptools", ws="websockets",
+            app, host=host, port=port, loop="uvloop", http="httptools", ws="websockets-sansio",
             ws_per_message_deflate=settings.ws_compression, ws_max_size=settings.ws_max_frame_bytes,
             ws_ping_interval=None, ws_ping_timeout=None,  # the hub runs its own keepalive
             log_level=settings.log_level, lifespan="on",
