@@ -1,0 +1,1 @@
+"""The WebSocket hub: sockets, per-user sessions, the bus that fans events out."""
