@@ -57,7 +57,9 @@ def verify_password(password: str, password_hash: str | None) -> bool:
 def create_token(settings: Settings, user_id: uuid.UUID, typ: TokenType) -> str:
     now = int(time.time())
     ttl = settings.access_token_ttl_s if typ == "access" else settings.refresh_token_ttl_s
-    claims = {"sub": str(user_id), "typ": typ, "iat": now, "exp": now + ttl, "jti": uuid.uuid4().hex}
+    claims = {
+        "sub": str(user_id), "typ": typ, "iat": now, "exp": now + ttl, "jti": uuid.uuid4().hex
+    }
     return jwt.encode(claims, settings.resolved_secret_key(), algorithm=ALGORITHM)
 
 
@@ -114,7 +116,7 @@ async def user_for_external_id(
 
 
 async def authenticate(session: AsyncSession, settings: Settings, token: str) -> Identity:
-    """Resolve an access token or an embed token to its user, creating embed users on first sight."""
+    """Resolve an access token or an embed token to its user; embed users appear on first sight."""
     try:
         user_id, exp = decode_token(settings, token, "access")
     except AuthError:

@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
-    migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)")
+    migrate.add_argument(
+        "--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)"
+    )
     migrate.set_defaults(func=cmd_migrate)
 
     user = sub.add_parser("user", help="manage users")

@@ -26,7 +26,9 @@ def get_database(request: Request) -> Database:
     return request.app.state.db  # type: ignore[no-any-return]
 
 
-async def get_session(db: Annotated[Database, Depends(get_database)]) -> AsyncIterator[AsyncSession]:
+async def get_session(
+    db: Annotated[Database, Depends(get_database)],
+) -> AsyncIterator[AsyncSession]:
     async with db.session() as session:
         yield session
 

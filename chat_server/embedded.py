@@ -61,4 +61,5 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
 
 def pg_uri_to_asyncpg(uri: str) -> str:
     # pgserver gives postgresql://postgres:@/postgres?host=/socket/dir
-    return uri.replace("postgresql://", "postgresql+asyncpg://", 1).replace("postgres:@", "postgres@", 1)
+    uri = uri.replace("postgresql://", "postgresql+asyncpg://", 1)
+    return uri.replace("postgres:@", "postgres@", 1)

@@ -106,7 +106,8 @@ class Settings(BaseSettings):
     )
     llm_fallback: list[str] = Field(
         default_factory=list,
-        description='Providers tried in order when the main one fails (JSON list, e.g. ["offline"]).',
+        description="Providers tried in order when the main one fails "
+        '(JSON list, e.g. ["offline"]).',
     )
     anthropic_api_key: str | None = Field(None, description="Anthropic API key.")
     anthropic_model: str = Field("claude-sonnet-4-5", description="Anthropic model name.")

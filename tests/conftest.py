@@ -15,7 +15,13 @@ import pytest
 from chat_server.app import create_app
 from chat_server.db import migrate
 from chat_server.settings import Settings
-from tests.support.services import RedisServer, database_uri, postgres_server, redis_server, serve_app
+from tests.support.services import (
+    RedisServer,
+    database_uri,
+    postgres_server,
+    redis_server,
+    serve_app,
+)
 
 TEMPLATE = "tutorhub_template"
 _db_counter = itertools.count()
