@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
@@ -86,7 +87,9 @@ class Conversation(Base):
         ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False
     )
     title: Mapped[str] = mapped_column(String(200), nullable=False, default="New conversation")
-    socratic: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    socratic: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -118,8 +121,12 @@ class Message(Base):
     )
     citations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
-    input_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    output_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    input_tokens: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    output_tokens: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
     provider: Mapped[str | None] = mapped_column(String(50))
     model: Mapped[str | None] = mapped_column(String(100))
     error: Mapped[str | None] = mapped_column(Text)
@@ -140,20 +147,26 @@ class Material(Base):
     kind: Mapped[MaterialKind] = mapped_column(_enum(MaterialKind, "material_kind"), nullable=False)
     title: Mapped[str] = mapped_column(String(300), nullable=False)
     # Filename for PDFs, video id for YouTube, empty for text.
-    source: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    source: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
     status: Mapped[MaterialStatus] = mapped_column(
         _enum(MaterialStatus, "material_status"), nullable=False, default=MaterialStatus.queued
     )
     stage: Mapped[str | None] = mapped_column(String(30))
-    progress_done: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    progress_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    progress_done: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    progress_total: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
     error: Mapped[str | None] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     # Where the uploaded file or the submitted text waits for the worker.
     file_path: Mapped[str | None] = mapped_column(Text)
     pages: Mapped[int | None] = mapped_column(Integer)
     duration_s: Mapped[float | None] = mapped_column(Float)
-    chunk_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    chunk_count: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -187,9 +200,12 @@ class Chunk(Base):
     start_s: Mapped[float | None] = mapped_column(Float)
     end_s: Mapped[float | None] = mapped_column(Float)
     # Postgres text search configuration name used for tsv: 'english', 'russian', 'simple'.
-    language: Mapped[str] = mapped_column(String(30), nullable=False, default="simple")
+    language: Mapped[str] = mapped_column(
+        String(30), nullable=False, default="simple", server_default="simple"
+    )
     embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM))
-    tsv: Mapped[Any] = mapped_column(TSVECTOR)
+    # Nullable: filled from `text` with the chunk's language configuration.
+    tsv: Mapped[Any | None] = mapped_column(TSVECTOR, nullable=True)
 
 
 class Meta(Base):

@@ -1,0 +1,130 @@
+"""Alembic on a real server: upgrade, downgrade, upgrade again; models match the migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from chat_server.db import (
+    DatabaseNotMigrated,
+    check_migrated,
+    current_revision,
+    downgrade,
+    head_revision,
+    migrate,
+)
+from chat_server.models import Base
+from tests.support.services import database_uri
+
+_names = itertools.count()
+TABLES = {"users", "conversations", "messages", "materials", "chunks", "meta"}
+ENUMS = {"message_role", "message_status", "material_kind", "material_status"}
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@pytest.fixture
+async def empty_database_url(pg_base_uri: str) -> AsyncIterator[str]:
+    """A brand-new database with nothing in it (not cloned from the migrated template)."""
+    name = f"empty_{os.getpid()}_{next(_names)}"
+    admin = _libpq(database_uri(pg_base_uri, "postgres"))
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield database_uri(pg_base_uri, name)
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def _schema(url: str) -> tuple[set[str], set[str], set[str]]:
+    conn = await asyncpg.connect(_libpq(url))
+    try:
+        tables = {r["tablename"] for r in await conn.fetch(
+            "select tablename from pg_tables where schemaname = 'public'")}
+        enums = {r["typname"] for r in await conn.fetch(
+            "select typname from pg_type where typtype = 'e'")}
+        indexes = {r["indexdef"] for r in await conn.fetch(
+            "select indexdef from pg_indexes where schemaname = 'public'")}
+    finally:
+        await conn.close()
+    return tables, enums, indexes
+
+
+async def test_upgrade_downgrade_upgrade_on_a_fresh_database(empty_database_url: str) -> None:
+    url = empty_database_url
+    engine = create_async_engine(url)
+    try:
+        assert await current_revision(engine) is None
+        with pytest.raises(DatabaseNotMigrated, match="tutorhub migrate"):
+            await check_migrated(engine)
+
+        await asyncio.to_thread(migrate, url)
+        tables, enums, indexes = await _schema(url)
+        assert TABLES <= tables
+        assert ENUMS <= enums
+        assert any("USING hnsw (embedding vector_cosine_ops)" in i for i in indexes), indexes
+        assert any("ix_chunks_tsv" in i and "USING gin (tsv)" in i for i in indexes), indexes
+        assert await current_revision(engine) == head_revision()
+        await check_migrated(engine)
+
+        await asyncio.to_thread(downgrade, url, "base")
+        tables, enums, _ = await _schema(url)
+        assert tables & TABLES == set()
+        assert enums & ENUMS == set()
+        assert await current_revision(engine) is None
+
+        await asyncio.to_thread(migrate, url)
+        tables, enums, _ = await _schema(url)
+        assert TABLES <= tables and ENUMS <= enums
+        await check_migrated(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_models_match_the_migrations(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda sync_conn: compare_metadata(
+                    MigrationContext.configure(
+                        sync_conn, opts={"compare_type": True, "compare_server_default": True}
+                    ),
+                    Base.metadata,
+                )
+            )
+    finally:
+        await engine.dispose()
+    assert diff == []
+
+
+async def test_vector_extension_and_dimension(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.scalar(
+                text("select extname from pg_extension where extname = 'vector'")
+            ) == "vector"
+            typ = await conn.scalar(text(
+                "select format_type(atttypid, atttypmod) from pg_attribute "
+                "where attrelid = 'chunks'::regclass and attname = 'embedding'"
+            ))
+            assert typ == "vector(384)"
+    finally:
+        await engine.dispose()
