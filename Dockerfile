@@ -1,0 +1,32 @@
+# Tutorhub server and worker image (production mode: Postgres and Redis are separate services,
+# see docker-compose.yml). Embedded Postgres is not used here.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    TUTORHUB_DATA_DIR=/data
+
+WORKDIR /app
+
+# The CPU build of torch first: a bare `torch` dependency would pull the multi-GB CUDA build.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+
+# The project, editable: `tutorhub migrate` finds migrations/ next to the package.
+COPY pyproject.toml README.md alembic.ini ./
+COPY chat_server ./chat_server
+COPY workers ./workers
+COPY migrations ./migrations
+RUN pip install -e . \
+    && useradd --system --uid 10001 --home-dir /data tutorhub \
+    && mkdir -p /data && chown tutorhub /data
+
+USER tutorhub
+# Uploaded files wait here for the workers: mount the same volume in server and worker.
+VOLUME ["/data"]
+EXPOSE 8000
+
+CMD ["tutorhub", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,137 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine: every command is a real
+`tutorhub` subcommand, every TUTORHUB_* variable a real setting, health checks and ordering wired."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chat_server.cli import build_parser
+from chat_server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+_SUBST = re.compile(r"\$\{(\w+)(?::?[-?])?([^}]*)\}")
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str | None]:
+    env = service.get("environment", {})
+    if isinstance(env, list):  # ["NAME=value", "NAME"] form
+        return {k: (v if sep else None) for k, sep, v in (e.partition("=") for e in env)}
+    return {k: None if v is None else str(v) for k, v in env.items()}
+
+
+def _substitute(value: str) -> str:
+    """What compose would put there with nothing set in the shell (`:?` needs a value: use one)."""
+    def one(m: re.Match[str]) -> str:
+        if "?" in m.group(0):
+            return "value-from-the-shell"
+        return m.group(2)
+    return _SUBST.sub(one, value)
+
+
+def test_services_and_images() -> None:
+    assert set(SERVICES) == {"db", "redis", "server", "worker"}
+    assert SERVICES["db"]["image"] == "pgvector/pgvector:pg16"
+    assert SERVICES["redis"]["image"].split(":")[0] == "redis"
+    assert SERVICES["redis"]["image"].split(":")[1].startswith("7")
+    for name in ("server", "worker"):
+        assert SERVICES[name]["build"] == "."
+        assert SERVICES[name]["image"] == SERVICES["server"]["image"]
+
+
+@pytest.mark.parametrize("name", ["server", "worker"])
+def test_commands_are_real_tutorhub_subcommands(name: str) -> None:
+    command = SERVICES[name]["command"]
+    assert isinstance(command, list) and command[0] == "tutorhub"
+    args = build_parser().parse_args(command[1:])  # argparse exits on an unknown subcommand/flag
+    assert args.command == {"server": "serve", "worker": "worker"}[name]
+    assert callable(args.func)
+
+
+def test_server_listens_where_compose_looks() -> None:
+    server = SERVICES["server"]
+    args = build_parser().parse_args(server["command"][1:])
+    assert (args.host, args.port) == ("0.0.0.0", 8000)
+    assert f"{args.port}:{args.port}" in server["ports"]
+    probe = " ".join(server["healthcheck"]["test"])
+    assert f"127.0.0.1:{args.port}/readyz" in probe
+
+
+def test_every_tutorhub_variable_is_a_real_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = set()
+    for name, service in SERVICES.items():
+        env = _environment(service)
+        tutorhub_vars = {k: v for k, v in env.items() if k.startswith("TUTORHUB_")}
+        for var in tutorhub_vars:
+            field = var.removeprefix("TUTORHUB_").lower()
+            assert field in Settings.model_fields, f"{name}: {var} is not a setting"
+            seen.add(var)
+        if name in ("server", "worker"):
+            # And the values compose would pass parse as those settings.
+            for var in [v for v in os.environ if v.startswith("TUTORHUB_")]:
+                monkeypatch.delenv(var)
+            for var, value in tutorhub_vars.items():
+                if value is not None:
+                    monkeypatch.setenv(var, _substitute(value))
+            s = Settings(_env_file=None)  # type: ignore[call-arg]
+            assert s.database_url and s.database_url.startswith("postgresql://")
+            assert s.redis_url == "redis://redis:6379/0"
+            assert s.secret_key == "value-from-the-shell"
+            assert s.embedded is False
+            assert s.should_migrate is (name == "server")
+    assert {"TUTORHUB_DATABASE_URL", "TUTORHUB_REDIS_URL", "TUTORHUB_SECRET_KEY",
+            "TUTORHUB_AUTO_MIGRATE"} <= seen
+
+
+def test_database_url_matches_the_db_service() -> None:
+    db_env = _environment(SERVICES["db"])
+    url = _substitute(_environment(SERVICES["server"])["TUTORHUB_DATABASE_URL"] or "")
+    user, password, database = (_substitute(db_env[k] or "") for k in
+                                ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))
+    assert url == f"postgresql://{user}:{password}@db:5432/{database}"
+
+
+def test_healthchecks_and_startup_order() -> None:
+    for name in ("db", "redis", "server"):
+        check = SERVICES[name]["healthcheck"]
+        assert check["test"][0] in ("CMD", "CMD-SHELL") and len(check["test"]) > 1, name
+    assert "pg_isready" in " ".join(SERVICES["db"]["healthcheck"]["test"])
+    assert "ping" in SERVICES["redis"]["healthcheck"]["test"]
+    healthy = {"condition": "service_healthy"}
+    assert SERVICES["server"]["depends_on"] == {"db": healthy, "redis": healthy}
+    # The worker waits for the server, which is the one process that migrates.
+    assert SERVICES["worker"]["depends_on"] == {"db": healthy, "redis": healthy, "server": healthy}
+
+
+def test_volumes() -> None:
+    declared = set(COMPOSE["volumes"])
+    assert "pgdata:/var/lib/postgresql/data" in SERVICES["db"]["volumes"]
+    # Uploads written by the server are read by the worker: the same data volume in both.
+    assert SERVICES["server"]["volumes"] == SERVICES["worker"]["volumes"]
+    data_volume = SERVICES["server"]["volumes"][0].split(":")
+    assert data_volume[1] == _environment(SERVICES["server"])["TUTORHUB_DATA_DIR"]
+    for service in SERVICES.values():
+        for volume in service.get("volumes", []):
+            assert volume.split(":")[0] in declared
+
+
+def test_dockerfile_installs_cpu_torch_before_the_project() -> None:
+    lines = [ln.strip() for ln in (ROOT / "Dockerfile").read_text().splitlines()]
+    assert lines[[ln.startswith("FROM") for ln in lines].index(True)] == "FROM python:3.11-slim"
+    torch = next(i for i, ln in enumerate(lines) if "torch==2.13.0" in ln)
+    assert "download.pytorch.org/whl/cpu" in lines[torch]
+    project = next(i for i, ln in enumerate(lines) if "pip install -e ." in ln)
+    assert torch < project
+    assert any(ln.startswith("VOLUME") and "/data" in ln for ln in lines)
+    for folder in ("chat_server", "workers", "migrations"):
+        assert any(ln.startswith(f"COPY {folder}") for ln in lines), folder
+    cmd = next(ln for ln in lines if ln.startswith("CMD"))
+    args = build_parser().parse_args(yaml.safe_load(cmd.removeprefix("CMD"))[1:])
+    assert args.command == "serve"
