@@ -35,16 +35,36 @@ def database(settings: Settings, *, lock: bool) -> Iterator[Settings]:
                                               "auto_migrate": settings.should_migrate})
 
 
+def listen_address(args: argparse.Namespace, settings: Settings) -> tuple[str, int]:
+    """`--host`/`--port` override TUTORHUB_HOST/TUTORHUB_PORT."""
+    host = args.host if args.host is not None else settings.host
+    port = args.port if args.port is not None else settings.port
+    return host, port
+
+
+def _require_migrated(url: str) -> None:
+    """Refuse an unmigrated database before uvicorn starts (raises DatabaseNotMigrated)."""
+    from chat_server.db import check_migrated, open_database
+
+    async def check() -> None:
+        async with open_database(url, 1) as db:
+            await check_migrated(db.engine)
+
+    asyncio.run(check())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from chat_server.app import create_app
 
     settings = get_settings()
-    host = args.host or settings.host
-    port = args.port or settings.port
+    host, port = listen_address(args, settings)
     started = time.monotonic()
     with database(settings, lock=True) as resolved:
+        if not resolved.should_migrate:
+            assert resolved.database_url
+            _require_migrated(resolved.database_url)
         app = create_app(resolved)
         app.state.started_monotonic = started
         config = uvicorn.Config(
