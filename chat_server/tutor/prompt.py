@@ -1,0 +1,162 @@
+"""The tutor's prompt: system instructions, numbered passages, trimmed history, language."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from chat_server.retrieval import Hit
+
+Language = Literal["en", "ru"]
+
+_CYRILLIC = re.compile(r"[\u0400-\u04FF]")
+_LATIN = re.compile(r"[A-Za-z]")
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+
+
+def detect_language(text: str) -> Language:
+    """Russian when Cyrillic letters outnumber Latin ones, else English (by script, no model)."""
+    return "ru" if len(_CYRILLIC.findall(text)) > len(_LATIN.findall(text)) else "en"
+
+
+def estimate_tokens(text: str) -> int:
+    # ~4 characters per token for English, ~3 for Cyrillic text under common BPE vocabularies.
+    if not text:
+        return 0
+    cyr = len(_CYRILLIC.findall(text))
+    return max(1, math.ceil(cyr / 3 + (len(text) - cyr) / 4))
+
+
+SYSTEM_PROMPT = """You are Tutorhub's tutor. You help a learner understand their own study
+materials.
+
+Rules:
+- Answer from the numbered passages of the learner's materials given with the question.
+- Cite the passages you use with their markers, like [1] or [2][3], right after the claim.
+  Cite only markers that exist; never invent sources.
+- If the passages do not cover the question, say so plainly, then (if you can) give a short general
+  answer clearly marked as not coming from their materials.
+- Answer in the learner's language: {language_name}. Keep it clear and short unless asked
+  for detail."""
+
+SOCRATIC_RULES = """
+Socratic mode is on: do not give the final answer straight away. Guide the learner with hints and
+one or two questions that lead them to it, citing the passages the hints come from. Give the full
+answer only when the learner has tried or explicitly asks for it."""
+
+_LANGUAGE_NAMES: dict[Language, str] = {"en": "English", "ru": "Russian (русский)"}
+
+_NO_MATERIALS: dict[Language, str] = {
+    "en": "(The learner has no materials matching this question.)",
+    "ru": "(В материалах учащегося нет ничего по этому вопросу.)",
+}
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass
+class PromptRequest:
+    """Everything a provider needs for one reply."""
+
+    system: str
+    messages: list[dict[str, str]]  # alternating user/assistant, last one is the user's
+    question: str
+    language: Language
+    hits: list[Hit]
+    socratic: bool
+    max_tokens: int
+    temperature: float
+    input_tokens_estimate: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def system_prompt(language: Language, socratic: bool) -> str:
+    text = SYSTEM_PROMPT.format(language_name=_LANGUAGE_NAMES[language])
+    return text + SOCRATIC_RULES if socratic else text
+
+
+def format_passages(hits: Sequence[Hit], language: Language) -> str:
+    if not hits:
+        return _NO_MATERIALS[language]
+    parts = []
+    for n, hit in enumerate(hits, 1):
+        where = ""
+        if hit.page is not None:
+            where = f", page {hit.page}"
+        elif hit.start_s is not None:
+            where = f", at {_timestamp(hit.start_s)}"
+        parts.append(f"[{n}] {hit.title}{where}:\n{hit.text.strip()}")
+    return "\n\n".join(parts)
+
+
+def _timestamp(seconds: float) -> str:
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def trim_history(turns: Sequence[Turn], budget: int) -> list[Turn]:
+    """The newest turns that fit `budget` tokens, oldest first, starting with a user turn."""
+    kept: list[Turn] = []
+    used = 0
+    for turn in reversed(turns):
+        cost = estimate_tokens(turn.content)
+        if used + cost > budget:
+            break
+        kept.append(turn)
+        used += cost
+    kept.reverse()
+    while kept and kept[0].role != "user":
+        kept.pop(0)
+    return kept
+
+
+def build_request(*, question: str, hits: Sequence[Hit], history: Sequence[Turn], socratic: bool,
+                  history_budget: int, max_tokens: int, temperature: float) -> PromptRequest:
+    language = detect_language(question)
+    messages: list[dict[str, str]] = []
+    for turn in trim_history(history, history_budget):
+        # Providers want strictly alternating roles: merge neighbours with the same role.
+        if messages and messages[-1]["role"] == turn.role:
+            messages[-1]["content"] += "\n\n" + turn.content
+        else:
+            messages.append({"role": turn.role, "content": turn.content})
+    final = (f"Passages from my materials:\n\n{format_passages(hits, language)}\n\n"
+             f"My question: {question}")
+    if messages and messages[-1]["role"] == "user":
+        messages[-1]["content"] += "\n\n" + final
+    else:
+        messages.append({"role": "user", "content": final})
+    system = system_prompt(language, socratic)
+    estimate = estimate_tokens(system) + sum(estimate_tokens(m["content"]) for m in messages)
+    return PromptRequest(system=system, messages=messages, question=question, language=language,
+                         hits=list(hits), socratic=socratic, max_tokens=max_tokens,
+                         temperature=temperature, input_tokens_estimate=estimate)
+
+
+def cited_numbers(text: str, available: int) -> list[int]:
+    """Markers [n] in `text` that point at one of `available` passages, in first-use order."""
+    seen: list[int] = []
+    for m in _MARKER.finditer(text):
+        n = int(m.group(1))
+        if 1 <= n <= available and n not in seen:
+            seen.append(n)
+    return seen
+
+
+def citation(n: int, hit: Hit) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": n, "material_id": str(hit.material_id), "title": hit.title,
+                           "kind": hit.kind, "text": hit.text}
+    if hit.page is not None:
+        out["page"] = hit.page
+    if hit.start_s is not None:
+        out["start_s"] = hit.start_s
+    return out

@@ -1,0 +1,324 @@
+"""LLM providers behind one small interface, and the choice of them from settings.
+
+A provider's `stream(request)` is an async context manager yielding a `ReplyStream`:
+iterate it for text deltas; afterwards `finish_reason` ("stop" | "length") and `usage`
+are set. Leaving the context closes the HTTP stream at once (that is how cancel stops
+billing). Every fault surfaces as `ProviderError`; a stream that ends without its
+provider's final event raises `ProviderError("provider_stream_cut")`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx2
+
+from chat_server.settings import Settings
+from chat_server.tutor.errors import ProviderError
+from chat_server.tutor.prompt import PromptRequest
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+
+class ReplyStream(Protocol):
+    usage: Usage
+    finish_reason: str | None
+
+    def __aiter__(self) -> AsyncIterator[str]: ...
+
+
+class Provider(Protocol):
+    name: str
+    model: str
+
+    def stream(self, request: PromptRequest) -> AbstractAsyncContextManager[ReplyStream]: ...
+
+    async def aclose(self) -> None: ...
+
+
+# --- fault mapping ------------------------------------------------------------------
+
+_RETRYABLE_STATUS = {408, 409, 429}
+_RETRYABLE_BODY_TYPES = {"overloaded_error", "rate_limit_error", "api_error", "server_error"}
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    if headers is None:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        parsed = email.utils.parsedate_tz(raw)
+        return max(0.0, email.utils.mktime_tz(parsed) - time.time()) if parsed else None
+
+
+def _body_error_type(body: Any) -> str | None:
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and isinstance(err.get("type"), str):
+            return str(err["type"])
+    return None
+
+
+def _from_status(provider: str, status: int, body: Any, headers: Any) -> ProviderError:
+    kind = _body_error_type(body)
+    retryable = status in _RETRYABLE_STATUS or status >= 500 or kind in _RETRYABLE_BODY_TYPES
+    if status == 429 or kind == "rate_limit_error":
+        return ProviderError("provider_overloaded",
+                             f"The {provider} provider is rate limiting us (HTTP 429).",
+                             retryable=True, retry_after=retry_after_seconds(headers),
+                             status=status)
+    if retryable:
+        what = f"HTTP {status}" if status != 200 else "error event"
+        what += f", {kind}" if kind else ""
+        return ProviderError("provider_overloaded",
+                             f"The {provider} provider is overloaded or failing ({what}).",
+                             retryable=True, retry_after=retry_after_seconds(headers),
+                             status=status)
+    if status in (401, 403):
+        return ProviderError("provider_rejected",
+                             f"The {provider} provider refused our credentials (HTTP {status}).",
+                             status=status)
+    return ProviderError("provider_rejected",
+                         f"The {provider} provider rejected the request (HTTP {status}"
+                         f"{', ' + kind if kind else ''}).", status=status)
+
+
+def _transport(provider: str, err: Exception, started: bool) -> ProviderError:
+    if started:
+        return ProviderError("provider_stream_cut",
+                             f"The {provider} stream was cut off mid-way ({type(err).__name__}).",
+                             retryable=True)
+    if isinstance(err, httpx2.TimeoutException):
+        return ProviderError("provider_timeout", f"The {provider} provider did not answer in time.",
+                             retryable=True)
+    return ProviderError("provider_unreachable",
+                         f"Could not reach the {provider} provider ({type(err).__name__}).",
+                         retryable=True)
+
+
+_CUT = "The {} stream ended before its final event."
+
+
+def _timeout(settings: Settings) -> httpx2.Timeout:
+    return httpx2.Timeout(settings.llm_timeout_s, connect=min(10.0, settings.llm_timeout_s))
+
+
+# --- Anthropic ------------------------------------------------------------------------
+
+_ANTHROPIC_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+                     "refusal": "stop", "pause_turn": "stop", "tool_use": "stop"}
+
+
+class _AnthropicStream:
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.usage = Usage()
+        self.finish_reason: str | None = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        import anthropic
+
+        stopped = False
+        started = False
+        try:
+            async for event in self._raw:
+                kind = event.type
+                if kind == "message_start":
+                    self.usage.input_tokens = event.message.usage.input_tokens or 0
+                    self.usage.output_tokens = event.message.usage.output_tokens or 0
+                elif kind == "content_block_delta" and event.delta.type == "text_delta":
+                    if event.delta.text:
+                        started = True
+                        yield event.delta.text
+                elif kind == "message_delta":
+                    if event.delta.stop_reason:
+                        self.finish_reason = _ANTHROPIC_FINISH.get(event.delta.stop_reason, "stop")
+                    if event.usage is not None and event.usage.output_tokens is not None:
+                        self.usage.output_tokens = event.usage.output_tokens
+                    if getattr(event.usage, "input_tokens", None):
+                        self.usage.input_tokens = event.usage.input_tokens
+                elif kind == "message_stop":
+                    stopped = True
+        except anthropic.APIStatusError as err:
+            raise _from_status("anthropic", err.status_code, err.body,
+                               err.response.headers) from err
+        except (anthropic.APIConnectionError, httpx2.TransportError) as err:
+            raise _transport("anthropic", err, started) from err
+        if not stopped:
+            raise ProviderError("provider_stream_cut", _CUT.format("anthropic"), retryable=True)
+        self.finish_reason = self.finish_reason or "stop"
+
+
+class AnthropicProvider:
+    name = "anthropic"
+
+    def __init__(self, settings: Settings) -> None:
+        import anthropic
+
+        self.model = settings.anthropic_model
+        self._settings = settings
+        self._client = anthropic.AsyncAnthropic(
+            api_key=settings.anthropic_api_key or "unset", base_url=settings.anthropic_base_url,
+            max_retries=0,  # the tutor retries itself: only before the first token, with events
+            timeout=_timeout(settings),
+        )
+
+    @asynccontextmanager
+    async def stream(self, request: PromptRequest) -> AsyncIterator[ReplyStream]:
+        import anthropic
+
+        try:
+            raw = await self._client.messages.create(
+                model=self.model, max_tokens=request.max_tokens, system=request.system,
+                messages=request.messages,  # type: ignore[arg-type]
+                # This SDK no longer types `temperature`; the Messages API still takes it.
+                extra_body={"temperature": request.temperature}, stream=True,
+            )
+        except anthropic.APIStatusError as err:
+            raise _from_status("anthropic", err.status_code, err.body,
+                               err.response.headers) from err
+        except (anthropic.APIConnectionError, httpx2.TransportError) as err:
+            raise _transport("anthropic", err, False) from err
+        try:
+            yield _AnthropicStream(raw)
+        finally:
+            await raw.close()  # type: ignore[union-attr]
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+# --- OpenAI and compatible servers ----------------------------------------------------
+
+class _OpenAIStream:
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.usage = Usage()
+        self.finish_reason: str | None = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        import openai
+
+        started = False
+        try:
+            async for chunk in self._raw:
+                if chunk.usage is not None:
+                    self.usage.input_tokens = chunk.usage.prompt_tokens or 0
+                    self.usage.output_tokens = chunk.usage.completion_tokens or 0
+                for choice in chunk.choices or ():
+                    text = choice.delta.content if choice.delta is not None else None
+                    if text:
+                        started = True
+                        yield text
+                    if choice.finish_reason:
+                        length = choice.finish_reason == "length"
+                        self.finish_reason = "length" if length else "stop"
+        except openai.APIStatusError as err:
+            raise _from_status("openai", err.status_code, err.body, err.response.headers) from err
+        except (openai.APIConnectionError, httpx2.TransportError) as err:
+            raise _transport("openai", err, started) from err
+        except openai.APIError as err:  # an error object inside the stream
+            raise _from_status("openai", 500, err.body, None) from err
+        if self.finish_reason is None:
+            raise ProviderError("provider_stream_cut", _CUT.format("openai"), retryable=True)
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, settings: Settings) -> None:
+        import openai
+
+        self.model = settings.openai_model
+        self._client = openai.AsyncOpenAI(
+            api_key=settings.openai_api_key or "unset", base_url=settings.openai_base_url,
+            max_retries=0,
+            timeout=_timeout(settings),
+        )
+
+    @asynccontextmanager
+    async def stream(self, request: PromptRequest) -> AsyncIterator[ReplyStream]:
+        import openai
+
+        messages = [{"role": "system", "content": request.system}, *request.messages]
+        try:
+            raw = await self._client.chat.completions.create(  # type: ignore[call-overload]
+                model=self.model, messages=messages,  # type: ignore[arg-type]
+                # max_tokens rather than max_completion_tokens: Ollama, vLLM and LM Studio know it.
+                max_tokens=request.max_tokens, temperature=request.temperature, stream=True,
+                stream_options={"include_usage": True},
+            )
+        except openai.APIStatusError as err:
+            raise _from_status("openai", err.status_code, err.body, err.response.headers) from err
+        except (openai.APIConnectionError, httpx2.TransportError) as err:
+            raise _transport("openai", err, False) from err
+        try:
+            yield _OpenAIStream(raw)
+        finally:
+            await raw.close()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+# --- choice -----------------------------------------------------------------------------
+
+def primary_name(settings: Settings) -> str:
+    if settings.llm_provider != "auto":
+        return settings.llm_provider
+    if settings.anthropic_api_key:
+        return "anthropic"
+    if settings.openai_api_key or settings.openai_base_url:
+        return "openai"
+    return "offline"
+
+
+def build_provider(name: str, settings: Settings) -> Provider:
+    if name == "anthropic":
+        return AnthropicProvider(settings)
+    if name == "openai":
+        return OpenAIProvider(settings)
+    if name == "offline":
+        from chat_server.tutor.offline import OfflineProvider
+
+        return OfflineProvider()
+    raise ValueError(f"Unknown LLM provider {name!r}: use anthropic, openai or offline.")
+
+
+@asynccontextmanager
+async def open_providers(settings: Settings) -> AsyncIterator[list[Provider]]:
+    """The primary provider then each fallback (duplicates dropped); all closed on exit."""
+    names: list[str] = []
+    for name in [primary_name(settings), *settings.llm_fallback]:
+        if name not in names:
+            names.append(name)
+    providers: list[Provider] = []
+    try:
+        for name in names:
+            providers.append(build_provider(name, settings))
+        yield providers
+    finally:
+        for provider in providers:
+            await provider.aclose()

@@ -1,0 +1,466 @@
+"""The Tutor: accepts chat.send / chat.cancel for a user and owns every reply being streamed.
+
+Flow of one `chat.send`: validate → (resend? re-ack and stop) → quota → one transaction
+that stores the user's message and a `streaming` assistant row → `chat.ack` → a reply
+task. The task publishes `reply.start`, retrieves passages, builds the prompt, waits for
+a provider slot (`reply.queued` when it has to), streams `reply.delta`s, then
+`reply.citations` and `reply.end`, and stores the final text and status. Every way out of
+the task (done, cancel, fault, shutdown) goes through `_finish`, so a reply is never lost.
+
+Policies:
+- One streaming reply per conversation: a second `chat.send` into it is refused with
+  `reply_in_progress` (the client can cancel or wait; queueing would hide a stuck reply).
+- Provider slots: `llm_max_concurrent_streams` per process, FIFO; waiting replies get
+  `reply.queued {position}` once, when they start to wait.
+- Retries: `llm_retries` on retryable faults before the first token (retry-after honoured,
+  else exponential backoff from 0.5 s, capped at 8 s; retry-after capped at 30 s), then the
+  next provider of `llm_fallback`; after the first token a fault ends the reply `failed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from chat_server import retrieval
+from chat_server.db import Database
+from chat_server.models import Conversation, Message, MessageStatus, Role
+from chat_server.settings import Settings
+from chat_server.tutor.errors import ProviderError, TutorError
+from chat_server.tutor.prompt import (
+    PromptRequest,
+    Turn,
+    build_request,
+    citation,
+    cited_numbers,
+    estimate_tokens,
+)
+from chat_server.tutor.providers import Provider, Usage
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, dict[str, Any]], Awaitable[int]]
+
+MAX_TEXT_CHARS = 16_000
+MAX_CLIENT_ID_CHARS = 100
+MAX_MATERIAL_IDS = 100
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 8.0
+RETRY_AFTER_MAX_S = 30.0
+# A `streaming` row older than this is treated as an orphan (its process died) and does
+# not block its conversation; live replies on this process are tracked in memory anyway.
+STALE_STREAMING_S = 15 * 60
+
+
+@dataclass
+class Reply:
+    user_id: uuid.UUID
+    reply_id: uuid.UUID
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    question: str
+    material_ids: list[uuid.UUID] | None
+    socratic: bool
+    text: list[str] = field(default_factory=list)
+    seq: int = 0
+    usage: Usage = field(default_factory=Usage)
+    hits: list[retrieval.Hit] = field(default_factory=list)
+    provider: str | None = None
+    model: str | None = None
+    # Set before the task is cancelled, so the task knows why: cancelled | interrupted.
+    stop_reason: str | None = None
+    task: asyncio.Task[None] | None = None
+    ending: asyncio.Task[None] | None = None
+
+    @property
+    def user(self) -> str:
+        return str(self.user_id)
+
+
+class _Slots:
+    """A FIFO counting semaphore that tells each waiter its position when it starts waiting."""
+
+    def __init__(self, size: int) -> None:
+        self._free = max(1, size)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @asynccontextmanager
+    async def hold(self, on_queued: Callable[[int], Awaitable[object]]) -> AsyncIterator[None]:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+        else:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await on_queued(len(self._waiters))
+                await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled():
+                    self._release()  # the slot was handed to us as we were cancelled: pass it on
+                else:
+                    self._waiters.remove(fut)
+                raise
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot passes straight to the next waiter
+                return
+        self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+
+def _frame_uuid(value: Any, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, TypeError, AttributeError):
+        raise TutorError("invalid_request", f"{name} must be a UUID.") from None
+
+
+class Tutor:
+    def __init__(self, settings: Settings, db: Database, publish: Publish,
+                 providers: list[Provider]) -> None:
+        if not providers:
+            raise ValueError("The tutor needs at least one provider.")
+        self.settings = settings
+        self.db = db
+        self._publish = publish
+        self.providers = providers
+        self._slots = _Slots(settings.llm_max_concurrent_streams)
+        self._replies: dict[uuid.UUID, Reply] = {}
+        self._by_conversation: dict[uuid.UUID, uuid.UUID] = {}
+        self._closing = False
+
+    # --- the contract --------------------------------------------------------------------
+
+    async def send(self, user_id: uuid.UUID, frame: dict[str, Any]) -> None:
+        """Store the message, publish chat.ack, start the reply. Refusals raise TutorError."""
+        if self._closing:
+            raise TutorError("unavailable", "The tutor is shutting down; send again in a moment.")
+        client_id, text, conversation_id, material_ids, socratic = self._parse(frame)
+        async with self.db.session() as session:
+            if await self._reack(session, user_id, client_id):
+                return
+            await self._check_quota(session, user_id)
+            try:
+                reply = await self._store(session, user_id, client_id, text, conversation_id,
+                                          material_ids, socratic)
+            except IntegrityError:
+                # The same client id raced in from another socket: the first one answers.
+                await session.rollback()
+                if await self._reack(session, user_id, client_id):
+                    return
+                raise
+        self._replies[reply.reply_id] = reply
+        self._by_conversation[reply.conversation_id] = reply.reply_id
+        try:
+            await self._publish(reply.user, {
+                "type": "chat.ack", "id": client_id, "message_id": str(reply.message_id),
+                "conversation_id": str(reply.conversation_id), "reply_id": str(reply.reply_id)})
+        finally:
+            reply.task = asyncio.create_task(self._run(reply), name=f"reply-{reply.reply_id}")
+
+    async def cancel(self, user_id: uuid.UUID, reply_id: str) -> None:
+        """Stop a streaming reply (its HTTP stream closes); it ends `cancelled`, text kept."""
+        rid = _frame_uuid(reply_id, "reply_id")
+        reply = self._replies.get(rid)
+        if reply is not None and reply.user_id == user_id:
+            if reply.stop_reason is None:
+                reply.stop_reason = "cancelled"
+            if reply.task is not None:
+                reply.task.cancel()
+                await asyncio.wait({reply.task})
+            return
+        async with self.db.session() as session:
+            row = await session.scalar(select(Message).where(
+                Message.id == rid, Message.user_id == user_id, Message.role == Role.assistant))
+        if row is None:
+            raise TutorError("reply_not_found", "No such reply.", reply_id=reply_id)
+        if row.status == MessageStatus.streaming:
+            raise TutorError("reply_not_found",
+                             "This reply is not streaming on this server.", reply_id=reply_id)
+        # Already finished: cancelling it again is a no-op.
+
+    async def aclose(self, timeout_s: float) -> None:
+        """Refuse new sends, give running replies `timeout_s` to finish, then interrupt the rest."""
+        self._closing = True
+        tasks = {r.task for r in self._replies.values() if r.task is not None}
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        for reply in list(self._replies.values()):
+            if reply.task is not None and not reply.task.done():
+                reply.stop_reason = reply.stop_reason or "interrupted"
+                reply.task.cancel()
+        tasks = {r.task for r in self._replies.values() if r.task is not None}
+        if tasks:
+            await asyncio.wait(tasks)
+
+    @property
+    def active(self) -> int:
+        return len(self._replies)
+
+    # --- send, step by step ------------------------------------------------------------------
+
+    def _parse(self, frame: dict[str, Any]
+               ) -> tuple[str, str, uuid.UUID | None, list[uuid.UUID] | None, bool | None]:
+        client_id = frame.get("id")
+        if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS:
+            raise TutorError("invalid_request",
+                             f"chat.send needs an id: a string of 1 to {MAX_CLIENT_ID_CHARS} "
+                             "characters, unique per message.")
+        text = frame.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise TutorError("invalid_request", "chat.send needs a non-empty text.")
+        if len(text) > MAX_TEXT_CHARS:
+            raise TutorError("invalid_request",
+                             f"The message is longer than {MAX_TEXT_CHARS} characters.")
+        conv = frame.get("conversation_id")
+        conversation_id = _frame_uuid(conv, "conversation_id") if conv is not None else None
+        raw_ids = frame.get("material_ids")
+        material_ids: list[uuid.UUID] | None = None
+        if raw_ids is not None:
+            if not isinstance(raw_ids, list) or len(raw_ids) > MAX_MATERIAL_IDS:
+                raise TutorError("invalid_request",
+                                 f"material_ids must be a list of at most {MAX_MATERIAL_IDS} "
+                                 "UUIDs.")
+            material_ids = [_frame_uuid(m, "material_ids[]") for m in raw_ids]
+        socratic = frame.get("socratic")
+        if socratic is not None and not isinstance(socratic, bool):
+            raise TutorError("invalid_request", "socratic must be true or false.")
+        return client_id, text.strip(), conversation_id, material_ids, socratic
+
+    async def _reack(self, session: Any, user_id: uuid.UUID, client_id: str) -> bool:
+        msg = await session.scalar(select(Message).where(
+            Message.user_id == user_id, Message.client_id == client_id))
+        if msg is None:
+            return False
+        reply_id = await session.scalar(select(Message.id).where(
+            Message.reply_to == msg.id, Message.role == Role.assistant))
+        event: dict[str, Any] = {"type": "chat.ack", "id": client_id, "message_id": str(msg.id),
+                                 "conversation_id": str(msg.conversation_id),
+                                 "reply_id": str(reply_id) if reply_id else None, "duplicate": True}
+        await self._publish(str(user_id), event)
+        return True
+
+    async def _check_quota(self, session: Any, user_id: uuid.UUID) -> None:
+        quota = self.settings.daily_token_quota
+        if quota <= 0:
+            return
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        used = await session.scalar(
+            select(func.coalesce(func.sum(Message.input_tokens + Message.output_tokens), 0))
+            .where(Message.user_id == user_id, Message.created_at >= midnight))
+        if int(used or 0) >= quota:
+            raise TutorError("quota_exceeded",
+                             f"You have used your {quota} tokens for today; the quota resets at "
+                             "midnight UTC.", used=int(used or 0), quota=quota)
+
+    async def _store(self, session: Any, user_id: uuid.UUID, client_id: str, text: str,
+                     conversation_id: uuid.UUID | None, material_ids: list[uuid.UUID] | None,
+                     socratic: bool | None) -> Reply:
+        if conversation_id is None:
+            conv = Conversation(user_id=user_id, title=_title(text), socratic=bool(socratic))
+            session.add(conv)
+            await session.flush()
+        else:
+            # Row lock: two sends into one conversation can't both see it idle.
+            conv = await session.scalar(select(Conversation).where(
+                Conversation.id == conversation_id, Conversation.user_id == user_id
+            ).with_for_update())
+            if conv is None:
+                raise TutorError("conversation_not_found", "Conversation not found.",
+                                 conversation_id=str(conversation_id))
+            await self._check_idle(session, conv.id)
+            if socratic is not None:
+                conv.socratic = socratic
+            conv.updated_at = func.now()
+        user_msg = Message(conversation_id=conv.id, user_id=user_id, role=Role.user,
+                           content=text, status=MessageStatus.complete, client_id=client_id)
+        session.add(user_msg)
+        await session.flush()
+        provider = self.providers[0]
+        reply_msg = Message(conversation_id=conv.id, user_id=user_id, role=Role.assistant,
+                            content="", status=MessageStatus.streaming, reply_to=user_msg.id,
+                            provider=provider.name, model=provider.model)
+        session.add(reply_msg)
+        await session.flush()
+        await session.commit()
+        return Reply(user_id=user_id, reply_id=reply_msg.id, message_id=user_msg.id,
+                     conversation_id=conv.id, question=text, material_ids=material_ids,
+                     socratic=conv.socratic)
+
+    async def _check_idle(self, session: Any, conversation_id: uuid.UUID) -> None:
+        busy = self._by_conversation.get(conversation_id)
+        if busy is None:
+            busy = await session.scalar(select(Message.id).where(
+                Message.conversation_id == conversation_id,
+                Message.status == MessageStatus.streaming,
+                Message.created_at > func.now() - func.make_interval(0, 0, 0, 0, 0, 0,
+                                                                     STALE_STREAMING_S)))
+        if busy is not None:
+            raise TutorError("reply_in_progress",
+                             "A reply is still streaming in this conversation: wait for its "
+                             "reply.end or cancel it, then send again.", reply_id=str(busy))
+
+    # --- the reply task ----------------------------------------------------------------------
+
+    async def _run(self, reply: Reply) -> None:
+        try:
+            await self._publish(reply.user, {
+                "type": "reply.start", "reply_id": str(reply.reply_id),
+                "conversation_id": str(reply.conversation_id),
+                "message_id": str(reply.message_id)})
+            request = await self._prepare(reply)
+            async with self._slots.hold(lambda pos: self._publish(reply.user, {
+                    "type": "reply.queued", "reply_id": str(reply.reply_id), "position": pos})):
+                finish = await self._stream(reply, request)
+            await self._end(reply, finish)
+        except asyncio.CancelledError:
+            await self._end(reply, reply.stop_reason or "interrupted")
+            raise
+        except ProviderError as err:
+            await self._end(reply, "failed", code=err.code, message=err.message)
+        except Exception as err:
+            log.exception("reply %s failed", reply.reply_id)
+            await self._end(reply, "failed", code="internal",
+                            message=f"The tutor failed unexpectedly ({type(err).__name__}).")
+
+    async def _end(self, reply: Reply, finish: str, *, code: str | None = None,
+                   message: str | None = None) -> None:
+        """Run `_finish` once, shielded: a cancel arriving while the end is stored can't cut it."""
+        if reply.ending is None:
+            reply.ending = asyncio.create_task(
+                self._finish(reply, finish, code=code, message=message),
+                name=f"reply-end-{reply.reply_id}")
+        cancelled = False
+        while not reply.ending.done():
+            try:
+                await asyncio.shield(reply.ending)
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _prepare(self, reply: Reply) -> PromptRequest:
+        async with self.db.session() as session:
+            reply.hits = list(await retrieval.retrieve(
+                session, self.settings, reply.user_id, reply.question,
+                material_ids=reply.material_ids, k=self.settings.retrieval_top_k))
+            rows = await session.execute(
+                select(Message.role, Message.content).where(
+                    Message.conversation_id == reply.conversation_id,
+                    Message.user_id == reply.user_id,
+                    Message.id.not_in([reply.message_id, reply.reply_id]),
+                    Message.content != "")
+                .order_by(Message.created_at.desc(), Message.role.asc())
+                # Enough rows for any budget; trim_history cuts to the token budget.
+                .limit(200))
+            history = [Turn(role=r.value, content=c) for r, c in reversed(rows.all())]
+        return build_request(
+            question=reply.question, hits=reply.hits, history=history, socratic=reply.socratic,
+            history_budget=self.settings.history_token_budget,
+            max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
+
+    async def _stream(self, reply: Reply, request: PromptRequest) -> str:
+        last: ProviderError | None = None
+        attempts = 0
+        for provider in self.providers:
+            reply.provider, reply.model = provider.name, provider.model
+            for attempt in range(self.settings.llm_retries + 1):
+                attempts += 1
+                try:
+                    async with provider.stream(request) as stream:
+                        async for delta in stream:
+                            reply.seq += 1
+                            reply.text.append(delta)
+                            reply.usage = stream.usage
+                            await self._publish(reply.user, {
+                                "type": "reply.delta", "reply_id": str(reply.reply_id),
+                                "seq": reply.seq, "text": delta})
+                        reply.usage = stream.usage
+                        return stream.finish_reason or "stop"
+                except ProviderError as err:
+                    if reply.seq > 0:
+                        raise  # the learner saw part of this answer: no retry, no mixing
+                    last = err
+                    if not err.retryable or attempt == self.settings.llm_retries:
+                        break
+                    await asyncio.sleep(_delay(err, attempt))
+            if last is not None:
+                log.warning("provider %s gave up on reply %s: %s", provider.name,
+                            reply.reply_id, last.message)
+        assert last is not None
+        if last.retryable:
+            last.message = f"{last.message} Gave up after {attempts} attempts."
+        raise last
+
+    async def _finish(self, reply: Reply, finish: str, *, code: str | None = None,
+                      message: str | None = None) -> None:
+        """Store and announce the end of a reply; runs exactly once per reply, on every path."""
+        text = "".join(reply.text)
+        numbers = cited_numbers(text, len(reply.hits))
+        citations = [citation(n, reply.hits[n - 1]) for n in numbers]
+        if not reply.usage.output_tokens and text:
+            reply.usage.output_tokens = estimate_tokens(text)
+        status = {"stop": MessageStatus.complete, "length": MessageStatus.complete,
+                  "cancelled": MessageStatus.cancelled, "failed": MessageStatus.failed,
+                  "interrupted": MessageStatus.interrupted}[finish]
+        rid = str(reply.reply_id)
+        try:
+            async with self.db.session() as session:
+                await session.execute(update(Message).where(Message.id == reply.reply_id).values(
+                    content=text, status=status, citations=citations,
+                    usage={**reply.usage.as_dict(), "finish_reason": finish},
+                    input_tokens=reply.usage.input_tokens,
+                    output_tokens=reply.usage.output_tokens,
+                    provider=reply.provider, model=reply.model,
+                    error=f"{code}: {message}" if code else None, finished_at=func.now()))
+                await session.commit()
+        except Exception:
+            log.exception("could not store reply %s (%s)", rid, finish)
+        try:
+            if code is not None:
+                await self._publish(reply.user, {"type": "reply.error", "reply_id": rid,
+                                                 "code": code, "message": message})
+            await self._publish(reply.user, {"type": "reply.citations", "reply_id": rid,
+                                             "citations": citations})
+            await self._publish(reply.user, {"type": "reply.end", "reply_id": rid,
+                                             "finish_reason": finish,
+                                             "usage": reply.usage.as_dict()})
+        except Exception:
+            log.exception("could not publish the end of reply %s", rid)
+        finally:
+            self._replies.pop(reply.reply_id, None)
+            if self._by_conversation.get(reply.conversation_id) == reply.reply_id:
+                del self._by_conversation[reply.conversation_id]
+
+
+def _delay(err: ProviderError, attempt: int) -> float:
+    if err.retry_after is not None:
+        return min(err.retry_after, RETRY_AFTER_MAX_S)
+    return min(BACKOFF_BASE_S * 2 ** attempt, BACKOFF_MAX_S) * (0.75 + random.random() / 4)
+
+
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 60 else line[:59].rstrip() + "…"
+

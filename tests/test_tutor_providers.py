@@ -1,0 +1,245 @@
+"""Both provider SDKs, for real, against loopback servers speaking their streaming formats."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from chat_server.models import Message, MessageStatus
+from chat_server.settings import Settings
+from chat_server.tutor.errors import TutorError
+from tests.support.fake_providers import (
+    FakeProvider,
+    Recorded,
+    Scripted,
+    anthropic_error,
+    anthropic_stream,
+    anthropic_stream_error,
+    openai_error,
+    openai_stream,
+)
+from tests.support.tutor_harness import Harness, tutor_harness
+
+PIECES = ["Light ", "is ", "turned ", "into ", "sugar", "."]
+
+
+@dataclass
+class Flavour:
+    name: str
+    stream: Callable[..., Scripted]
+    error: Callable[[int, float | None], Scripted]
+
+    def settings(self, base: Settings, url: str, **more: Any) -> Settings:
+        if self.name == "anthropic":
+            update = {"llm_provider": "anthropic", "anthropic_base_url": url,
+                      "anthropic_api_key": "sk-test", "anthropic_model": "claude-test"}
+        else:
+            update = {"llm_provider": "openai", "openai_base_url": url + "/v1",
+                      "openai_api_key": "sk-test", "openai_model": "gpt-test"}
+        return base.model_copy(update={"llm_retries": 2, **update, **more})
+
+    def input_tokens(self) -> int:
+        return 12 if self.name == "anthropic" else 15
+
+
+FLAVOURS = [
+    Flavour("anthropic", anthropic_stream,
+            lambda status, ra: anthropic_error(
+                status, "rate_limit_error" if status == 429 else "api_error", "busy", ra)),
+    Flavour("openai", openai_stream,
+            lambda status, ra: openai_error(status, "busy", retry_after=ra)),
+]
+
+
+@pytest.fixture(params=FLAVOURS, ids=lambda f: f.name)
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    return request.param  # type: ignore[no-any-return]
+
+
+async def _row(h: Harness, reply_id: str) -> Message:
+    async with h.db.session() as session:
+        row = await session.scalar(select(Message).where(Message.id == uuid.UUID(reply_id)))
+    assert row is not None
+    return row
+
+
+def _send(text: str = "How does photosynthesis make sugar?", **more: Any) -> dict[str, Any]:
+    return {"type": "chat.send", "id": uuid.uuid4().hex, "text": text, **more}
+
+
+async def test_normal_stream(settings: Settings, flavour: Flavour) -> None:
+    async with FakeProvider() as fake:
+        fake.script.append(flavour.stream(PIECES, output_tokens=7))
+        async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
+            uid = await h.user()
+            frame = _send()
+            await h.tutor.send(uid, frame)
+            ack = await h.frames.ack(uid, frame["id"])
+            end = await h.frames.end_of(uid, ack["reply_id"])
+            frames = h.frames.by_user[str(uid)]
+            kinds = [f["type"] for f in frames]
+            assert kinds == ["chat.ack", "reply.start"] + ["reply.delta"] * len(PIECES) + [
+                "reply.citations", "reply.end"]
+            assert [f["seq"] for f in frames if f["type"] == "reply.delta"] == list(
+                range(1, len(PIECES) + 1))
+            assert h.frames.text(uid, ack["reply_id"]) == "".join(PIECES)
+            assert end["finish_reason"] == "stop"
+            assert end["usage"] == {"input_tokens": flavour.input_tokens(), "output_tokens": 7}
+            row = await _row(h, ack["reply_id"])
+            assert row.status == MessageStatus.complete
+            assert row.content == "".join(PIECES)
+            assert (row.input_tokens, row.output_tokens) == (flavour.input_tokens(), 7)
+            assert row.provider == flavour.name
+    (req,) = fake.requests
+    assert req.body["stream"] is True
+    if flavour.name == "anthropic":
+        assert req.path == "/v1/messages"
+        assert "Cite the passages" in req.body["system"]
+        assert req.body["messages"][-1]["content"].endswith(frame["text"])
+    else:
+        assert req.path == "/v1/chat/completions"
+        assert req.body["stream_options"] == {"include_usage": True}
+        assert req.body["messages"][0]["role"] == "system"
+        assert req.body["messages"][-1]["content"].endswith(frame["text"])
+
+
+async def test_429_with_retry_after_then_success(settings: Settings, flavour: Flavour) -> None:
+    async with FakeProvider() as fake:
+        fake.script.extend([flavour.error(429, 0.3), flavour.stream(PIECES)])
+        arrivals: list[float] = []
+        fake_next = fake._next
+
+        def timed(rec: Recorded) -> Scripted:
+            arrivals.append(time.monotonic())
+            return fake_next(rec)
+
+        fake._next = timed  # type: ignore[method-assign]
+        async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
+            uid = await h.user()
+            frame = _send()
+            await h.tutor.send(uid, frame)
+            ack = await h.frames.ack(uid, frame["id"])
+            end = await h.frames.end_of(uid, ack["reply_id"])
+            assert end["finish_reason"] == "stop"
+            assert h.frames.text(uid, ack["reply_id"]) == "".join(PIECES)
+            assert not h.frames.of(uid, ack["reply_id"], "reply.error")
+    assert len(fake.requests) == 2
+    # retry-after: 0.3 was honoured (a lower bound, so this cannot flake).
+    assert arrivals[1] - arrivals[0] >= 0.29
+
+
+async def test_500_before_first_token_is_retried_then_reply_error(
+    settings: Settings, flavour: Flavour
+) -> None:
+    async with FakeProvider(default=flavour.error(500, 0)) as fake:
+        async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
+            uid = await h.user()
+            frame = _send()
+            await h.tutor.send(uid, frame)
+            ack = await h.frames.ack(uid, frame["id"])
+            end = await h.frames.end_of(uid, ack["reply_id"])
+            (error,) = h.frames.of(uid, ack["reply_id"], "reply.error")
+            assert error["code"] == "provider_overloaded"
+            assert flavour.name in error["message"] and "500" in error["message"]
+            assert end["finish_reason"] == "failed"
+            row = await _row(h, ack["reply_id"])
+            assert row.status == MessageStatus.failed
+            assert row.error and row.error.startswith("provider_overloaded")
+    assert len(fake.requests) == 3  # first try + llm_retries=2
+
+
+async def test_anthropic_overloaded_529_and_sse_error_event_are_retried(
+    settings: Settings,
+) -> None:
+    flavour = FLAVOURS[0]
+    async with FakeProvider() as fake:
+        fake.script.extend([anthropic_error(529, "overloaded_error", "Overloaded", 0),
+                            anthropic_stream_error("overloaded_error"),
+                            anthropic_stream(PIECES)])
+        async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
+            uid = await h.user()
+            frame = _send()
+            await h.tutor.send(uid, frame)
+            ack = await h.frames.ack(uid, frame["id"])
+            end = await h.frames.end_of(uid, ack["reply_id"])
+            assert end["finish_reason"] == "stop"
+            assert h.frames.text(uid, ack["reply_id"]) == "".join(PIECES)
+    assert len(fake.requests) == 3
+
+
+async def test_stream_cut_midway_fails_and_keeps_partial_text(
+    settings: Settings, flavour: Flavour
+) -> None:
+    async with FakeProvider() as fake:
+        fake.script.append(flavour.stream(PIECES, cut_after_pieces=3))
+        async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
+            uid = await h.user()
+            frame = _send()
+            await h.tutor.send(uid, frame)
+            ack = await h.frames.ack(uid, frame["id"])
+            end = await h.frames.end_of(uid, ack["reply_id"])
+            assert end["finish_reason"] == "failed"
+            (error,) = h.frames.of(uid, ack["reply_id"], "reply.error")
+            assert error["code"] == "provider_stream_cut"
+            partial = "".join(PIECES[:3])
+            assert h.frames.text(uid, ack["reply_id"]) == partial
+            row = await _row(h, ack["reply_id"])
+            assert row.status == MessageStatus.failed
+            assert row.content == partial
+    assert len(fake.requests) == 1  # no retry once the learner has seen tokens
+
+
+async def test_slow_stream_cancel_closes_the_provider_connection(
+    settings: Settings, flavour: Flavour
+) -> None:
+    pieces = [f"w{i} " for i in range(200)]
+    async with FakeProvider() as fake:
+        fake.script.append(flavour.stream(pieces, delay_s=0.05))
+        async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
+            uid = await h.user()
+            frame = _send()
+            await h.tutor.send(uid, frame)
+            ack = await h.frames.ack(uid, frame["id"])
+            rid = ack["reply_id"]
+            await h.frames.wait(uid, lambda fs: len(h.frames.of(uid, rid, "reply.delta")) >= 2)
+            await h.tutor.cancel(uid, rid)
+            # cancel returns once the reply has ended and been stored.
+            end = next(f for f in h.frames.by_user[str(uid)] if f["type"] == "reply.end")
+            assert end["finish_reason"] == "cancelled"
+            async with asyncio.timeout(10):
+                await fake.closed_event.wait()
+            assert fake.client_closed == 1
+            row = await _row(h, rid)
+            assert row.status == MessageStatus.cancelled
+            seen = h.frames.text(uid, rid)
+            assert row.content == seen and seen.startswith("w0 w1 ")
+            assert len(seen.split()) < len(pieces)
+            # Cancelling a finished reply again is a no-op; an unknown one is refused.
+            await h.tutor.cancel(uid, rid)
+            with pytest.raises(TutorError) as err:
+                await h.tutor.cancel(uid, str(uuid.uuid4()))
+            assert err.value.code == "reply_not_found"
+
+
+async def test_fallback_to_offline_when_provider_rejects(settings: Settings) -> None:
+    flavour = FLAVOURS[1]
+    async with FakeProvider(default=openai_error(401, "bad key", "invalid_request_error")) as fake:
+        s = flavour.settings(settings, fake.base_url, llm_fallback=["offline"])
+        async with tutor_harness(s) as h:
+            uid = await h.user()
+            frame = _send("What is osmosis?")
+            await h.tutor.send(uid, frame)
+            ack = await h.frames.ack(uid, frame["id"])
+            end = await h.frames.end_of(uid, ack["reply_id"])
+            assert end["finish_reason"] == "stop"
+            assert "don't have any of your materials" in h.frames.text(uid, ack["reply_id"])
+            row = await _row(h, ack["reply_id"])
+            assert row.provider == "offline" and row.status == MessageStatus.complete
+    assert len(fake.requests) == 1  # 401 is not retried
