@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -177,12 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    # uvicorn re-raises SIGINT/SIGTERM once its graceful shutdown is done; the default action
+    # would kill us before `database()` stops embedded Postgres. SystemExit(0) unwinds instead.
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=get_settings().log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if get_settings().log_level.lower() != "debug":
+        for noisy in ("pgserver", "alembic.runtime.plugins"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
     from chat_server.db import DatabaseNotMigrated
     from chat_server.embedded import DataDirBusy
 

@@ -7,6 +7,7 @@ One `tutorhub serve` owns a data folder at a time; a second one is refused
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -51,12 +52,31 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
 
     pgdata = (data_dir / "pg").resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
+    _forget_dead_handles(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     try:
         server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
         yield pg_uri_to_asyncpg(server.get_uri())
     finally:
         server._cleanup()  # stops Postgres now rather than at interpreter exit
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop pgserver's handles of processes that died without cleanup (SIGKILL, crash).
+
+    pgserver stops Postgres only when the last process in .handle_pids.json lets go; a dead
+    pid left there would keep every later Postgres running after Tutorhub exits.
+    """
+    import psutil
+
+    path = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return
+    alive = [p for p in pids if isinstance(p, int) and p != os.getpid() and psutil.pid_exists(p)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
 
 
 def pg_uri_to_asyncpg(uri: str) -> str:

@@ -65,6 +65,24 @@ async def database_url(pg_base_uri: str) -> str:
     return database_uri(pg_base_uri, name)
 
 
+@pytest.fixture
+async def empty_database_url(pg_base_uri: str) -> AsyncIterator[str]:
+    """A brand-new database with nothing in it: not migrated, not even the vector extension."""
+    name = f"e_{os.getpid()}_{next(_db_counter)}"
+    admin = _libpq(database_uri(pg_base_uri, "postgres"))
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield database_uri(pg_base_uri, name)
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     with redis_server(tmp_path_factory.mktemp("redis")) as server:

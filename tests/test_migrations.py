@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import os
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -23,33 +20,13 @@ from chat_server.db import (
     migrate,
 )
 from chat_server.models import Base
-from tests.support.services import database_uri
 
-_names = itertools.count()
 TABLES = {"users", "conversations", "messages", "materials", "chunks", "meta"}
 ENUMS = {"message_role", "message_status", "material_kind", "material_status"}
 
 
 def _libpq(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-@pytest.fixture
-async def empty_database_url(pg_base_uri: str) -> AsyncIterator[str]:
-    """A brand-new database with nothing in it (not cloned from the migrated template)."""
-    name = f"empty_{os.getpid()}_{next(_names)}"
-    admin = _libpq(database_uri(pg_base_uri, "postgres"))
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    yield database_uri(pg_base_uri, name)
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def _schema(url: str) -> tuple[set[str], set[str], set[str]]:
