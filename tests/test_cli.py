@@ -1,0 +1,218 @@
+"""The `tutorhub` command as a user runs it: real subprocesses, a fresh data folder, a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.support.services import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TUTORHUB = str(Path(sys.executable).parent / "tutorhub")
+START_TIMEOUT_S = 90  # cold start: initdb + migrations, on a shared 2-core machine
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORHUB_")}
+    env.update(TUTORHUB_DATA_DIR=str(data_dir), TUTORHUB_LOG_LEVEL="info",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Serve:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self) -> httpx.Response:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"serve exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                r = httpx.get(f"{self.url}/readyz", timeout=2)
+                if r.status_code == 200:
+                    return r
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)  # polling interval, not an assertion
+        pytest.fail(f"not ready in {START_TIMEOUT_S}s:\n{self.output()}")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+@contextmanager
+def serve(workdir: Path, env: dict[str, str], name: str = "serve") -> Iterator[Serve]:
+    port = free_port()
+    log = workdir / f"{name}-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([TUTORHUB, "serve", "--port", str(port)], cwd=workdir, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield Serve(proc, port, log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+def _postmaster_pid(data_dir: Path) -> int:
+    return int((data_dir / "pg" / "postmaster.pid").read_text().split()[0])
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_embedded_serve_lock_and_clean_sigterm(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = _env(data)
+    with serve(tmp_path, env, "first") as first:
+        r = first.wait_ready()
+        assert r.json()["checks"]["database"] == "ok"
+        assert httpx.get(f"{first.url}/healthz").json() == {"status": "ok"}
+        pg_pid = _postmaster_pid(data)
+        assert "postgres" in psutil.Process(pg_pid).name()
+
+        # A second serve on the same folder refuses, without disturbing the first.
+        with serve(tmp_path, env, "second") as second:
+            assert second.proc.wait(START_TIMEOUT_S) != 0
+            out = second.output()
+            assert "is already using the data folder" in out and str(data.resolve()) in out
+            assert "Uvicorn running" not in out
+        assert httpx.get(f"{first.url}/readyz").status_code == 200
+        assert _postmaster_pid(data) == pg_pid
+
+        assert first.stop() == 0, first.output()
+        assert "Application shutdown complete" in first.output()
+    assert not (data / "pg" / "postmaster.pid").exists()
+    assert _gone(pg_pid)
+
+
+def test_after_a_kill_9_the_folder_is_reused_and_postgres_still_stops(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = _env(data)
+    email, password = "survivor@example.com", "password-123"
+    with serve(tmp_path, env, "killed") as killed:
+        killed.wait_ready()
+        r = httpx.post(f"{killed.url}/auth/register", json={"email": email, "password": password})
+        assert r.status_code == 201
+        killed.proc.kill()  # no cleanup at all: Postgres is left running
+        killed.proc.wait(30)
+    orphan = _postmaster_pid(data)
+    assert not _gone(orphan)
+
+    with serve(tmp_path, env, "again") as again:
+        again.wait_ready()
+        # Same data folder, same data; the key in data_dir/secret_key still signs tokens.
+        r = httpx.post(f"{again.url}/auth/token", data={"username": email, "password": password})
+        assert r.status_code == 200
+        assert again.stop() == 0, again.output()
+    assert _gone(orphan)
+    assert not (data / "pg" / "postmaster.pid").exists()
+
+
+def _run(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TUTORHUB, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=START_TIMEOUT_S)
+
+
+async def test_unmigrated_database_refuses_to_start_until_migrated(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    env = _env(tmp_path / "data", TUTORHUB_DATABASE_URL=empty_database_url)
+    with serve(tmp_path, env, "unmigrated") as refused:
+        code = await asyncio.to_thread(refused.proc.wait, START_TIMEOUT_S)
+        out = refused.output()
+    assert code == 1, out
+    assert "Run `tutorhub migrate`" in out and "at migration none" in out
+    # Refused before uvicorn started, and embedded Postgres was never involved.
+    assert "Started server process" not in out and "Uvicorn running" not in out
+    assert not (tmp_path / "data" / "pg").exists()
+
+    migrated = await asyncio.to_thread(_run, "migrate", env=env, cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "(head)" in migrated.stdout
+
+    with serve(tmp_path, env, "migrated") as ok:
+        await asyncio.to_thread(ok.wait_ready)
+        assert await asyncio.to_thread(ok.stop) == 0
+
+
+async def test_user_create_and_duplicate(
+    database_url: str, tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    env = _env(tmp_path / "data", TUTORHUB_DATABASE_URL=database_url)
+    created = await asyncio.to_thread(
+        _run, "user", "create", "Ученик@Example.com", "--password", "пароль-123", env=env, cwd=tmp_path
+    )
+    assert created.returncode == 0, created.stderr
+    assert "created user" in created.stdout and "ученик@example.com" in created.stdout
+
+    dup = await asyncio.to_thread(_run, "user", "create", "ученик@example.com",
+                                  env={**env, "TUTORHUB_NEW_USER_PASSWORD": "another-pass"},
+                                  cwd=tmp_path)
+    assert dup.returncode == 1
+    assert "already exists" in dup.stderr
+
+    short = await asyncio.to_thread(_run, "user", "create", "x@example.com", "--password", "short",
+                                    env=env, cwd=tmp_path)
+    assert short.returncode == 2 and "at least 8 characters" in short.stderr
+
+    # The CLI's user logs in through the API served on the same database.
+    r = await client.post("/auth/token", data={"username": "ученик@example.com",
+                                               "password": "пароль-123"})
+    assert r.status_code == 200, r.text
+    r = await client.post("/auth/token", data={"username": "ученик@example.com",
+                                               "password": "another-pass"})
+    assert r.status_code == 401
+
+
+def test_unknown_subcommand_is_a_usage_error(tmp_path: Path) -> None:
+    r = _run("frobnicate", env=_env(tmp_path / "data"), cwd=tmp_path)
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+async def test_docs_tag_and_describe_every_route(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    declared = {t["name"]: t.get("description") for t in spec["tags"]}
+    assert all(declared.values()), declared
+    operations = [(method.upper(), path, op) for path, ops in spec["paths"].items()
+                  for method, op in ops.items()]
+    assert len(operations) >= 15
+    for method, path, op in operations:
+        assert op.get("summary"), f"{method} {path} has no summary"
+        assert op.get("tags") and set(op["tags"]) <= set(declared), f"{method} {path}: {op.get('tags')}"
+    assert {(m, p) for m, p, _ in operations} >= {
+        ("POST", "/auth/register"), ("POST", "/auth/token"), ("POST", "/auth/refresh"),
+        ("GET", "/me"), ("GET", "/conversations"), ("GET", "/materials"),
+        ("GET", "/healthz"), ("GET", "/readyz"),
+    }
+    docs = await client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text and "/openapi.json" in docs.text
