@@ -10,6 +10,7 @@ provider's final event raises `ProviderError("provider_stream_cut")`.
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -21,6 +22,8 @@ import httpx2
 from chat_server.settings import Settings
 from chat_server.tutor.errors import ProviderError
 from chat_server.tutor.prompt import PromptRequest
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -179,6 +182,12 @@ class AnthropicProvider:
 
         self.model = settings.anthropic_model
         self._settings = settings
+        from anthropic.resources.messages.messages import DEPRECATED_MODELS
+
+        if self.model in DEPRECATED_MODELS:
+            log.warning("Anthropic model %s reaches end of life on %s: set "
+                        "TUTORHUB_ANTHROPIC_MODEL to a newer one.", self.model,
+                        DEPRECATED_MODELS[self.model])
         self._client = anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key or "unset", base_url=settings.anthropic_base_url,
             max_retries=0,  # the tutor retries itself: only before the first token, with events

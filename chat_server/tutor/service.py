@@ -300,7 +300,9 @@ class Tutor:
         provider = self.providers[0]
         reply_msg = Message(conversation_id=conv.id, user_id=user_id, role=Role.assistant,
                             content="", status=MessageStatus.streaming, reply_to=user_msg.id,
-                            provider=provider.name, model=provider.model)
+                            provider=provider.name, model=provider.model,
+                            # now() is the transaction's start: make the answer sort after.
+                            created_at=func.clock_timestamp())
         session.add(reply_msg)
         await session.flush()
         await session.commit()
@@ -371,7 +373,8 @@ class Tutor:
                     Message.user_id == reply.user_id,
                     Message.id.not_in([reply.message_id, reply.reply_id]),
                     Message.content != "")
-                .order_by(Message.created_at.desc(), Message.role.asc())
+                # Newest first; on a created_at tie the answer (it has reply_to) is the newer.
+                .order_by(Message.created_at.desc(), Message.reply_to.is_(None).asc())
                 # Enough rows for any budget; trim_history cuts to the token budget.
                 .limit(200))
             history = [Turn(role=r.value, content=c) for r, c in reversed(rows.all())]

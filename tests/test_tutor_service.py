@@ -1,0 +1,262 @@
+"""The Tutor's contract: acks, idempotent resends, per-conversation and global limits, quota,
+history in the prompt, shutdown, and users never seeing each other's replies."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from chat_server.models import Conversation, Message, MessageStatus, Role
+from chat_server.settings import Settings
+from chat_server.tutor.errors import TutorError
+from tests.support.fake_providers import FakeProvider, anthropic_stream
+from tests.support.tutor_harness import Harness, tutor_harness
+
+
+def _send(text: str = "What is a chloroplast?", **more: Any) -> dict[str, Any]:
+    return {"type": "chat.send", "id": uuid.uuid4().hex, "text": text, **more}
+
+
+def _anthropic(settings: Settings, url: str, **more: Any) -> Settings:
+    return settings.model_copy(update={
+        "llm_provider": "anthropic", "anthropic_base_url": url, "anthropic_api_key": "sk-test",
+        "anthropic_model": "claude-test", "llm_retries": 0, **more})
+
+
+async def _count(h: Harness, *where: Any) -> int:
+    async with h.db.session() as session:
+        return int(await session.scalar(select(func.count()).select_from(Message).where(*where))
+                   or 0)
+
+
+async def test_offline_default_says_it_has_no_materials_in_the_learners_language(
+    settings: Settings,
+) -> None:
+    assert settings.llm_provider == "auto" and not settings.anthropic_api_key
+    async with tutor_harness(settings) as h:
+        uid = await h.user()
+        en, ru = _send("What is osmosis?"), _send("Что такое осмос?")
+        await h.tutor.send(uid, en)
+        ack_en = await h.frames.ack(uid, en["id"])
+        await h.frames.end_of(uid, ack_en["reply_id"])
+        await h.tutor.send(uid, {**ru, "conversation_id": ack_en["conversation_id"]})
+        ack_ru = await h.frames.ack(uid, ru["id"])
+        end = await h.frames.end_of(uid, ack_ru["reply_id"])
+        assert h.frames.text(uid, ack_en["reply_id"]).startswith("I don't have any of your materials")
+        assert h.frames.text(uid, ack_ru["reply_id"]).startswith("У меня пока нет ваших материалов")
+        assert end["finish_reason"] == "stop" and end["usage"]["output_tokens"] > 0
+        assert ack_ru["conversation_id"] == ack_en["conversation_id"]
+
+
+async def test_repeated_client_id_is_acked_again_not_answered_twice(settings: Settings) -> None:
+    async with tutor_harness(settings) as h:
+        uid = await h.user()
+        frame = _send()
+        await h.tutor.send(uid, frame)
+        first = await h.frames.ack(uid, frame["id"])
+        await h.frames.end_of(uid, first["reply_id"])
+        await h.tutor.send(uid, frame)
+        again = await h.frames.ack(uid, frame["id"], nth=2)
+        for key in ("message_id", "conversation_id", "reply_id"):
+            assert again[key] == first[key]
+        assert again["duplicate"] is True
+        starts = [f for f in h.frames.by_user[str(uid)] if f["type"] == "reply.start"]
+        assert len(starts) == 1
+        assert await _count(h, Message.user_id == uid) == 2  # one question, one answer
+        # Two sockets racing the same id: still one answer.
+        racing = _send("Same id from two tabs")
+        await asyncio.gather(h.tutor.send(uid, racing), h.tutor.send(uid, racing))
+        a = await h.frames.ack(uid, racing["id"], nth=2)
+        await h.frames.end_of(uid, a["reply_id"])
+        assert await _count(h, Message.user_id == uid) == 4
+
+
+async def test_refusals_have_stable_codes(settings: Settings) -> None:
+    async with tutor_harness(settings) as h:
+        alice, bob = await h.user(), await h.user()
+        bad = [({"id": "", "text": "x"}, "invalid_request"),
+               ({"id": "a", "text": "   "}, "invalid_request"),
+               ({"id": "b", "text": "x" * 20_000}, "invalid_request"),
+               ({"id": "c", "text": "x", "conversation_id": "nope"}, "invalid_request"),
+               ({"id": "d", "text": "x", "material_ids": ["nope"]}, "invalid_request"),
+               ({"id": "e", "text": "x", "socratic": "yes"}, "invalid_request")]
+        for frame, code in bad:
+            with pytest.raises(TutorError) as err:
+                await h.tutor.send(alice, frame)
+            assert err.value.code == code, frame
+        # Bob's conversation does not exist for Alice, and its existence does not leak.
+        frame = _send()
+        await h.tutor.send(bob, frame)
+        ack = await h.frames.ack(bob, frame["id"])
+        await h.frames.end_of(bob, ack["reply_id"])
+        with pytest.raises(TutorError) as err:
+            await h.tutor.send(alice, _send(conversation_id=ack["conversation_id"]))
+        assert err.value.code == "conversation_not_found"
+        with pytest.raises(TutorError) as err:
+            await h.tutor.cancel(alice, ack["reply_id"])
+        assert err.value.code == "reply_not_found"
+        assert not h.frames.by_user[str(alice)]  # refusals are raised, never published
+
+
+async def test_one_streaming_reply_per_conversation(settings: Settings) -> None:
+    async with FakeProvider() as fake:
+        fake.script.append(anthropic_stream([f"t{i} " for i in range(400)], delay_s=0.02))
+        fake.script.append(anthropic_stream(["done"]))
+        async with tutor_harness(_anthropic(settings, fake.base_url)) as h:
+            uid = await h.user()
+            first = _send()
+            await h.tutor.send(uid, first)
+            ack = await h.frames.ack(uid, first["id"])
+            with pytest.raises(TutorError) as err:
+                await h.tutor.send(uid, _send(conversation_id=ack["conversation_id"]))
+            assert err.value.code == "reply_in_progress"
+            assert err.value.extra["reply_id"] == ack["reply_id"]
+            await h.tutor.cancel(uid, ack["reply_id"])
+            second = _send(conversation_id=ack["conversation_id"])
+            await h.tutor.send(uid, second)
+            ack2 = await h.frames.ack(uid, second["id"])
+            assert (await h.frames.end_of(uid, ack2["reply_id"]))["finish_reason"] == "stop"
+
+
+async def test_global_stream_cap_queues_and_tells_the_waiter(settings: Settings) -> None:
+    async with FakeProvider() as fake:
+        fake.script.append(anthropic_stream([f"t{i} " for i in range(400)], delay_s=0.02))
+        fake.script.append(anthropic_stream(["second ", "answer"]))
+        async with tutor_harness(_anthropic(settings, fake.base_url,
+                                            llm_max_concurrent_streams=1)) as h:
+            uid = await h.user()
+            one, two = _send(), _send("Another conversation")
+            await h.tutor.send(uid, one)
+            ack1 = await h.frames.ack(uid, one["id"])
+            await h.frames.wait(uid, lambda fs: bool(h.frames.of(uid, ack1["reply_id"],
+                                                                 "reply.delta")))
+            await h.tutor.send(uid, two)
+            ack2 = await h.frames.ack(uid, two["id"])
+            await h.frames.wait(uid, lambda fs: bool(h.frames.of(uid, ack2["reply_id"],
+                                                                 "reply.queued")))
+            (queued,) = h.frames.of(uid, ack2["reply_id"], "reply.queued")
+            assert queued["position"] == 1
+            assert not h.frames.of(uid, ack2["reply_id"], "reply.delta")
+            await h.tutor.cancel(uid, ack1["reply_id"])
+            end = await h.frames.end_of(uid, ack2["reply_id"])
+            assert end["finish_reason"] == "stop"
+            assert h.frames.text(uid, ack2["reply_id"]) == "second answer"
+
+
+async def test_daily_token_quota(settings: Settings) -> None:
+    async with tutor_harness(settings.model_copy(update={"daily_token_quota": 5})) as h:
+        uid = await h.user()
+        frame = _send()
+        await h.tutor.send(uid, frame)
+        ack = await h.frames.ack(uid, frame["id"])
+        await h.frames.end_of(uid, ack["reply_id"])
+        with pytest.raises(TutorError) as err:
+            await h.tutor.send(uid, _send("And another?"))
+        assert err.value.code == "quota_exceeded"
+        assert err.value.extra["quota"] == 5 and err.value.extra["used"] >= 5
+        # A resend of an answered message is still acked: it costs nothing.
+        await h.tutor.send(uid, frame)
+        assert (await h.frames.ack(uid, frame["id"], nth=2))["duplicate"] is True
+
+
+async def test_history_and_socratic_mode_reach_the_prompt(settings: Settings) -> None:
+    async with FakeProvider() as fake:
+        fake.script.extend([anthropic_stream(["Chlorophyll ", "absorbs ", "light."]),
+                            anthropic_stream(["Think ", "about ", "it."])])
+        async with tutor_harness(_anthropic(settings, fake.base_url)) as h:
+            uid = await h.user()
+            first = _send("What does chlorophyll do?")
+            await h.tutor.send(uid, first)
+            ack = await h.frames.ack(uid, first["id"])
+            await h.frames.end_of(uid, ack["reply_id"])
+            second = _send("Почему листья зелёные?", conversation_id=ack["conversation_id"],
+                           socratic=True)
+            await h.tutor.send(uid, second)
+            ack2 = await h.frames.ack(uid, second["id"])
+            await h.frames.end_of(uid, ack2["reply_id"])
+        async with h.db.session() as session:
+            conv = await session.get(Conversation, uuid.UUID(ack["conversation_id"]))
+            assert conv is not None and conv.socratic is True
+    first_req, second_req = fake.requests
+    assert "Socratic" not in first_req.body["system"]
+    assert "Socratic mode is on" in second_req.body["system"]
+    assert "Russian" in second_req.body["system"]
+    msgs = second_req.body["messages"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+    assert msgs[0]["content"] == "What does chlorophyll do?"
+    assert msgs[1]["content"] == "Chlorophyll absorbs light."
+    assert msgs[2]["content"].endswith("Почему листья зелёные?")
+
+
+async def test_history_is_trimmed_to_the_token_budget(settings: Settings) -> None:
+    async with FakeProvider() as fake:
+        fake.default = anthropic_stream(["ok " * 50])
+        async with tutor_harness(_anthropic(settings, fake.base_url,
+                                            history_token_budget=120)) as h:
+            uid = await h.user()
+            conv: str | None = None
+            for i in range(6):
+                frame = _send(f"Question number {i}: " + "word " * 30,
+                              **({"conversation_id": conv} if conv else {}))
+                await h.tutor.send(uid, frame)
+                ack = await h.frames.ack(uid, frame["id"])
+                conv = ack["conversation_id"]
+                await h.frames.end_of(uid, ack["reply_id"])
+    last = fake.requests[-1].body["messages"]
+    history = last[:-1]
+    assert 0 < len(history) < 10  # 5 earlier exchanges would be 10 turns
+    assert history[0]["role"] == "user"
+    assert "Question number 0" not in str(last)
+    assert "Question number 4" in history[-2]["content"]
+
+
+async def test_shutdown_interrupts_and_stores_inflight_replies(settings: Settings) -> None:
+    async with FakeProvider() as fake:
+        fake.default = anthropic_stream([f"t{i} " for i in range(400)], delay_s=0.02)
+        async with tutor_harness(_anthropic(settings, fake.base_url)) as h:
+            uid = await h.user()
+            frame = _send()
+            await h.tutor.send(uid, frame)
+            ack = await h.frames.ack(uid, frame["id"])
+            rid = ack["reply_id"]
+            await h.frames.wait(uid, lambda fs: bool(h.frames.of(uid, rid, "reply.delta")))
+            await h.tutor.aclose(0.1)
+            (end,) = h.frames.of(uid, rid, "reply.end")
+            assert end["finish_reason"] == "interrupted"
+            with pytest.raises(TutorError) as err:
+                await h.tutor.send(uid, _send())
+            assert err.value.code == "unavailable"
+            async with h.db.session() as session:
+                row = await session.get(Message, uuid.UUID(rid))
+            assert row is not None and row.status == MessageStatus.interrupted
+            assert row.content and row.content == h.frames.text(uid, rid)
+            assert h.tutor.active == 0
+
+
+async def test_concurrent_users_only_see_their_own_replies(settings: Settings) -> None:
+    async with FakeProvider() as fake:
+        fake.default = lambda rec: anthropic_stream(
+            ["Answer ", "for: ", rec.body["messages"][-1]["content"].rsplit(": ", 1)[-1]])
+        async with tutor_harness(_anthropic(settings, fake.base_url)) as h:
+            users = [await h.user() for _ in range(8)]
+            frames = {u: [_send(f"user {u} question {i}") for i in range(3)] for u in users}
+            await asyncio.gather(*(h.tutor.send(u, f) for u in users for f in frames[u]))
+            for u in users:
+                acks = [await h.frames.ack(u, f["id"]) for f in frames[u]]
+                for f, ack in zip(frames[u], acks, strict=True):
+                    await h.frames.end_of(u, ack["reply_id"])
+                    assert h.frames.text(u, ack["reply_id"]) == f"Answer for: {f['text']}"
+                mine = {a["reply_id"] for a in acks}
+                seen = {f.get("reply_id") for f in h.frames.by_user[str(u)]}
+                assert seen == mine
+                assert all(str(u) in f["text"] for f in h.frames.by_user[str(u)]
+                           if f["type"] == "reply.delta" and f["seq"] == 3)
+            async with h.db.session() as session:
+                owners = (await session.execute(select(Message.user_id, Message.role, func.count())
+                                                .group_by(Message.user_id, Message.role))).all()
+            assert sorted(c for _, _, c in owners) == [3] * 16
+            assert {r for _, r, _ in owners} == {Role.user, Role.assistant}
