@@ -110,7 +110,7 @@ class Settings(BaseSettings):
         '(JSON list, e.g. ["offline"]).',
     )
     anthropic_api_key: str | None = Field(None, description="Anthropic API key.")
-    anthropic_model: str = Field("claude-sonnet-4-5", description="Anthropic model name.")
+    anthropic_model: str = Field("claude-sonnet-4-6", description="Anthropic model name.")
     anthropic_base_url: str | None = Field(None, description="Anthropic API base URL override.")
     openai_api_key: str | None = Field(None, description="OpenAI (or compatible) API key.")
     openai_model: str = Field("gpt-4o-mini", description="OpenAI chat model name.")
