@@ -22,7 +22,10 @@ Component = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def components() -> list[Component]:
-    return []
+    from chat_server.tutor import lifespan as tutor_lifespan
+
+    # The tutor stays last: it publishes on the hub's bus and is stopped first.
+    return [tutor_lifespan]
 
 
 @asynccontextmanager
