@@ -21,6 +21,7 @@ from chat_server.tutor.providers import ReplyStream, Usage
 MAX_SENTENCES = 3
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_CYRILLIC_WORD = re.compile(r"[\u0400-\u04FF]")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n{2,}")
 
 _STOPWORDS = frozenset("""
@@ -40,8 +41,17 @@ same too s t don tell explain please describe mean means
 """.split())
 
 
+_RU_ENDING = re.compile(r"[аеёиоуыэюяйь]{1,2}$")
+_EN_ENDING = re.compile(r"(?:ing|ed|s)$")
+
+
 def _stem(word: str) -> str:
-    return word[:5] if len(word) > 5 else word
+    """Crude and language-agnostic enough: drop a common ending, keep five letters."""
+    if _CYRILLIC_WORD.match(word):
+        word = _RU_ENDING.sub("", word) if len(word) > 4 else word
+    elif len(word) > 4:
+        word = _EN_ENDING.sub("", word)
+    return word[:5]
 
 
 def terms(text: str) -> set[str]:
@@ -62,7 +72,7 @@ class Pick:
 
 
 def pick_sentences(question: str, hits: list[Hit], limit: int = MAX_SENTENCES) -> list[Pick]:
-    """The sentences sharing the most question terms, in reading order; [] when none share any."""
+    """The sentences sharing the most question terms, best first; [] when none share any."""
     wanted = terms(question)
     if not wanted:
         return []
@@ -77,9 +87,10 @@ def pick_sentences(question: str, hits: list[Hit], limit: int = MAX_SENTENCES) -
                 scored.append(Pick(n, order, overlap - 0.01 * n, " ".join(sentence.split())))
     if not scored:
         return []
-    best = max(p.score for p in scored)
-    keep = sorted((p for p in scored if p.score >= best * 0.5), key=lambda p: -p.score)[:limit]
-    return sorted(keep, key=lambda p: p.order)
+    best = max(round(p.score) for p in scored)
+    # More than half the best overlap: a sentence sharing one word of three is noise.
+    keep = [p for p in scored if round(p.score) * 2 > best]
+    return sorted(keep, key=lambda p: (-p.score, p.order))[:limit]
 
 
 _TEXT: dict[str, dict[Language, str]] = {
