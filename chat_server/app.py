@@ -12,6 +12,7 @@ from chat_server.db import check_migrated, migrate_async, open_database
 from chat_server.errors import BodyLimitMiddleware, install_error_handlers
 from chat_server.metrics import router as metrics_router
 from chat_server.routes import auth, conversations, health, materials
+from chat_server.routes import static as static_routes
 from chat_server.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -73,4 +74,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (auth.router, conversations.router, materials.router, health.router,
                    metrics_router):
         app.include_router(router)
+    app.include_router(static_routes.router)  # the widget and its demo page
     return app

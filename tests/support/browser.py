@@ -1,0 +1,54 @@
+"""Headless Chromium (Debian's /usr/bin/chromium) driven by Playwright, for the widget tests.
+
+Import the fixtures into a test module: `from tests.support.browser import browser, page`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+class PageErrors(list[str]):
+    """Uncaught exceptions and console errors of a page (asserted empty by tests)."""
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1100, "height": 760}, locale="en-US")
+    context.set_default_timeout(20_000)
+    p = await context.new_page()
+    errors = PageErrors()
+    p.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    p.on("console", lambda msg: errors.append(f"console.{msg.type}: {msg.text}")
+         if msg.type == "error" else None)
+    p.errors = errors  # type: ignore[attr-defined]
+    try:
+        yield p
+    finally:
+        await context.close()
+
+
+def artifact(name: str) -> Path:
+    """A path under test-artifacts/ (gitignored; the README names it) for screenshots."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / name

@@ -1,0 +1,112 @@
+"""The widget in real Chromium: served assets, login, connection status, safe Markdown."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.async_api import Page, expect
+
+from tests.support.browser import artifact, browser, page  # noqa: F401  (fixtures)
+
+PASSWORD = "correct horse battery"
+
+
+async def test_widget_js_and_demo_page_are_served(client: httpx.AsyncClient) -> None:
+    r = await client.get("/widget.js")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/javascript; charset=utf-8"
+    assert "max-age" in r.headers["cache-control"]
+    assert "customElements.define('tutorhub-chat'" in r.text
+    etag = r.headers["etag"]
+    again = await client.get("/widget.js", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+
+    r = await client.get("/")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/html; charset=utf-8"
+    assert '<script type="module" src="/widget.js"></script>' in r.text
+    assert "<tutorhub-chat>" in r.text
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+
+
+async def test_log_in_with_the_form_and_connect(
+    server: str, client: httpx.AsyncClient, page: Page, register_user  # type: ignore[no-untyped-def]
+) -> None:
+    await register_user(client, "learner@example.com", PASSWORD)
+    await page.goto(server + "/")
+    chat = page.locator("tutorhub-chat")
+    await expect(chat.get_by_role("heading", name="Sign in to your tutor")).to_be_visible()
+
+    # A wrong password shows the server's message and keeps the form.
+    await chat.get_by_label("Email").fill("learner@example.com")
+    await chat.get_by_label("Password").fill("wrong password")
+    await chat.get_by_role("button", name="Log in").click()
+    await expect(chat.get_by_role("alert")).to_have_text("Incorrect email or password.")
+
+    await chat.get_by_label("Password").fill(PASSWORD)
+    await chat.get_by_role("button", name="Log in").click()
+    await expect(chat.get_by_label("Message the tutor")).to_be_focused()
+    await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
+    await expect(chat.locator(".status")).to_have_text("Connected")
+    await expect(chat.get_by_text("Ask your tutor anything")).to_be_visible()
+
+    # The session survives a reload of the tab; logging out forgets it.
+    await page.reload()
+    await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
+    await expect(chat.locator(".who")).to_have_text("learner@example.com")
+    await chat.get_by_role("button", name="Log out").click()
+    await expect(chat.get_by_role("heading", name="Sign in to your tutor")).to_be_visible()
+    await page.reload()
+    await expect(chat.get_by_role("heading", name="Sign in to your tutor")).to_be_visible()
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_register_from_the_widget(server: str, page: Page) -> None:
+    await page.goto(server + "/")
+    chat = page.locator("tutorhub-chat")
+    await chat.get_by_role("button", name="No account yet? Create one").click()
+    await expect(chat.get_by_role("heading", name="Create your account")).to_be_visible()
+    await chat.get_by_label("Email").fill("новый@example.com".replace("новый", "novyi"))
+    await chat.get_by_label("Password").fill(PASSWORD)
+    await chat.get_by_role("button", name="Create account").click()
+    await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
+    await expect(chat.locator(".who")).to_have_text("novyi@example.com")
+
+
+MARKDOWN_CASES: list[tuple[str, str]] = [
+    ("**bold** and *it* and _it2_ and `x<y`",
+     "<p><strong>bold</strong> and <em>it</em> and <em>it2</em> and <code>x&lt;y</code></p>"),
+    ("<script>window.__pwned=1</script>", "<p>&lt;script&gt;window.__pwned=1&lt;/script&gt;</p>"),
+    ('<img src=x onerror="window.__pwned=1">',
+     "<p>&lt;img src=x onerror=&quot;window.__pwned=1&quot;&gt;</p>"),
+    ("[ok](https://example.com/a_b_c?x=1&y=2) [bad](javascript:alert(1))",
+     '<p><a href="https://example.com/a_b_c?x=1&amp;y=2" target="_blank" '
+     'rel="noopener noreferrer nofollow">ok</a> [bad](javascript:alert(1))</p>'),
+    ('[x](https://e.com/"onmouseover="alert(1))',
+     '<p><a href="https://e.com/&quot;onmouseover=&quot;alert" target="_blank" '
+     'rel="noopener noreferrer nofollow">x</a>(1))</p>'),
+    ("```py\nif a < b:\n    print('**no**')\n```",
+     "<pre data-lang=\"py\"><code>if a &lt; b:\n    print(&#39;**no**&#39;)</code></pre>"),
+    ("- one\n- two **2**\n\n1. first\n2. second",
+     "<ul><li>one</li><li>two <strong>2</strong></li></ul><ol><li>first</li><li>second</li></ol>"),
+    ("Фотосинтез — это **процесс** [1].\nВторая строка [2, 3]",
+     '<p>Фотосинтез — это <strong>процесс</strong> <button type="button" class="cite" data-n="1" '
+     'aria-label="Source 1">1</button>.<br>Вторая строка <button type="button" class="cite" '
+     'data-n="2" aria-label="Source 2">2</button><button type="button" class="cite" data-n="3" '
+     'aria-label="Source 3">3</button></p>'),
+    ("snake_case_name stays", "<p>snake_case_name stays</p>"),
+    ("```\nunclosed fence mid-stream", "<pre><code>unclosed fence mid-stream</code></pre>"),
+]
+
+
+async def test_markdown_renderer_escapes_everything(server: str, page: Page) -> None:
+    await page.goto(server + "/")
+    rendered = await page.evaluate(
+        """async (cases) => {
+            const m = await import('/widget.js');
+            return cases.map(([src]) => m.renderMarkdown(src));
+        }""",
+        MARKDOWN_CASES,
+    )
+    for (source, expected), got in zip(MARKDOWN_CASES, rendered, strict=True):
+        assert got == expected, source
+    assert await page.evaluate("window.__pwned") is None
