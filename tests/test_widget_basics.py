@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 from playwright.async_api import Page, expect
 
-from tests.support.browser import artifact, browser, page  # noqa: F401  (fixtures)
+from tests.support.browser import browser_fixture, page_fixture  # noqa: F401  (fixtures)
 
 PASSWORD = "correct horse battery"
 

@@ -1,6 +1,7 @@
 """Headless Chromium (Debian's /usr/bin/chromium) driven by Playwright, for the widget tests.
 
-Import the fixtures into a test module: `from tests.support.browser import browser, page`.
+Import the fixtures into a test module:
+`from tests.support.browser import browser_fixture, page_fixture  # noqa: F401`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
+@pytest.fixture(scope="session", name="browser")
+async def browser_fixture() -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
         b = await pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -32,8 +33,8 @@ class PageErrors(list[str]):
     """Uncaught exceptions and console errors of a page (asserted empty by tests)."""
 
 
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
+@pytest.fixture(name="page")
+async def page_fixture(browser: Browser) -> AsyncIterator[Page]:
     context = await browser.new_context(viewport={"width": 1100, "height": 760}, locale="en-US")
     context.set_default_timeout(20_000)
     p = await context.new_page()
