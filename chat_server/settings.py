@@ -160,6 +160,17 @@ class Settings(BaseSettings):
         None, description="Base URL for YouTube requests (tests point it at a loopback server)."
     )
     task_retries: int = Field(3, description="Retries of an ingestion task on transient faults.")
+    task_retry_backoff_s: float = Field(
+        1.0, description="First retry delay of an ingestion task, seconds (doubles per retry)."
+    )
+    ingest_concurrency: int = Field(
+        2, description="Materials one process (server or worker) ingests at the same time."
+    )
+    ingest_stale_s: float = Field(
+        60.0,
+        description="A queued/processing material with no progress for this long is "
+        "re-queued (lost message, killed worker).",
+    )
 
     # --- retrieval ------------------------------------------------------------
     retrieval_top_k: int = Field(6, description="Passages given to the tutor per question.")

@@ -1,19 +1,114 @@
-"""Materials: list, inspect, delete. Uploads are added by the ingestion routes."""
+"""Materials: upload (PDF, YouTube, text), list, inspect, delete."""
 
 from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_server.deps import CurrentUser, SessionDep
+from chat_server.deps import CurrentUser, SessionDep, SettingsDep
 from chat_server.errors import ApiError
-from chat_server.models import Material
+from chat_server.models import Material, MaterialKind
 from chat_server.schemas import MaterialPublic
 
 router = APIRouter(prefix="/materials", tags=["materials"])
+
+_QUEUED = {202: {"description": "Accepted and queued for ingestion."},
+           200: {"description": "The same content was uploaded before: the existing material."}}
+
+
+async def _queued(request: Request, response: Response, material: Material, queued: bool
+                  ) -> Material:
+    from workers.broker import kick
+
+    if queued:
+        response.status_code = 202
+        try:
+            await kick(request.app.state.broker, material.id)
+        except Exception:  # the recovery sweep queues it again once the broker is back
+            import logging
+
+            logging.getLogger(__name__).warning("could not queue %s", material.id, exc_info=True)
+    else:
+        response.status_code = 200
+    return material
+
+
+@router.post("", response_model=MaterialPublic, status_code=202, responses=_QUEUED,
+             summary="Upload a PDF (multipart field `file`, optional `title`)")
+async def upload_pdf(request: Request, response: Response, user: CurrentUser,
+                     session: SessionDep, settings: SettingsDep) -> Material:
+    from workers.uploads import create_material, receive_pdf
+
+    received = await receive_pdf(request, settings)
+    try:
+        title = received.title or received.filename.removesuffix(".pdf").strip() or "Untitled PDF"
+        material, queued = await create_material(
+            session, settings, user_id=user.id, kind=MaterialKind.pdf, title=title,
+            source=received.filename, content_hash=received.content_hash,
+            staged=received.path, suffix=".pdf")
+    finally:
+        received.path.unlink(missing_ok=True)
+    return await _queued(request, response, material, queued)
+
+
+@router.post("/youtube", response_model=MaterialPublic, status_code=202, responses=_QUEUED,
+             summary="Add a YouTube video's transcript (JSON `{url, title?}`)")
+async def add_youtube(request: Request, response: Response, user: CurrentUser,
+                      session: SessionDep, settings: SettingsDep) -> Material:
+    from workers.extract import parse_video_id
+    from workers.uploads import (
+        YouTubeIn,
+        create_material,
+        parse_model,
+        read_capped_json,
+        youtube_hash,
+    )
+
+    body = parse_model(YouTubeIn, await read_capped_json(request, settings.max_json_body_bytes))
+    try:
+        video_id = parse_video_id(body.url)
+    except ValueError as exc:
+        raise ApiError(422, f"Invalid request: url: {exc}") from exc
+    material, queued = await create_material(
+        session, settings, user_id=user.id, kind=MaterialKind.youtube,
+        title=(body.title or "").strip() or f"YouTube video {video_id}", source=video_id,
+        content_hash=youtube_hash(video_id), staged=None, suffix="")
+    return await _queued(request, response, material, queued)
+
+
+@router.post("/text", response_model=MaterialPublic, status_code=202, responses=_QUEUED,
+             summary="Add a text (JSON `{title, text}`)")
+async def add_text(request: Request, response: Response, user: CurrentUser,
+                   session: SessionDep, settings: SettingsDep) -> Material:
+    from workers.uploads import (
+        TextIn,
+        create_material,
+        parse_model,
+        read_capped_json,
+        stage_text,
+        text_hash,
+    )
+
+    # Exempt from the JSON body limit: its own cap allows max_text_chars of any script
+    # (a \uXXXX escape is 6 bytes per character).
+    data = await read_capped_json(request, settings.max_text_chars * 6 + 65_536)
+    body = parse_model(TextIn, data)
+    text = body.text.strip()
+    if not text:
+        raise ApiError(422, "Invalid request: text: the text is empty.")
+    if len(text) > settings.max_text_chars:
+        raise ApiError(413, f"This text is longer than {settings.max_text_chars} characters.")
+    staged = await stage_text(settings, text)
+    try:
+        material, queued = await create_material(
+            session, settings, user_id=user.id, kind=MaterialKind.text, title=body.title.strip(),
+            source="", content_hash=text_hash(text), staged=staged, suffix=".txt")
+    finally:
+        staged.unlink(missing_ok=True)
+    return await _queued(request, response, material, queued)
 
 
 async def get_owned_material(
@@ -47,11 +142,14 @@ async def get_material(material_id: uuid.UUID, user: CurrentUser, session: Sessi
 
 @router.delete("/{material_id}", status_code=204, summary="Delete a material and its chunks")
 async def delete_material(
-    material_id: uuid.UUID, user: CurrentUser, session: SessionDep
+    material_id: uuid.UUID, request: Request, user: CurrentUser, session: SessionDep
 ) -> Response:
     material = await get_owned_material(session, user.id, material_id)
     await session.execute(
         delete(Material).where(Material.id == material.id, Material.user_id == user.id)
     )
     await session.commit()
+    from workers.uploads import remove_uploads
+
+    remove_uploads(request.app.state.settings, material.id)
     return Response(status_code=204)

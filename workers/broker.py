@@ -1,0 +1,188 @@
+"""The task broker: taskiq in-process without Redis, taskiq-redis + `tutorhub worker` with it.
+
+The server side (`lifespan`) only kicks messages in Redis mode; in embedded mode it also runs
+the tasks. `run_worker` runs worker processes that consume the Redis queue. Either way, a
+recovery sweep re-kicks materials whose work stopped (a lost message, a killed worker), so
+the queue is a wake-up call and the material row the source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends, TaskiqEvents, TaskiqState
+
+from chat_server.db import Database, check_migrated, open_database
+from chat_server.hub.bus import Bus, open_bus
+from chat_server.settings import Settings
+from workers.embeddings import check_provider
+from workers.tasks import Runtime, ingest, recover
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "tutorhub.ingest_material"
+QUEUE = "tutorhub:ingest"
+
+
+async def ingest_material(material_id: str, context: Context = TaskiqDepends()) -> None:
+    runtime: Runtime = context.state.runtime
+    await ingest(runtime, uuid.UUID(material_id))
+
+
+class InProcessBroker(InMemoryBroker):
+    """taskiq's in-memory broker whose shutdown also cancels and awaits running tasks."""
+
+    async def shutdown(self) -> None:
+        running = list(self._running_tasks)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        await super().shutdown()
+
+
+def make_broker(settings: Settings) -> AsyncBroker:
+    broker: AsyncBroker
+    if settings.redis_url:
+        from taskiq_redis import ListQueueBroker
+
+        broker = ListQueueBroker(settings.redis_url, queue_name=QUEUE)
+    else:
+        broker = InProcessBroker(max_async_tasks=max(1, settings.ingest_concurrency) * 4)
+    broker.register_task(ingest_material, task_name=TASK_NAME)
+    return broker
+
+
+async def kick(broker: AsyncBroker, material_id: uuid.UUID) -> None:
+    task = broker.find_task(TASK_NAME)
+    assert task is not None, "the ingestion task is registered by make_broker"
+    await task.kiq(str(material_id))
+
+
+async def broker_ready(broker: AsyncBroker) -> bool:
+    pool = getattr(broker, "connection_pool", None)
+    if pool is None:
+        return True
+    from redis.asyncio import Redis
+
+    async with Redis(connection_pool=pool) as client:
+        return bool(await asyncio.wait_for(client.ping(), 2.0))
+
+
+async def _sweep(runtime: Runtime, broker: AsyncBroker, stale_s: float, every_s: float) -> None:
+    async def kick_one(material_id: uuid.UUID) -> None:
+        await kick(broker, material_id)
+
+    while True:
+        try:
+            found = await recover(runtime, kick_one, stale_s)
+            if found:
+                log.info("recovery sweep re-kicked %d stalled materials", found)
+        except Exception:
+            log.warning("recovery sweep failed", exc_info=True)
+        await asyncio.sleep(every_s)
+
+
+@asynccontextmanager
+async def _owned(coro: Any) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(coro)
+    try:
+        yield task
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Set `app.state.broker` and the "broker" readiness probe; in embedded mode run tasks."""
+    settings: Settings = app.state.settings
+    db: Database = app.state.db
+    await check_provider(db.engine, settings)
+    broker = make_broker(settings)
+    async with AsyncExitStack() as stack:
+        if not settings.redis_url:
+            if getattr(app.state, "bus", None) is None:
+                # No hub in this app: keep events in an in-process bus nobody reads live.
+                app.state.bus = await stack.enter_async_context(
+                    open_bus(None, lambda *a: None, max_events=settings.history_max_events))
+            runtime = Runtime(settings, db, lambda: getattr(app.state, "bus", None),
+                              asyncio.Semaphore(max(1, settings.ingest_concurrency)))
+            broker.state.runtime = runtime
+        await broker.startup()
+        stack.push_async_callback(broker.shutdown)
+        app.state.broker = broker
+        app.state.readiness["broker"] = lambda: broker_ready(broker)
+        if not settings.redis_url:
+            # One process owns the data folder: whatever was mid-way when it stopped, resume.
+            await recover(runtime, lambda m: kick(broker, m), 0.0)
+            await stack.enter_async_context(_owned(_sweep(
+                runtime, broker, settings.ingest_stale_s, max(1.0, settings.ingest_stale_s))))
+        yield
+
+
+# --- worker processes -------------------------------------------------------------
+
+
+async def _preflight(settings: Settings) -> None:
+    assert settings.database_url
+    async with open_database(settings.database_url, 1) as db:
+        await check_migrated(db.engine)
+        await check_provider(db.engine, settings)
+
+
+def _install_worker_hooks(broker: AsyncBroker, settings: Settings) -> None:
+    stacks: dict[str, AsyncExitStack] = {}
+
+    async def startup(state: TaskiqState) -> None:
+        assert settings.database_url
+        stack = AsyncExitStack()
+        stacks["main"] = stack
+        db = await stack.enter_async_context(
+            open_database(settings.database_url, max(2, settings.ingest_concurrency + 2)))
+        # Publish-only: a worker never subscribes, so deliver is a no-op.
+        bus: Bus = await stack.enter_async_context(open_bus(
+            settings.redis_url, lambda *a: None, max_events=settings.history_max_events,
+            ttl_s=settings.history_ttl_s))
+        runtime = Runtime(settings, db, lambda: bus,
+                          asyncio.Semaphore(max(1, settings.ingest_concurrency)))
+        state.runtime = runtime
+        await stack.enter_async_context(_owned(_sweep(
+            runtime, broker, settings.ingest_stale_s, max(1.0, settings.ingest_stale_s / 2))))
+
+    async def shutdown(state: TaskiqState) -> None:
+        stack = stacks.pop("main", None)
+        if stack is not None:
+            await stack.aclose()
+
+    broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, startup)
+    broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, shutdown)
+
+
+def run_worker(settings: Settings, workers: int = 1) -> int:
+    """Run `workers` processes consuming the Redis queue until SIGTERM/SIGINT."""
+    from taskiq.cli.worker.args import WorkerArgs
+    from taskiq.cli.worker.run import run_worker as taskiq_run_worker
+
+    if not settings.redis_url:
+        raise ValueError("run_worker needs settings.redis_url")
+    asyncio.run(_preflight(settings))
+    broker = make_broker(settings)
+    _install_worker_hooks(broker, settings)
+    args = WorkerArgs(
+        broker=broker,  # type: ignore[arg-type]  # taskiq accepts an instance (forked workers)
+        modules=[],
+        workers=max(1, workers),
+        configure_logging=False,
+        max_async_tasks=max(1, settings.ingest_concurrency),
+        shutdown_timeout=settings.shutdown_timeout_s,
+    )
+    return int(taskiq_run_worker(args) or 0)

@@ -1,0 +1,146 @@
+"""Chunking: sentence- and paragraph-aware, with overlap; each chunk keeps its page or time span.
+
+Works on any script: sentence ends are found by punctuation followed by a capital letter,
+digit or quote in Latin or Cyrillic, so Russian, English and mixed text split alike.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from workers.extract import Segment
+
+# A sentence ends at . ! ? … (plus closing quotes/brackets) followed by space and a
+# capital (Latin or Cyrillic), a digit, an opening quote or a dash.
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'»”)\]]*\s+(?=[A-ZА-ЯЁ0-9«\"“(\[—–-])")
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_CYRILLIC = re.compile(r"[а-яёА-ЯЁ]")
+_LATIN = re.compile(r"[a-zA-Z]")
+
+
+@dataclass(frozen=True)
+class Unit:
+    text: str
+    paragraph_start: bool
+    page: int | None
+    start_s: float | None
+    end_s: float | None
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    text: str
+    page_start: int | None
+    page_end: int | None
+    start_s: float | None
+    end_s: float | None
+    language: str  # Postgres text search configuration: russian | english | simple
+
+
+def detect_language(text: str) -> str:
+    """The text search configuration for a chunk: Cyrillic vs Latin letters decide.
+
+    Postgres's `russian` configuration stems ASCII words with the English stemmer, so a
+    chunk with a fair share of Cyrillic goes to `russian` even when it mixes in English.
+    """
+    cyrillic = len(_CYRILLIC.findall(text))
+    latin = len(_LATIN.findall(text))
+    if cyrillic and cyrillic * 3 >= latin:
+        return "russian"
+    if latin:
+        return "english"
+    return "russian" if cyrillic else "simple"
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    flat = re.sub(r"\s+", " ", paragraph).strip()
+    if not flat:
+        return []
+    return [s.strip() for s in _SENTENCE_END.split(flat) if s.strip()]
+
+
+def _split_long(text: str, size: int) -> list[str]:
+    """Hard-split a run longer than `size` at word boundaries (or anywhere, for no spaces)."""
+    pieces: list[str] = []
+    while len(text) > size:
+        cut = text.rfind(" ", 0, size + 1)
+        if cut < size // 2:
+            cut = size
+        pieces.append(text[:cut].strip())
+        text = text[cut:].strip()
+    if text:
+        pieces.append(text)
+    return pieces
+
+
+def units(segments: list[Segment], size: int) -> list[Unit]:
+    out: list[Unit] = []
+    for segment in segments:
+        if segment.start_s is not None:
+            # Transcript lines are fragments of speech: each is a unit on its own.
+            for piece in _split_long(re.sub(r"\s+", " ", segment.text).strip(), size):
+                out.append(Unit(piece, False, None, segment.start_s, segment.end_s))
+            continue
+        for paragraph in _PARAGRAPH.split(segment.text):
+            first = True
+            for sentence in split_sentences(paragraph):
+                for piece in _split_long(sentence, size):
+                    out.append(Unit(piece, first, segment.page, None, None))
+                    first = False
+    return out
+
+
+def _emit(group: list[Unit]) -> TextChunk:
+    parts: list[str] = []
+    for i, unit in enumerate(group):
+        if i:
+            parts.append("\n" if unit.paragraph_start else " ")
+        parts.append(unit.text)
+    body = "".join(parts)
+    pages = [u.page for u in group if u.page is not None]
+    starts = [u.start_s for u in group if u.start_s is not None]
+    ends = [u.end_s for u in group if u.end_s is not None]
+    return TextChunk(
+        text=body,
+        page_start=min(pages) if pages else None,
+        page_end=max(pages) if pages else None,
+        start_s=min(starts) if starts else None,
+        end_s=max(ends) if ends else None,
+        language=detect_language(body),
+    )
+
+
+def chunk(segments: list[Segment], size: int = 1000, overlap: int = 150) -> list[TextChunk]:
+    """Pack sentences into chunks of about `size` characters; consecutive chunks share
+    whole trailing sentences of up to `overlap` characters. A new paragraph closes a chunk
+    that is already more than half full."""
+    size = max(size, 50)
+    overlap = max(0, min(overlap, size // 2))
+    chunks: list[TextChunk] = []
+    current: list[Unit] = []
+    length = 0
+    fresh = 0  # units in `current` not carried over from the previous chunk
+    for unit in units(segments, size):
+        extra = len(unit.text) + (1 if current else 0)
+        full = length + extra > size
+        paragraph_break = unit.paragraph_start and length >= size // 2
+        if current and fresh and (full or paragraph_break):
+            chunks.append(_emit(current))
+            tail: list[Unit] = []
+            kept = 0
+            for previous in reversed(current):
+                if kept + len(previous.text) + 1 > overlap:
+                    break
+                tail.insert(0, previous)
+                kept += len(previous.text) + 1
+            if kept + len(unit.text) + 1 > size:
+                tail, kept = [], 0
+            current, length, fresh = tail, kept, 0
+            extra = len(unit.text) + (1 if current else 0)
+        current.append(unit)
+        length += extra
+        fresh += 1
+    if current and fresh:
+        chunks.append(_emit(current))
+    return chunks

@@ -1,0 +1,381 @@
+"""The ingestion task: extract → chunk → embed → index one material, publishing progress.
+
+The material row is the job; a broker message only says "look at it". A task holds a
+Postgres advisory lock on the material for as long as it works (a killed worker's lock goes
+with its connection), skips materials that are done, and writes the material's chunks in one
+transaction that first deletes any earlier set — so a killed and re-run task ends with
+exactly one set of chunks. Transient faults are retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from chat_server.db import Database
+from chat_server.hub.bus import Bus
+from chat_server.settings import Settings
+from workers.chunking import TextChunk, chunk
+from workers.embeddings import get_embedder, vector_literal
+from workers.extract import (
+    Extracted,
+    MaterialFailed,
+    TransientError,
+    extract_pdf,
+    extract_text_file,
+    extract_youtube,
+)
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_REASON = ("We could not process this material because a service we depend on "
+                    "was unreachable. Please try again later.")
+UNEXPECTED_REASON = "Something went wrong while processing this material. Please try again."
+MISSING_FILE = "The uploaded file is no longer on the server. Please upload it again."
+INSERT_BATCH = 200
+
+
+@dataclass
+class Runtime:
+    """What a task needs from the process it runs in."""
+
+    settings: Settings
+    db: Database
+    bus: Callable[[], Bus | None]
+    semaphore: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+
+
+def lock_key(material_id: uuid.UUID) -> int:
+    return int.from_bytes(material_id.bytes[:8], "big", signed=True)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TransientError | ConnectionError | TimeoutError):
+        return True
+    import sqlalchemy.exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    try:
+        import asyncpg
+
+        if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+                      | asyncpg.CannotConnectNowError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import openai
+
+        if isinstance(exc, openai.APIConnectionError | openai.RateLimitError
+                      | openai.InternalServerError):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | PermissionError)
+
+
+async def publish(runtime: Runtime, user_id: uuid.UUID, event: dict[str, Any]) -> None:
+    bus = runtime.bus()
+    if bus is None:
+        return
+    try:
+        await bus.publish(str(user_id), event)
+    except Exception:  # progress is best effort: a bus outage must not fail ingestion
+        log.warning("could not publish %s for user %s", event.get("type"), user_id, exc_info=True)
+
+
+class Reporter:
+    """Publishes `material.progress` on every stage change and at least once a second while
+    a stage runs, and mirrors it into the material row (so REST shows the same)."""
+
+    def __init__(self, runtime: Runtime, material_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        self.runtime = runtime
+        self.material_id = material_id
+        self.user_id = user_id
+        self.stage = "extracting"
+        self.done = 0
+        self.total = 0
+        self._sent: tuple[str, int, int] | None = None
+        self._sent_at = 0.0
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def advance(self, done: int, total: int | None = None) -> None:
+        # Called from worker threads too: plain attribute writes, read by the loop below.
+        self.done = done
+        if total is not None:
+            self.total = total
+
+    async def begin(self, stage: str, total: int) -> None:
+        self.stage, self.done, self.total = stage, 0, total
+        await self.flush()
+
+    async def flush(self, *, force: bool = True) -> None:
+        async with self._lock:
+            state = (self.stage, self.done, self.total)
+            now = time.monotonic()
+            if not force and state == self._sent and now - self._sent_at < 1.0:
+                return
+            self._sent, self._sent_at = state, now
+            try:
+                async with self.runtime.db.engine.begin() as conn:
+                    await conn.execute(
+                        text("update materials set stage = :s, progress_done = :d, "
+                             "progress_total = :t, updated_at = now() "
+                             "where id = :id and status = 'processing'"),
+                        {"s": state[0], "d": state[1], "t": state[2], "id": self.material_id},
+                    )
+            except Exception:
+                log.warning("could not record progress of %s", self.material_id, exc_info=True)
+            await publish(self.runtime, self.user_id, {
+                "type": "material.progress", "material_id": str(self.material_id),
+                "stage": state[0], "done": state[1], "total": state[2],
+            })
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self.flush(force=False)
+
+    async def __aenter__(self) -> Reporter:
+        self._task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+async def ingest(runtime: Runtime, material_id: uuid.UUID) -> None:
+    """Ingest one material with retries; ends with the material ready or failed."""
+    settings = runtime.settings
+    async with runtime.semaphore:
+        for attempt in range(settings.task_retries + 1):
+            try:
+                await _ingest_once(runtime, material_id)
+                return
+            except MaterialFailed as exc:
+                await _fail(runtime, material_id, exc.reason)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("ingestion of %s failed", material_id)
+                    await _fail(runtime, material_id, UNEXPECTED_REASON)
+                    return
+                if attempt == settings.task_retries:
+                    log.warning("ingestion of %s failed after %d attempts: %r",
+                                material_id, attempt + 1, exc)
+                    await _fail(runtime, material_id, TRANSIENT_REASON)
+                    return
+                delay = settings.task_retry_backoff_s * (2 ** attempt)
+                delay = min(delay, 60.0) * (0.5 + random.random() / 2)
+                log.info("ingestion of %s: transient fault %r; retry in %.1fs",
+                         material_id, exc, delay)
+                await asyncio.sleep(delay)
+
+
+async def _fail(runtime: Runtime, material_id: uuid.UUID, reason: str) -> None:
+    try:
+        async with runtime.db.engine.begin() as conn:
+            row = (await conn.execute(
+                text("update materials set status = 'failed', error = :e, stage = null, "
+                     "file_path = null, updated_at = now() where id = :id "
+                     "returning user_id, file_path"),
+                {"e": reason, "id": material_id},
+            )).first()
+    except Exception:
+        # The material stays `processing`; the recovery sweep will run it again.
+        log.exception("could not mark %s failed", material_id)
+        return
+    if row is None:
+        return
+    await publish(runtime, row.user_id, {
+        "type": "material.failed", "material_id": str(material_id), "reason": reason,
+    })
+    _remove_upload(runtime.settings, material_id)
+
+
+def upload_path(settings: Settings, material_id: uuid.UUID, suffix: str) -> Path:
+    return settings.data_dir / "uploads" / f"{material_id}{suffix}"
+
+
+def _remove_upload(settings: Settings, material_id: uuid.UUID) -> None:
+    for suffix in (".pdf", ".txt"):
+        upload_path(settings, material_id, suffix).unlink(missing_ok=True)
+
+
+async def _ingest_once(runtime: Runtime, material_id: uuid.UUID) -> None:
+    engine = runtime.db.engine
+    async with engine.connect() as lock_conn:
+        got = await lock_conn.scalar(text("select pg_try_advisory_lock(:k)"),
+                                     {"k": lock_key(material_id)})
+        await lock_conn.commit()
+        if not got:
+            log.info("material %s is being ingested elsewhere; skipping", material_id)
+            return
+        try:
+            await _work(runtime, material_id)
+        finally:
+            try:
+                await lock_conn.execute(text("select pg_advisory_unlock(:k)"),
+                                        {"k": lock_key(material_id)})
+                await lock_conn.commit()
+            except Exception:  # the lock goes with the connection anyway
+                await lock_conn.invalidate()
+
+
+async def _work(runtime: Runtime, material_id: uuid.UUID) -> None:
+    settings = runtime.settings
+    engine = runtime.db.engine
+    async with engine.begin() as conn:
+        row = (await conn.execute(
+            text("update materials set status = 'processing', stage = 'extracting', "
+                 "progress_done = 0, progress_total = 0, error = null, updated_at = now() "
+                 "where id = :id and status in ('queued', 'processing') "
+                 "returning user_id, kind, source, file_path"),
+            {"id": material_id},
+        )).first()
+    if row is None:
+        return  # deleted, or already ready/failed: a duplicate message
+    user_id: uuid.UUID = row.user_id
+    kind: str = row.kind
+
+    async with Reporter(runtime, material_id, user_id) as reporter:
+        await reporter.begin("extracting", 0)
+        extracted = await _extract(runtime, kind, row.source, row.file_path, reporter)
+
+        await reporter.begin("chunking", len(extracted.segments))
+        chunks = await asyncio.to_thread(
+            chunk, extracted.segments, settings.chunk_size_chars, settings.chunk_overlap_chars
+        )
+        reporter.advance(len(extracted.segments))
+        if not chunks:
+            raise MaterialFailed("This material has no text to learn from.")
+
+        await reporter.begin("embedding", len(chunks))
+        embedder = get_embedder(settings)
+        vectors: list[list[float]] = []
+        batch = max(1, settings.embedding_batch_size)
+        for start in range(0, len(chunks), batch):
+            vectors.extend(await embedder.embed([c.text for c in chunks[start:start + batch]]))
+            reporter.advance(len(vectors))
+
+        await reporter.begin("indexing", len(chunks))
+        stored = await _store(runtime, material_id, user_id, chunks, vectors, extracted, reporter)
+    if not stored:
+        return  # deleted while we worked
+    _remove_upload(settings, material_id)
+    ready: dict[str, Any] = {
+        "type": "material.ready", "material_id": str(material_id), "chunks": len(chunks),
+    }
+    if extracted.pages is not None:
+        ready["pages"] = extracted.pages
+    if extracted.duration_s is not None:
+        ready["duration_s"] = extracted.duration_s
+    await publish(runtime, user_id, ready)
+
+
+async def _extract(runtime: Runtime, kind: str, source: str, file_path: str | None,
+                   reporter: Reporter) -> Extracted:
+    settings = runtime.settings
+    if kind == "youtube":
+        reporter.advance(0, 1)
+        result = await asyncio.to_thread(extract_youtube, source, settings)
+        reporter.advance(1, 1)
+        return result
+    path = Path(file_path or "")
+
+    def run() -> Extracted:
+        if not file_path or not path.is_file():
+            raise MaterialFailed(MISSING_FILE)
+        if kind == "pdf":
+            return extract_pdf(path, settings, reporter.advance)
+        return extract_text_file(path, settings)
+
+    return await asyncio.to_thread(run)
+
+
+_INSERT = text(
+    "insert into chunks (material_id, user_id, idx, text, page_start, page_end, start_s, "
+    "end_s, language, embedding, tsv) values (:material_id, :user_id, :idx, :text, "
+    ":page_start, :page_end, :start_s, :end_s, :language, cast(:embedding as vector), "
+    "to_tsvector(cast(:language as regconfig), :text))"
+)
+
+
+async def _store(runtime: Runtime, material_id: uuid.UUID, user_id: uuid.UUID,
+                 chunks: list[TextChunk], vectors: list[list[float]], extracted: Extracted,
+                 reporter: Reporter) -> bool:
+    """Replace the material's chunks and mark it ready, all in one transaction."""
+    try:
+        async with runtime.db.engine.begin() as conn:
+            await conn.execute(text("delete from chunks where material_id = :id"),
+                               {"id": material_id})
+            for start in range(0, len(chunks), INSERT_BATCH):
+                rows = [
+                    {"material_id": material_id, "user_id": user_id, "idx": i,
+                     "text": c.text, "page_start": c.page_start, "page_end": c.page_end,
+                     "start_s": c.start_s, "end_s": c.end_s, "language": c.language,
+                     "embedding": vector_literal(v)}
+                    for i, (c, v) in enumerate(
+                        zip(chunks[start:start + INSERT_BATCH],
+                            vectors[start:start + INSERT_BATCH], strict=True),
+                        start=start)
+                ]
+                await conn.execute(_INSERT, rows)
+                reporter.advance(start + len(rows))
+            updated = await conn.execute(
+                text("update materials set status = 'ready', stage = null, error = null, "
+                     "chunk_count = :n, pages = :p, duration_s = :d, progress_done = :n, "
+                     "progress_total = :n, file_path = null, updated_at = now() "
+                     "where id = :id"),
+                {"n": len(chunks), "p": extracted.pages, "d": extracted.duration_s,
+                 "id": material_id},
+            )
+            if updated.rowcount == 0:
+                raise _Gone
+    except (IntegrityError, _Gone):
+        # The material was deleted while we worked (its chunks' foreign key fails).
+        return False
+    return True
+
+
+class _Gone(Exception):
+    pass
+
+
+Kick = Callable[[uuid.UUID], Awaitable[None]]
+
+
+async def recover(runtime: Runtime, kick: Kick, stale_s: float) -> int:
+    """Kick materials left queued/processing with no progress for `stale_s` seconds (a lost
+    message, a killed worker). The advisory lock keeps a live worker's material its own."""
+    async with runtime.db.engine.connect() as conn:
+        rows = (await conn.execute(
+            text("select id from materials where status in ('queued', 'processing') "
+                 "and updated_at < now() - make_interval(secs => :s) "
+                 "order by created_at limit 1000"),
+            {"s": stale_s},
+        )).all()
+    for row in rows:
+        await kick(row.id)
+    return len(rows)
