@@ -1,0 +1,328 @@
+"""Tutor benchmark over a real /ws/v1: one server process, a zero-latency loopback provider.
+
+    .venv/bin/python load_tests/bench_tutor.py [--quick]
+
+1. chat.send → first reply.delta at the client, p50/p99, with 1 and with 200 concurrent
+   conversations (each on its own user and socket). The provider answers at once, so this is
+   the server's own overhead: persisting, ack, retrieval, prompt, provider request, bus, socket.
+2. 500 concurrent replies of 300 tokens, each emitted by the provider at 50 tokens/s: every
+   token must arrive; latency = provider emit time (carried in the token text) → client receive.
+
+Processes: PostgreSQL (pgserver), redis-server if the bus has a Redis engine (else the server
+runs the in-process bus — the report says which), the loopback provider, the server (uvicorn),
+and this process as the clients. Prints a report and writes load_tests/reports/tutor.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from jose import jwt  # noqa: E402
+from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+
+from tests.support.fake_providers import (  # noqa: E402
+    FakeProvider,
+    Recorded,
+    Scripted,
+    openai_stream,
+    paced_openai_tokens,
+)
+from tests.support.services import free_port, postgres_server, redis_server  # noqa: E402
+
+REPORT = ROOT / "load_tests" / "reports" / "tutor.md"
+EMBED_SECRET = "bench-embed-secret-0123456789abcdef"
+PACED_TOKENS = 300
+PACED_RATE = 50.0
+PHASE_TIMEOUT_S = 300.0
+
+
+# --- the loopback provider (its own process) ------------------------------------------------
+
+def _provider_reply(rec: Recorded) -> Scripted:
+    last = rec.body["messages"][-1]["content"] if rec.body else ""
+    if "PACED" in last:
+        return Scripted(stream=paced_openai_tokens(PACED_TOKENS, PACED_RATE))
+    return openai_stream(["Zero ", "latency ", "answer."])
+
+
+async def _run_provider() -> None:
+    async with FakeProvider(default=_provider_reply) as fake:
+        print(fake.base_url, flush=True)
+        await asyncio.Event().wait()
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def embed_token(sub: str) -> str:
+    return str(jwt.encode({"sub": sub, "exp": int(time.time()) + 3600}, EMBED_SECRET, "HS256"))
+
+
+class Client:
+    """One user, one socket; records when frames arrive."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.acks: dict[str, str] = {}  # client id → reply_id
+        self.first_delta: dict[str, int] = {}  # reply_id → ns
+        self.ended: dict[str, dict[str, Any]] = {}
+        self.token_latencies_ms: list[float] = []
+        self.tokens: dict[str, int] = {}
+        self.changed = asyncio.Event()
+        self.reader: asyncio.Task[None] | None = None
+
+    async def read(self) -> None:
+        async for raw in self.ws:
+            now = time.time_ns()
+            frame = json.loads(raw)
+            kind = frame.get("type")
+            if kind == "chat.ack":
+                self.acks[frame["id"]] = frame["reply_id"]
+            elif kind == "reply.delta":
+                rid = frame["reply_id"]
+                self.first_delta.setdefault(rid, now)
+                # Paced tokens carry their emit time; a hub that merges deltas still counts.
+                for word in frame["text"].split():
+                    if word.isdigit():
+                        self.token_latencies_ms.append((now - int(word)) / 1e6)
+                        self.tokens[rid] = self.tokens.get(rid, 0) + 1
+            elif kind == "reply.end":
+                self.ended[frame["reply_id"]] = frame
+            elif kind == "error":
+                print("error frame:", frame, file=sys.stderr)
+            self.changed.set()
+
+    async def send(self, text: str) -> tuple[str, int]:
+        cid = uuid.uuid4().hex
+        t0 = time.time_ns()
+        await self.ws.send(json.dumps({"type": "chat.send", "id": cid, "text": text}))
+        return cid, t0
+
+    async def until(self, pred: Any) -> None:
+        while not pred():
+            self.changed.clear()
+            await self.changed.wait()
+
+
+async def open_clients(ws_url: str, n: int, tag: str) -> list[Client]:
+    async def one(i: int) -> Client:
+        ws = await connect(ws_url, compression=None, max_queue=None, open_timeout=60,
+                           ping_interval=None)
+        await ws.send(json.dumps({"type": "auth", "token": embed_token(f"{tag}-{i}")}))
+        welcome = json.loads(await ws.recv())
+        if welcome.get("type") != "welcome":
+            raise RuntimeError(f"expected welcome, got {welcome}")
+        c = Client(ws)
+        c.reader = asyncio.create_task(c.read())
+        return c
+
+    clients: list[Client] = []
+    for start in range(0, n, 50):  # connect in waves: don't trip the accept backlog
+        clients += await asyncio.gather(*(one(i) for i in range(start, min(n, start + 50))))
+    return clients
+
+
+async def close_clients(clients: list[Client]) -> None:
+    for c in clients:
+        await c.ws.close()
+    for c in clients:
+        if c.reader is not None:
+            c.reader.cancel()
+    await asyncio.gather(*(c.reader for c in clients if c.reader), return_exceptions=True)
+
+
+async def first_delta_round(clients: list[Client], rounds: int) -> list[float]:
+    latencies: list[float] = []
+    for _ in range(rounds):
+        sent = await asyncio.gather(*(c.send("What is the main idea?") for c in clients))
+
+        async def wait(c: Client, cid: str) -> None:
+            await c.until(lambda: cid in c.acks and c.acks[cid] in c.ended)
+
+        async with asyncio.timeout(PHASE_TIMEOUT_S):
+            await asyncio.gather(*(wait(c, cid) for c, (cid, _) in zip(clients, sent, strict=True)))
+        for c, (cid, t0) in zip(clients, sent, strict=True):
+            rid = c.acks[cid]
+            if rid in c.first_delta:
+                latencies.append((c.first_delta[rid] - t0) / 1e6)
+    return latencies
+
+
+async def paced_phase(clients: list[Client]) -> dict[str, Any]:
+    t0 = time.monotonic()
+    sent = await asyncio.gather(*(c.send("PACED: tell me everything") for c in clients))
+
+    async def wait(c: Client, cid: str) -> None:
+        await c.until(lambda: cid in c.acks and c.acks[cid] in c.ended)
+
+    async with asyncio.timeout(PHASE_TIMEOUT_S):
+        await asyncio.gather(*(wait(c, cid) for c, (cid, _) in zip(clients, sent, strict=True)))
+    elapsed = time.monotonic() - t0
+    got = sum(c.tokens.get(c.acks[cid], 0) for c, (cid, _) in zip(clients, sent, strict=True))
+    finishes: dict[str, int] = {}
+    for c, (cid, _) in zip(clients, sent, strict=True):
+        reason = c.ended[c.acks[cid]]["finish_reason"]
+        finishes[reason] = finishes.get(reason, 0) + 1
+    lat = [x for c in clients for x in c.token_latencies_ms]
+    return {"expected": len(clients) * PACED_TOKENS, "received": got, "elapsed_s": elapsed,
+            "tokens_per_s": got / elapsed, "p50": pct(lat, 50), "p99": pct(lat, 99),
+            "max": max(lat) if lat else float("nan"), "finishes": finishes}
+
+
+# --- orchestration ----------------------------------------------------------------------------
+
+async def bus_engine(redis_url: str) -> str:
+    from chat_server.hub.bus import open_bus
+
+    try:
+        async with open_bus(redis_url, lambda *a: None):
+            return "redis"
+    except ValueError:
+        return "memory"
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited during start")
+        try:
+            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the server did not become ready")
+
+
+def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
+                 workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {**os.environ,
+           "TUTORHUB_DATABASE_URL": db_url, "TUTORHUB_AUTO_MIGRATE": "true",
+           "TUTORHUB_DATA_DIR": str(workdir / "data"),
+           "TUTORHUB_SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789",
+           "TUTORHUB_EMBED_SECRET": EMBED_SECRET,
+           "TUTORHUB_LLM_PROVIDER": "openai", "TUTORHUB_OPENAI_BASE_URL": provider_url + "/v1",
+           "TUTORHUB_OPENAI_API_KEY": "bench", "TUTORHUB_OPENAI_MODEL": "bench",
+           "TUTORHUB_LLM_MAX_CONCURRENT_STREAMS": "1000", "TUTORHUB_DB_POOL_SIZE": "20",
+           "TUTORHUB_LOG_LEVEL": "warning"}
+    if engine == "redis":
+        env["TUTORHUB_REDIS_URL"] = redis_url
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "chat_server.app:create_app", "--factory",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--ws-ping-interval", "0", "--no-access-log"], env=env, cwd=ROOT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", server)
+    except BaseException:
+        server.terminate()
+        server.wait(60)
+        raise
+    return server, port
+
+
+async def bench(args: argparse.Namespace, port: int, engine: str) -> str:
+    ws_url = f"ws://127.0.0.1:{port}/ws/v1"
+    one = await open_clients(ws_url, 1, "one")
+    await first_delta_round(one, 5)  # warm-up
+    lat1 = await first_delta_round(one, 20 if args.quick else 100)
+    await close_clients(one)
+    n_conc = 50 if args.quick else 200
+    many = await open_clients(ws_url, n_conc, "many")
+    await first_delta_round(many, 1)  # warm-up
+    lat200 = await first_delta_round(many, 2 if args.quick else 5)
+    await close_clients(many)
+    n_paced = 100 if args.quick else 500
+    paced_clients = await open_clients(ws_url, n_paced, "paced")
+    paced = await paced_phase(paced_clients)
+    await close_clients(paced_clients)
+    lines = [
+        "# Tutor benchmark",
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {platform.node()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}. One server process (uvicorn), bus engine: "
+        f"**{engine}**{' (redis-server on loopback)' if engine == 'redis' else ' (in-process)'}; "
+        "PostgreSQL 16 (pgserver); OpenAI-compatible loopback provider in its own process; "
+        "clients in one more process. Latencies measured at the client (loopback both ways "
+        "included).",
+        "",
+        "## chat.send → first reply.delta (zero-latency provider)",
+        "",
+        "| concurrent conversations | samples | p50 ms | p99 ms | goal |",
+        "|---|---|---|---|---|",
+        f"| 1 | {len(lat1)} | {pct(lat1, 50):.1f} | {pct(lat1, 99):.1f} | |",
+        f"| {n_conc} | {len(lat200)} | {pct(lat200, 50):.1f} | {pct(lat200, 99):.1f} | "
+        "p50 ≤ 10, p99 ≤ 50 at 200 |",
+        "",
+        f"## {n_paced} concurrent replies × {PACED_TOKENS} tokens at {PACED_RATE:.0f} tokens/s",
+        "",
+        f"- tokens delivered: {paced['received']} of {paced['expected']} "
+        f"({'all' if paced['received'] == paced['expected'] else 'MISSING SOME'})",
+        f"- finish reasons: {paced['finishes']}",
+        f"- wall time {paced['elapsed_s']:.1f} s, {paced['tokens_per_s']:.0f} tokens/s delivered",
+        f"- token latency provider emit → client receive: p50 {paced['p50']:.1f} ms, "
+        f"p99 {paced['p99']:.1f} ms, max {paced['max']:.1f} ms (goal p99 ≤ 100 ms)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer users (a smoke run)")
+    parser.add_argument("--provider", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.provider:
+        asyncio.run(_run_provider())
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        provider = subprocess.Popen([sys.executable, __file__, "--provider"],
+                                    stdout=subprocess.PIPE, cwd=ROOT)
+        try:
+            assert provider.stdout is not None
+            provider_url = provider.stdout.readline().decode().strip()
+            with postgres_server(workdir / "pg") as pg_uri, redis_server(workdir / "redis") as rs:
+                from tests.support.services import database_uri
+
+                db_url = database_uri(pg_uri, "postgres")
+                engine = asyncio.run(bus_engine(rs.url))
+                server, port = start_server(db_url, rs.url, engine, provider_url, workdir)
+                try:
+                    report = asyncio.run(bench(args, port, engine))
+                finally:
+                    server.terminate()
+                    server.wait(60)
+        finally:
+            provider.terminate()
+            provider.wait(30)
+    print(report)
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
