@@ -23,10 +23,11 @@ Component = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def components() -> list[Component]:
+    from chat_server.hub.lifespan import hub_lifespan
     from chat_server.tutor import lifespan as tutor_lifespan
 
     # The tutor stays last: it publishes on the hub's bus and is stopped first.
-    return [tutor_lifespan]
+    return [hub_lifespan, tutor_lifespan]
 
 
 @asynccontextmanager
@@ -75,4 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    metrics_router):
         app.include_router(router)
     app.include_router(static_routes.router)  # the widget and its demo page
+    from chat_server.hub.lifespan import router as hub_router
+
+    app.include_router(hub_router)  # GET /ws/v1
     return app

@@ -20,6 +20,43 @@ http_requests = Counter(
     ["route", "status"], registry=REGISTRY,
 )
 
+# --- hub (WebSocket) and bus ---------------------------------------------------
+ws_open_sockets = Gauge(
+    "tutorhub_ws_open_sockets", "Authenticated WebSocket connections open", registry=REGISTRY,
+)
+ws_users_online = Gauge(
+    "tutorhub_ws_users_online", "Users with at least one socket on this instance",
+    registry=REGISTRY,
+)
+ws_frames = Counter(
+    "tutorhub_ws_frames_total", "WebSocket frames by direction (in/out)", ["direction"],
+    registry=REGISTRY,
+)
+ws_bytes = Counter(
+    "tutorhub_ws_bytes_total", "WebSocket payload bytes by direction (in/out)", ["direction"],
+    registry=REGISTRY,
+)
+ws_send_queue_overflows = Counter(
+    "tutorhub_ws_send_queue_overflows_total", "Sockets closed because their send queue overflowed",
+    registry=REGISTRY,
+)
+ws_closes = Counter(
+    "tutorhub_ws_closes_total", "WebSocket closes by close code", ["code"], registry=REGISTRY,
+)
+ws_coalesced = Counter(
+    "tutorhub_ws_coalesced_deltas_total", "reply.delta events merged into a queued delta",
+    registry=REGISTRY,
+)
+bus_publish_seconds = Histogram(
+    "tutorhub_bus_publish_seconds", "Bus publish latency (append to history + publish)",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
+    registry=REGISTRY,
+)
+bus_reconnects = Counter(
+    "tutorhub_bus_reconnects_total", "Redis pub/sub connection losses and failed reconnects",
+    registry=REGISTRY,
+)
+
 router = APIRouter(tags=["health"])
 
 

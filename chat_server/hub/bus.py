@@ -1,29 +1,49 @@
 """The bus: per-user event streams with history, one interface, engines chosen by URL.
 
 `memory://` is the in-process engine for the embedded single process; `redis://`
-(added by the hub) fans out across instances. Publishing appends the event to the
-user's capped history and delivers it in one step, so every event has its offset
-(`o`) before anyone sees it.
+fans out across instances. Publishing appends the event to the user's capped history
+and delivers it in one step, so every event has its offset (`o`) before anyone sees it.
+
+Redis layout per user (the `{uid}` hash tag keeps a user's keys in one cluster slot):
+`th:{uid}:s` capped stream whose entry IDs are `<offset>-0`, `th:{uid}:n` offset counter,
+`th:{uid}:e` epoch, channel `th:{uid}`. All three keys expire `ttl_s` after the last
+event. The epoch is random and recreated (with counter and stream) whenever it is gone,
+so a flushed or expired history is never mistaken for the old one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import uuid
+import logging
+import random
+import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Called by the engine for every event of a user this instance subscribed to.
 # (user_id, offset, encoded frame) — the frame is JSON text including "o".
 Deliver = Callable[[str, int, str], None]
+# Called before the first delivered event of a new epoch: (user_id, new epoch).
+OnEpoch = Callable[[str, str], None]
 
 
 class ResumeFailed(Exception):
     """History no longer reaches back to the requested offset, or the epoch changed."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # stable code: epoch_changed | history_trimmed | offset_ahead
+
+
+class BusUnavailable(Exception):
+    """The bus backend (Redis) cannot be reached right now."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +67,11 @@ class Bus:
         raise NotImplementedError
 
     async def subscribe(self, user_id: str) -> None:
-        """Start delivering this user's events to this instance's Deliver callback."""
+        """Start delivering this user's events to this instance's Deliver callback.
+
+        Reference-counted; returns once the subscription is live, so an event published
+        after it returns is delivered.
+        """
         raise NotImplementedError
 
     async def unsubscribe(self, user_id: str) -> None:
@@ -57,8 +81,29 @@ class Bus:
         return True
 
 
+def event_json(event: dict[str, Any]) -> str:
+    """The event as compact JSON with "type" first (the hub peeks at it without parsing)."""
+    if "type" not in event:
+        raise ValueError('An event needs a "type".')
+    if "o" in event:
+        raise ValueError('"o" is set by the bus, not by the publisher.')
+    ordered = {"type": event["type"], **event}
+    return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(event: dict[str, Any], offset: int) -> str:
-    return json.dumps({**event, "o": offset}, ensure_ascii=False, separators=(",", ":"))
+    return event_json(event)[:-1] + f',"o":{offset}}}'
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(6)
+
+
+def _check_since(epoch: str, head: StreamHead, offset: int) -> None:
+    if epoch != head.epoch:
+        raise ResumeFailed("epoch_changed", "The history epoch changed; reload over REST.")
+    if offset > head.offset or offset < 0:
+        raise ResumeFailed("offset_ahead", "The offset is not in this history.")
 
 
 class MemoryBus(Bus):
@@ -71,26 +116,27 @@ class MemoryBus(Bus):
         self._subscribed: dict[str, int] = {}
 
     async def publish(self, user_id: str, event: dict[str, Any]) -> int:
+        started = time.perf_counter()
         offset = self._offsets.get(user_id, 0) + 1
-        self._offsets[user_id] = offset
-        self._epochs.setdefault(user_id, uuid.uuid4().hex[:12])
         frame = encode(event, offset)
+        self._offsets[user_id] = offset
+        self._epochs.setdefault(user_id, new_epoch())
         self._history.setdefault(user_id, deque(maxlen=self._max)).append((offset, frame))
         if self._subscribed.get(user_id):
             self._deliver(user_id, offset, frame)
+        _observe_publish(time.perf_counter() - started)
         return offset
 
     async def head(self, user_id: str) -> StreamHead:
-        epoch = self._epochs.setdefault(user_id, uuid.uuid4().hex[:12])
+        epoch = self._epochs.setdefault(user_id, new_epoch())
         return StreamHead(epoch, self._offsets.get(user_id, 0))
 
     async def since(self, user_id: str, offset: int, epoch: str) -> list[str]:
         head = await self.head(user_id)
-        if epoch != head.epoch or offset > head.offset:
-            raise ResumeFailed("epoch changed" if epoch != head.epoch else "offset from the future")
+        _check_since(epoch, head, offset)
         history = self._history.get(user_id, deque())
         if offset < head.offset and (not history or history[0][0] > offset + 1):
-            raise ResumeFailed("history no longer reaches back")
+            raise ResumeFailed("history_trimmed", "History no longer reaches back to the offset.")
         return [frame for o, frame in history if o > offset]
 
     async def subscribe(self, user_id: str) -> None:
@@ -104,15 +150,332 @@ class MemoryBus(Bus):
             self._subscribed.pop(user_id, None)
 
 
+def _observe_publish(seconds: float) -> None:
+    from chat_server.metrics import bus_publish_seconds
+
+    bus_publish_seconds.observe(seconds)
+
+
+# --- Redis engine -------------------------------------------------------------
+
+# KEYS: stream, counter, epoch. ARGV: event JSON (no "o"), epoch candidate, maxlen, ttl,
+# channel. The frame gets "o" spliced in before its closing brace. The pub/sub message is
+# "<offset> <epoch> <frame>" so subscribers can dedupe and notice an epoch change cheaply.
+_PUBLISH = """
+local e = redis.call('GET', KEYS[3])
+if not e then
+  e = ARGV[2]
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('SET', KEYS[3], e)
+end
+local o = redis.call('INCR', KEYS[2])
+local ev = ARGV[1]
+local frame = string.sub(ev, 1, -2) .. ',"o":' .. o .. '}'
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], o .. '-0', 'f', frame)
+local ttl = tonumber(ARGV[4])
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[3], ttl)
+redis.call('PUBLISH', ARGV[5], o .. ' ' .. e .. ' ' .. frame)
+return o
+"""
+
+# KEYS: stream, counter, epoch. ARGV: epoch candidate, ttl. Returns {epoch, offset}.
+_HEAD = """
+local e = redis.call('GET', KEYS[3])
+if not e then
+  e = ARGV[1]
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('SET', KEYS[3], e, 'EX', tonumber(ARGV[2]))
+end
+local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {e, n}
+"""
+
+# KEYS: stream, counter, epoch. ARGV: offset. Returns {epoch or '', head offset, frames...}
+# with frames only when the stream still holds every event after the offset.
+_SINCE = """
+local e = redis.call('GET', KEYS[3]) or ''
+local n = tonumber(redis.call('GET', KEYS[2]) or '0')
+local since = tonumber(ARGV[1])
+local out = {e, n}
+if e == '' or since >= n then return out end
+local entries = redis.call('XRANGE', KEYS[1], (since + 1) .. '-0', '+')
+if #entries == 0 or entries[1][1] ~= ((since + 1) .. '-0') then
+  out[2] = -n - 1
+  return out
+end
+for i, entry in ipairs(entries) do out[#out + 1] = entry[2][2] end
+return out
+"""
+
+
+def _keys(user_id: str) -> list[str]:
+    return [f"th:{{{user_id}}}:s", f"th:{{{user_id}}}:n", f"th:{{{user_id}}}:e"]
+
+
+def _channel(user_id: str) -> str:
+    return f"th:{{{user_id}}}"
+
+
+@dataclass
+class _Sub:
+    refs: int
+    epoch: str | None = None  # epoch of the last delivered event (None: none yet)
+    last: int = 0  # offset of the last delivered event
+    live: asyncio.Future[None] | None = None  # resolved on the SUBSCRIBE confirmation
+
+
+class RedisBus(Bus):
+    """Publishes through a Lua script; one pub/sub connection per instance, one reader task.
+
+    The reader owns the pub/sub connection: on any failure it logs loudly, reports
+    not-ready, reconnects with exponential backoff (reset after a success), resubscribes
+    every user and replays from history what each user missed while it was deaf.
+    """
+
+    PING_EVERY_S = 5.0  # a silent pub/sub connection is pinged; no pong in time → reconnect
+    BACKOFF_MIN_S = 0.05
+    BACKOFF_MAX_S = 5.0
+
+    def __init__(self, url: str, deliver: Deliver, *, max_events: int, ttl_s: int,
+                 on_epoch: OnEpoch | None = None) -> None:
+        import redis.asyncio as aioredis
+
+        self._url = url
+        self._deliver = deliver
+        self._on_epoch = on_epoch
+        self._max = max_events
+        self._ttl = ttl_s
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # No silent retries: a retried script could publish twice, and a silently
+        # reconnected pub/sub connection would skip what was published meanwhile.
+        self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
+                                        retry=Retry(NoBackoff(), 0))
+        self._publish = self._redis.register_script(_PUBLISH)
+        self._head = self._redis.register_script(_HEAD)
+        self._since = self._redis.register_script(_SINCE)
+        self._subs: dict[str, _Sub] = {}
+        self._pubsub: Any = None
+        self._connected = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._ever_connected = False
+
+    # lifecycle
+    async def start(self) -> None:
+        self._reader = asyncio.create_task(self._read_forever(), name="bus-reader")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._reader
+        await self._redis.aclose()
+
+    async def ready(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_ready(self, wait_s: float) -> bool:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), wait_s)
+        return self._connected.is_set()
+
+    # publishing and history
+    async def publish(self, user_id: str, event: dict[str, Any]) -> int:
+        import redis.exceptions
+
+        ev = event_json(event)
+        started = time.perf_counter()
+        try:
+            offset = await self._publish(
+                keys=_keys(user_id),
+                args=[ev, new_epoch(), self._max, self._ttl, _channel(user_id)],
+            )
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise BusUnavailable(f"Bus unavailable: {exc}") from exc
+        _observe_publish(time.perf_counter() - started)
+        return int(offset)
+
+    async def head(self, user_id: str) -> StreamHead:
+        epoch, offset = await self._head(keys=_keys(user_id), args=[new_epoch(), self._ttl])
+        return StreamHead(_text(epoch), int(offset))
+
+    async def _range(self, user_id: str, offset: int) -> tuple[str, int, list[str]]:
+        """(epoch or '', head offset or -(head+1) when trimmed, frames after offset)."""
+        out = await self._since(keys=_keys(user_id), args=[offset])
+        return _text(out[0]), int(out[1]), [_text(f) for f in out[2:]]
+
+    async def since(self, user_id: str, offset: int, epoch: str) -> list[str]:
+        current, head, frames = await self._range(user_id, offset)
+        if head < 0:
+            _check_since(epoch, StreamHead(current, -head - 1), offset)
+            raise ResumeFailed("history_trimmed", "History no longer reaches back to the offset.")
+        _check_since(epoch, StreamHead(current, head), offset)
+        return frames
+
+    # subscriptions
+    async def subscribe(self, user_id: str) -> None:
+        sub = self._subs.get(user_id)
+        if sub is not None:
+            sub.refs += 1
+        else:
+            sub = self._subs[user_id] = _Sub(refs=1)
+            sub.live = asyncio.get_running_loop().create_future()
+            if self._connected.is_set():
+                try:
+                    await self._pubsub.subscribe(_channel(user_id))
+                except Exception as exc:  # the reader notices the broken connection too
+                    log.warning("bus: SUBSCRIBE for %s failed (%s); reader will resubscribe",
+                                user_id, exc)
+        live = sub.live
+        if live is not None and not live.done():
+            # Outage: wait for the reader to resubscribe; a caller gives up by cancelling.
+            await asyncio.shield(live)
+
+    async def unsubscribe(self, user_id: str) -> None:
+        sub = self._subs.get(user_id)
+        if sub is None:
+            return
+        sub.refs -= 1
+        if sub.refs > 0:
+            return
+        del self._subs[user_id]
+        if sub.live is not None and not sub.live.done():
+            sub.live.cancel()
+        if self._connected.is_set():
+            with suppress(Exception):
+                await self._pubsub.unsubscribe(_channel(user_id))
+
+    # the reader
+    async def _read_forever(self) -> None:
+        from chat_server.metrics import bus_reconnects
+
+        backoff = self.BACKOFF_MIN_S
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await self._run(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                was_up = self._connected.is_set()
+                self._connected.clear()
+                if was_up or not self._ever_connected:
+                    log.error("BUS DOWN: lost the Redis pub/sub connection (%s: %s); this "
+                              "instance is NOT READY and reconnects with backoff",
+                              type(exc).__name__, exc)
+                else:
+                    log.warning("bus: reconnect failed (%s: %s); retrying in %.2fs",
+                                type(exc).__name__, exc, backoff)
+                bus_reconnects.inc()
+                if self._ever_connected and was_up:
+                    backoff = self.BACKOFF_MIN_S  # a connection that worked resets the backoff
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.BACKOFF_MAX_S)
+            finally:
+                self._connected.clear()
+                with suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _run(self, pubsub: Any) -> None:
+        await pubsub.connect()  # raises while Redis is down
+        self._pubsub = pubsub
+        deaf_users = list(self._subs)  # subscribed before: may have missed events
+        subscribed: set[str] = set()
+        await self._subscribe_missing(pubsub, subscribed)
+        # From here every event is seen live (unread on the socket until we listen);
+        # replay from history what the users we held missed while deaf.
+        if self._ever_connected:
+            await self._catch_up(deaf_users)
+        await self._subscribe_missing(pubsub, subscribed)
+        self._connected.set()  # no await since the last check: no subscriber slips through
+        if self._ever_connected:
+            log.warning("BUS UP: Redis pub/sub reconnected, %d users resubscribed",
+                        len(subscribed))
+        self._ever_connected = True
+        await self._listen(pubsub)
+
+    async def _subscribe_missing(self, pubsub: Any, subscribed: set[str]) -> None:
+        while missing := [u for u in self._subs if u not in subscribed]:
+            await pubsub.subscribe(*[_channel(u) for u in missing])
+            subscribed.update(missing)
+
+    async def _catch_up(self, users: list[str]) -> None:
+        for user_id in users:
+            sub = self._subs.get(user_id)
+            if sub is None:
+                continue
+            epoch, head, frames = await self._range(user_id, sub.last)
+            if head < 0 or (epoch and epoch != sub.epoch):
+                # Trimmed or a new epoch: deliver what history holds (the hub dedupes).
+                epoch, head, frames = await self._range(user_id, 0)
+            for frame in frames:
+                self._dispatch(user_id, _frame_offset(frame), epoch, frame)
+
+    async def _listen(self, pubsub: Any) -> None:
+        silent_since = time.monotonic()
+        pinged = False
+        while True:
+            msg = await pubsub.get_message(timeout=1.0)
+            now = time.monotonic()
+            if msg is None:
+                if now - silent_since > self.PING_EVERY_S:
+                    if pinged:
+                        raise ConnectionError("no pong from Redis on the pub/sub connection")
+                    await pubsub.ping()
+                    pinged = True
+                    silent_since = now
+                continue
+            silent_since = now
+            pinged = False
+            kind = msg["type"]
+            if kind == "message":
+                channel = msg["channel"]
+                user_id = _text(channel)[4:-1]
+                offset_b, epoch_b, frame_b = msg["data"].split(b" ", 2)
+                self._dispatch(user_id, int(offset_b), epoch_b.decode(), frame_b.decode())
+            elif kind == "subscribe":
+                sub = self._subs.get(_text(msg["channel"])[4:-1])
+                if sub is not None and sub.live is not None and not sub.live.done():
+                    sub.live.set_result(None)
+
+    def _dispatch(self, user_id: str, offset: int, epoch: str, frame: str) -> None:
+        sub = self._subs.get(user_id)
+        if sub is None:
+            return
+        if sub.epoch != epoch:
+            if self._on_epoch is not None:
+                self._on_epoch(user_id, epoch)
+            sub.epoch, sub.last = epoch, 0
+        elif offset <= sub.last:
+            return  # already delivered (catch-up and live overlap)
+        sub.last = offset
+        self._deliver(user_id, offset, frame)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _frame_offset(frame: str) -> int:
+    return int(frame[frame.rindex('"o":') + 4:-1])
+
+
 @asynccontextmanager
 async def open_bus(url: str | None, deliver: Deliver, *, max_events: int = 1000,
-                   ttl_s: int = 86400) -> AsyncIterator[Bus]:
+                   ttl_s: int = 86400, on_epoch: OnEpoch | None = None) -> AsyncIterator[Bus]:
     """`memory://` (or None) → in-process; `redis://…` → Redis engine."""
     if url is None or url.startswith("memory://"):
         yield MemoryBus(deliver, max_events)
         return
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        bus = RedisBus(url, deliver, max_events=max_events, ttl_s=ttl_s, on_epoch=on_epoch)
+        await bus.start()
+        try:
+            yield bus
+        finally:
+            await bus.close()
+        return
     raise ValueError(f"Unsupported bus URL {url!r}: use memory:// or redis://")
-
-
-async def _noop() -> None:  # keeps asyncio imported for engines that need it
-    await asyncio.sleep(0)

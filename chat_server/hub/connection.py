@@ -1,0 +1,232 @@
+"""One authenticated socket: its bounded send queue, the task that writes it, and closing.
+
+Queue policy: frames wait in a deque bounded by `max_frames` and `max_bytes`. A
+`reply.delta` queued behind an unsent `reply.delta` of the same reply is merged into it
+(coalescing: fewer, larger frames for a reader that is behind). When a bound is exceeded
+the queue is dropped at once and the socket is closed with 4408; the client reconnects
+and resumes from its last offset. Fan-out never waits for a socket: `push` is synchronous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from chat_server.hub.protocol import Close, dumps
+
+if TYPE_CHECKING:
+    from chat_server.hub.hub import Hub
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+DELTA_PREFIX = '{"type":"reply.delta",'
+CLOSE_TIMEOUT_S = 10.0  # a close frame that can't be written by then: drop the connection
+
+
+class State(Enum):
+    SETUP = "setup"  # authenticated; welcome/history not sent yet, live events held back
+    LIVE = "live"
+    CLOSING = "closing"
+
+
+class Conn:
+    __slots__ = (
+        "hub", "_send", "user_id", "session_id", "epoch", "last_o", "state", "queue", "nbytes",
+        "held", "_waiter", "writer", "closer", "handler", "forced", "last_recv", "last_ping",
+        "expires_at", "warned", "close_code",
+    )
+
+    def __init__(self, hub: Hub, send: Send, user_id: str, session_id: str,
+                 expires_at: float) -> None:
+        self.hub = hub
+        self._send = send
+        self.user_id = user_id
+        self.session_id = session_id
+        self.epoch = ""
+        self.last_o = 0  # offset of the newest event queued for this socket
+        self.state = State.SETUP
+        # Items: [text or None (re-encode from the dict), size in bytes, merged delta dict].
+        self.queue: deque[list[Any]] = deque()
+        self.nbytes = 0
+        self.held: list[tuple[int, str, int]] = []  # live events that arrived during SETUP
+        self._waiter: asyncio.Future[None] | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.closer: asyncio.Task[None] | None = None
+        self.handler = asyncio.current_task()
+        self.forced = False
+        now = time.monotonic()
+        self.last_recv = now
+        self.last_ping = now
+        self.expires_at = expires_at
+        self.warned = False
+        self.close_code: int | None = None
+
+    # --- queueing (synchronous; called from fan-out) ---------------------------------
+    def push(self, offset: int, text: str, size: int) -> None:
+        """A bus event for this user; dropped if this socket already has it."""
+        if offset <= self.last_o and self.state is State.LIVE:
+            return
+        if self.state is State.SETUP:
+            self.held.append((offset, text, size))
+            if len(self.held) > self.hub.max_frames:
+                self.close(Close.SLOW_CONSUMER, "send queue overflow", overflow=True)
+            return
+        if self.state is State.CLOSING:
+            return
+        self.last_o = offset
+        queue = self.queue
+        if queue and text.startswith(DELTA_PREFIX) and self._merge(queue[-1], text, size):
+            self._check()
+            return
+        queue.append([text, size, None])
+        self.nbytes += size
+        self._check()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def send_frame(self, text: str) -> None:
+        """A frame for this socket only (welcome, error, pong…), in order with events."""
+        if self.state is State.CLOSING:
+            return
+        size = len(text) if text.isascii() else len(text.encode())
+        self.queue.append([text, size, None])
+        self.nbytes += size
+        self._check()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _merge(self, last: list[Any], text: str, size: int) -> bool:
+        head = last[2]
+        if head is None:
+            if last[0] is None or not last[0].startswith(DELTA_PREFIX):
+                return False
+            head = json.loads(last[0])
+        new = json.loads(text)
+        if new.get("reply_id") != head.get("reply_id"):
+            return False
+        merged = {**head, "seq": new.get("seq"), "text": f"{head.get('text', '')}"
+                  f"{new.get('text', '')}", "o": new["o"], "parts": head.get("parts", 1) + 1}
+        last[0], last[2] = None, merged
+        last[1] += size
+        self.nbytes += size
+        self.hub.coalesced += 1
+        return True
+
+    def _check(self) -> None:
+        if len(self.queue) > self.hub.max_frames or self.nbytes > self.hub.max_bytes:
+            self.close(Close.SLOW_CONSUMER, "send queue overflow", overflow=True)
+
+    # --- activation --------------------------------------------------------------------
+    def activate(self, epoch: str, start_offset: int, first: list[str],
+                 history: list[str]) -> None:
+        """Queue `first` frames, then history after start_offset, then held live events."""
+        self.epoch = epoch
+        self.last_o = start_offset
+        self.state = State.LIVE
+        for text in first:
+            self.send_frame(text)
+        for text in history:
+            offset = int(text[text.rindex('"o":') + 4:-1])
+            size = len(text) if text.isascii() else len(text.encode())
+            self.push(offset, text, size)
+        held, self.held = self.held, []
+        for offset, text, size in held:
+            if offset < 0:  # an epoch change noticed while in SETUP
+                self.new_epoch(text)
+            else:
+                self.push(offset, text, size)
+
+    def new_epoch(self, epoch: str) -> None:
+        if self.state is State.SETUP:
+            self.held.append((-1, epoch, 0))
+            return
+        if epoch == self.epoch or self.state is State.CLOSING:
+            return
+        self.epoch = epoch
+        self.last_o = 0
+        self.send_frame(dumps({"type": "resume.failed", "reason": "epoch_changed",
+                               "message": "The history epoch changed; reload over REST.",
+                               "epoch": epoch, "offset": 0}))
+
+    # --- writing -----------------------------------------------------------------------
+    def start(self) -> None:
+        self.writer = asyncio.create_task(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        queue = self.queue
+        send = self._send
+        hub = self.hub
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                while not queue:
+                    self._waiter = loop.create_future()
+                    await self._waiter
+                text, size, merged = queue.popleft()
+                self.nbytes -= size
+                if text is None:
+                    text = dumps(merged)
+                await send({"type": "websocket.send", "text": text})
+                hub.frames_out += 1
+                hub.bytes_out += size
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the client went away; the handler sees the disconnect
+            self.state = State.CLOSING
+
+    # --- closing -----------------------------------------------------------------------
+    def close(self, code: int, reason: str, *, overflow: bool = False) -> None:
+        """Stop queueing at once (memory is released now) and send the close frame."""
+        if self.state is State.CLOSING:
+            return
+        self.state = State.CLOSING
+        self.close_code = code
+        self.queue.clear()
+        self.held.clear()
+        self.nbytes = 0
+        self.hub.detach(self)
+        self.hub.count_close(code, overflow=overflow)
+        if self.writer is not None:
+            self.writer.cancel()  # it may be blocked on a full transport; nothing half-written
+        self.closer = asyncio.create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        if self.writer is not None:
+            with suppress(asyncio.CancelledError, Exception):
+                await self.writer
+        try:
+            await asyncio.wait_for(
+                self._send({"type": "websocket.close", "code": int(code), "reason": reason}),
+                CLOSE_TIMEOUT_S,
+            )
+        except TimeoutError:
+            # The peer reads nothing: end the handler, which drops the connection.
+            log.info("socket %s: close frame not writable in %ss, dropping it",
+                     self.session_id, CLOSE_TIMEOUT_S)
+            self.forced = True
+            if self.handler is not None:
+                self.handler.cancel()
+        except Exception:
+            pass  # already disconnected
+
+    async def finish(self) -> None:
+        """Called by the handler on its way out: stop the writer and the closer."""
+        if self.state is not State.CLOSING:
+            self.state = State.CLOSING
+            self.queue.clear()
+            self.hub.detach(self)
+        for task in (self.writer, self.closer):
+            if task is not None and task is not asyncio.current_task():
+                if task is self.writer:
+                    task.cancel()
+                with suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, CLOSE_TIMEOUT_S + 1)
