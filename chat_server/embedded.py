@@ -55,7 +55,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     _forget_dead_handles(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode="stop")
     try:
-        server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+        server.psql("SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS vector;")
         yield pg_uri_to_asyncpg(server.get_uri())
     finally:
         server._cleanup()  # stops Postgres now rather than at interpreter exit
