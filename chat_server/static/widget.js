@@ -430,9 +430,19 @@ class Connection {
       return;
     }
     if (ev.type === 'resume.failed') {
-      // History no longer reaches back: continue live from the head and reload over REST.
-      this.offset = Math.max(this.offset, Number(ev.offset ?? this.welcomeOffset) || 0);
+      // History no longer reaches back (or was reset): continue live from the server's
+      // position and reload the state over REST.
+      if (ev.epoch && ev.epoch !== this.epoch) {
+        this.epoch = ev.epoch;
+        this.offset = Number(ev.offset) || 0;
+      } else {
+        this.offset = Math.max(this.offset, Number(ev.offset ?? this.welcomeOffset) || 0);
+      }
       this.onResumeFailed();
+      return;
+    }
+    if (ev.type === 'ping') {
+      this.send({ type: 'pong' });
       return;
     }
     if (!this.welcomed && ev.type === 'error') {
@@ -475,7 +485,7 @@ class Connection {
     this.welcomed = false;
     clearInterval(this.pingTimer);
     if (this.stopped) return;
-    if (code === 4401 || code === 4403 || code === 1008) {
+    if (code === 4401 || code === 4403) {
       this._authFailed();
       return;
     }
@@ -733,6 +743,7 @@ class TutorhubChat extends HTMLElement {
     this.messages = []; // what the chat view shows, oldest first
     this.replies = new Map(); // reply_id → {conversationId, text, seq, status, citations, msg, stale}
     this.pending = new Map(); // client frame id → {frame, user, assistant, viewKey, sent, cancel}
+    this.acked = new Set(); // client frame ids already acknowledged
     this.materials = new Map(); // material id → material (REST shape + local fields)
     this.renderQueue = new Set();
     this.renderFrame = 0;
@@ -778,6 +789,7 @@ class TutorhubChat extends HTMLElement {
     this.conn = null;
     this.replies.clear();
     this.pending.clear();
+    this.acked.clear();
     this.materials.clear();
     this.messages = [];
     this.currentId = null;
@@ -805,7 +817,7 @@ class TutorhubChat extends HTMLElement {
       token: () => this._token(),
       onEvent: (ev) => this._onEvent(ev),
       onStatus: (state) => this._onStatus(state),
-      onWelcome: () => this._flushOutbox(),
+      onWelcome: () => this._flushOutbox(true),
       onResumeFailed: () => this._reloadAll(),
       onAuthFailed: () => this._onSocketAuthFailed(),
     });
@@ -1078,18 +1090,23 @@ class TutorhubChat extends HTMLElement {
     }
   }
 
-  async _reloadAll() {
+  _reloadAll() {
     // The event history no longer covers our gap: replies in flight can't be patched from
     // events, so take the server's stored state and reload them again when they end.
     for (const r of this.replies.values()) {
       if (r.status === 'streaming') r.stale = true;
     }
-    try {
-      await Promise.all([this._loadConversations(), this._loadMaterials()]);
-      if (this.currentId) await this._openConversation(this.currentId);
-    } catch (err) {
-      this._toast(err.message);
-    }
+    this.reloading ??= (async () => {
+      try {
+        await Promise.all([this._loadConversations(), this._loadMaterials()]);
+        if (this.currentId) await this._openConversation(this.currentId);
+      } catch (err) {
+        this._toast(err.message);
+      } finally {
+        this.reloading = null;
+      }
+    })();
+    return this.reloading;
   }
 
   // --- chat -----------------------------------------------------------------------------------
@@ -1118,9 +1135,11 @@ class TutorhubChat extends HTMLElement {
     this._updateComposer();
   }
 
-  _flushOutbox() {
+  _flushOutbox(resend = false) {
+    // A resend with the same id is acked again and never answered twice (docs/protocol.md),
+    // so after a reconnect every frame still waiting for its ack goes out again.
     for (const p of this.pending.values()) {
-      if (!p.sent && this.conn?.send(p.frame)) p.sent = true;
+      if ((resend || !p.sent) && this.conn?.send(p.frame)) p.sent = true;
     }
   }
 
@@ -1192,6 +1211,7 @@ class TutorhubChat extends HTMLElement {
   }
 
   _onAck(ev) {
+    if (this.acked.has(ev.id)) return; // the ack of a resend, or replayed by a resume
     const p = this.pending.get(ev.id);
     const r = this._reply(ev.reply_id, ev.conversation_id);
     if (!p) {
@@ -1200,6 +1220,7 @@ class TutorhubChat extends HTMLElement {
       return;
     }
     this.pending.delete(ev.id);
+    this.acked.add(ev.id);
     p.user.status = 'sent';
     p.user.id = ev.message_id;
     this._queueRender(p.user);
@@ -1233,7 +1254,9 @@ class TutorhubChat extends HTMLElement {
     const seq = Number(ev.seq);
     if (Number.isFinite(seq)) {
       if (r.seq !== null && seq <= r.seq) return; // a duplicate that slipped past the offset check
-      if (r.seq !== null && seq > r.seq + 1) r.gap = true;
+      // The hub merges queued deltas into one frame: `seq` is the last one, `parts` how many.
+      const parts = Math.max(1, Number(ev.parts) || 1);
+      if (seq - parts > (r.seq ?? 0)) r.gap = true;
       r.seq = seq;
     }
     r.text += String(ev.text ?? '');
