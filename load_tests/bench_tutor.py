@@ -267,7 +267,7 @@ async def bench(args: argparse.Namespace, port: int, engine: str) -> str:
         f"**{engine}**{' (redis-server on loopback)' if engine == 'redis' else ' (in-process)'}; "
         "PostgreSQL 16 (pgserver); OpenAI-compatible loopback provider in its own process; "
         "clients in one more process. Latencies measured at the client (loopback both ways "
-        "included).",
+        f"included). Mode: {'--quick (50 concurrent, 100 paced)' if args.quick else 'full'}.",
         "",
         "## chat.send → first reply.delta (zero-latency provider)",
         "",
