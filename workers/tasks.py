@@ -120,6 +120,8 @@ class Reporter:
             self.total = total
 
     async def begin(self, stage: str, total: int) -> None:
+        if self._sent is not None:
+            await self.flush(force=False)  # the previous stage's last count goes out first
         self.stage, self.done, self.total = stage, 0, total
         await self.flush()
 
@@ -281,6 +283,7 @@ async def _work(runtime: Runtime, material_id: uuid.UUID) -> None:
 
         await reporter.begin("indexing", len(chunks))
         stored = await _store(runtime, material_id, user_id, chunks, vectors, extracted, reporter)
+        await reporter.flush(force=False)
     if not stored:
         return  # deleted while we worked
     _remove_upload(settings, material_id)
@@ -316,9 +319,10 @@ async def _extract(runtime: Runtime, kind: str, source: str, file_path: str | No
 
 _INSERT = text(
     "insert into chunks (material_id, user_id, idx, text, page_start, page_end, start_s, "
-    "end_s, language, embedding, tsv) values (:material_id, :user_id, :idx, :text, "
-    ":page_start, :page_end, :start_s, :end_s, :language, cast(:embedding as vector), "
-    "to_tsvector(cast(:language as regconfig), :text))"
+    "end_s, language, embedding, tsv) values (:material_id, :user_id, :idx, cast(:text as text), "
+    ":page_start, :page_end, :start_s, :end_s, cast(:language as text), "
+    "cast(:embedding as vector), to_tsvector(cast(cast(:language as text) as regconfig), "
+    "cast(:text as text)))"
 )
 
 
