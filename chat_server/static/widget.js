@@ -103,6 +103,7 @@ const UI = {
     store: 'Saving',
     storing: 'Saving',
     index: 'Indexing',
+    indexing: 'Indexing',
     done: 'Finishing',
   },
   networkError: 'Cannot reach the server.',
@@ -694,6 +695,7 @@ textarea.field { resize: vertical; min-height: 80px; display: block; margin: 6px
 .mat .remove svg { width: 16px; height: 16px; }
 .mat .state { font-size: 12.5px; color: var(--th-muted); margin-top: 4px; overflow-wrap: anywhere; }
 .mat[data-status="ready"] .state { color: var(--th-ok); }
+.mat[data-status="ready"] .bar-fill { background: var(--th-ok); }
 .mat[data-status="failed"] .state { color: var(--th-danger); }
 .bar-track { height: 6px; border-radius: 999px; background: var(--th-surface-2); overflow: hidden; margin-top: 7px; }
 .bar-fill { height: 100%; width: 0; background: var(--th-accent); border-radius: inherit; transition: width .25s; }
@@ -1554,9 +1556,10 @@ class TutorhubChat extends HTMLElement {
     const done = Number(m.progress_done) || 0;
     const total = Number(m.progress_total) || 0;
     const terminal = m.status === 'ready' || m.status === 'failed';
-    track.hidden = terminal;
+    track.hidden = m.status === 'failed';
     let pct = null;
-    if (m.status === 'uploading') pct = m.upload_pct ?? null;
+    if (m.status === 'ready') pct = 100;
+    else if (m.status === 'uploading') pct = m.upload_pct ?? null;
     else if (total > 0) pct = Math.max(0, Math.min(100, Math.round((done / total) * 100)));
     track.classList.toggle('indeterminate', pct === null && !terminal);
     fill.style.width = pct === null ? '' : `${pct}%`;
@@ -1608,8 +1611,18 @@ class TutorhubChat extends HTMLElement {
 
   _uploadPdf(file) {
     // XHR rather than fetch: it reports upload progress for the bar.
-    const local = { id: `local-${uuid()}`, kind: 'pdf', title: file.name, status: 'uploading', upload_pct: 0 };
-    this._upsertMaterial(local, false);
+    const localId = `local-${uuid()}`;
+    this._upsertMaterial({ id: localId, kind: 'pdf', title: file.name, status: 'uploading',
+      upload_pct: 0 }, false);
+    const settle = (material, error) => {
+      this.materials.get(localId)?.el?.remove();
+      this.materials.delete(localId);
+      if (material) this._upsertMaterial(material, false);
+      else {
+        this._upsertMaterial({ id: `failed-${uuid()}`, kind: 'pdf', title: file.name,
+          status: 'failed', error }, false);
+      }
+    };
     const form = new FormData();
     form.append('file', file, file.name);
     const send = (retry) => {
@@ -1618,30 +1631,19 @@ class TutorhubChat extends HTMLElement {
       const token = this._token();
       if (token) xhr.setRequestHeader('Authorization', `Bearer ${token}`);
       xhr.upload.onprogress = (e) => {
-        if (!e.lengthComputable) return;
-        local.upload_pct = Math.round((e.loaded / e.total) * 100);
-        this._renderMaterial(local);
+        if (e.lengthComputable) {
+          this._upsertMaterial({ id: localId, upload_pct: Math.round((e.loaded / e.total) * 100) },
+            false);
+        }
       };
       xhr.onload = async () => {
         let data = null;
         try { data = JSON.parse(xhr.responseText); } catch { data = null; }
         if (xhr.status === 401 && retry && await this._refreshTokens()) { send(false); return; }
-        local.el?.remove();
-        this.materials.delete(local.id);
-        if (xhr.status >= 200 && xhr.status < 300 && data?.id) {
-          this._upsertMaterial(data, false);
-        } else {
-          const message = data?.message || `Upload failed (${xhr.status}).`;
-          this._upsertMaterial({ ...local, id: `failed-${uuid()}`, status: 'failed', error: message,
-            el: null }, false);
-        }
+        if (xhr.status >= 200 && xhr.status < 300 && data?.id) settle(data, null);
+        else settle(null, data?.message || `Upload failed (${xhr.status}).`);
       };
-      xhr.onerror = () => {
-        local.el?.remove();
-        this.materials.delete(local.id);
-        this._upsertMaterial({ ...local, id: `failed-${uuid()}`, status: 'failed',
-          error: UI.networkError, el: null }, false);
-      };
+      xhr.onerror = () => settle(null, UI.networkError);
       xhr.send(form);
     };
     send(true);
@@ -1668,7 +1670,9 @@ class TutorhubChat extends HTMLElement {
     this.ui.textError.textContent = '';
     if (!text.trim()) return;
     try {
-      const json = title ? { title, text } : { text };
+      // A title is required: without one, the text's first line (shortened) names it.
+      const first = text.trim().split('\n')[0].trim();
+      const json = { title: title || (first.length > 60 ? `${first.slice(0, 57)}…` : first), text };
       const m = await this.api('POST', '/materials/text', { json });
       this.ui.textInput.value = '';
       this.ui.textTitle.value = '';

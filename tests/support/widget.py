@@ -1,0 +1,50 @@
+"""Helpers for the widget tests: log in through the widget's own form, watch its DOM."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.async_api import Locator, Page, expect
+
+PASSWORD = "correct horse battery"
+
+
+async def register(base_url: str, email: str, password: str = PASSWORD) -> str:
+    """Create an account over REST; return an access token."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        r = await client.post("/auth/register", json={"email": email, "password": password})
+        assert r.status_code == 201, r.text
+        r = await client.post("/auth/token", data={"username": email, "password": password})
+        assert r.status_code == 200, r.text
+        return str(r.json()["access_token"])
+
+
+async def log_in(page: Page, base_url: str, email: str, password: str = PASSWORD) -> Locator:
+    """Open the demo page, log in with the form, wait for the socket; return the widget."""
+    await page.goto(base_url + "/")
+    chat = page.locator("tutorhub-chat")
+    await chat.get_by_label("Email").fill(email)
+    await chat.get_by_label("Password").fill(password)
+    await chat.get_by_role("button", name="Log in").click()
+    await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
+    return chat
+
+
+async def record_material_states(page: Page) -> None:
+    """Record every text each material's status line shows, per material id (window.__states)."""
+    await page.evaluate("""() => {
+        const root = document.querySelector('tutorhub-chat').shadowRoot;
+        window.__states = {};
+        const scan = () => {
+            for (const item of root.querySelectorAll('.mat')) {
+                const seen = (window.__states[item.dataset.id] ??= []);
+                const text = item.querySelector('.state').textContent;
+                if (seen[seen.length - 1] !== text) seen.push(text);
+            }
+        };
+        new MutationObserver(scan).observe(root, {subtree: true, childList: true,
+                                                  characterData: true, attributes: true});
+    }""")
+
+
+async def material_states(page: Page, material_id: str) -> list[str]:
+    return list(await page.evaluate("(id) => window.__states[id] || []", material_id))

@@ -1,0 +1,124 @@
+"""The widget end to end with the default offline tutor: upload a PDF (file picker and drag and
+drop) with live progress, ask about it, open a citation; reload the conversation over REST."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+
+import pytest
+from playwright.async_api import Page, expect
+
+from chat_server.app import create_app
+from chat_server.settings import Settings
+from tests.support.browser import artifact, browser_fixture, page_fixture  # noqa: F401
+from tests.support.ingest import make_pdf
+from tests.support.services import serve_app
+from tests.support.widget import log_in, material_states, record_material_states, register
+
+PAGES = [
+    "Mitochondria are the powerhouse of the cell. They produce ATP through cellular "
+    "respiration in eukaryotic cells, using oxygen and glucose.",
+    "Photosynthesis converts light energy into chemical energy inside chloroplasts. "
+    "Plants release oxygen as a by-product of photosynthesis in their leaves.",
+    "The French Revolution began in 1789 in Paris. It ended the absolute monarchy "
+    "and spread the ideas of liberty and equality across Europe.",
+]
+
+
+@pytest.fixture
+async def base_url(settings: Settings) -> AsyncIterator[str]:
+    # Small chunks without overlap: one chunk per page, so a citation names exactly one page.
+    tuned = settings.model_copy(update={"chunk_size_chars": 200, "chunk_overlap_chars": 0})
+    async with serve_app(create_app(tuned)) as url:
+        yield url
+
+
+async def test_upload_pdf_ask_and_open_citation(base_url: str, page: Page) -> None:
+    await register(base_url, "learner@example.com")
+    chat = await log_in(page, base_url, "learner@example.com")
+    await record_material_states(page)
+
+    # Upload with the file picker.
+    await chat.get_by_role("button", name="Materials").click()
+    await chat.locator("input[type=file]").set_input_files(files=[{
+        "name": "biology.pdf", "mimeType": "application/pdf", "buffer": make_pdf(PAGES)}])
+    item = chat.locator(".mat", has_text="biology")
+    await expect(item).to_have_attribute("data-status", "ready", timeout=60_000)
+    await expect(item.locator(".state")).to_have_text("Ready · 3 pages · 3 passages")
+    await expect(item.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    states = await material_states(page, await item.get_attribute("data-id") or "")
+    # The bar was driven by material.progress events on its way to ready.
+    stages = [s for s in states if s.split(" ")[0] in {"Reading", "Splitting", "Embedding", "Indexing"}]
+    assert stages, states
+    assert states[-1] == "Ready · 3 pages · 3 passages"
+
+    # Drag and drop a second PDF onto the widget; a non-PDF is refused with a reason.
+    drop = await page.evaluate_handle("""([b64, name, type]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name, {type}));
+        return dt;
+    }""", [base64.b64encode(make_pdf(["Конспект: клетка — основная единица жизни."])).decode(),
+           "конспект.pdf", "application/pdf"])
+    app = chat.locator(".app")
+    await app.dispatch_event("dragenter", {"dataTransfer": drop})
+    await expect(chat.locator(".drop-overlay")).to_be_visible()
+    await app.dispatch_event("drop", {"dataTransfer": drop})
+    await expect(chat.locator(".drop-overlay")).to_be_hidden()
+    await expect(chat.locator(".mat", has_text="конспект")).to_have_attribute(
+        "data-status", "ready", timeout=60_000)
+    not_pdf = await page.evaluate_handle("""() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(['hello'], 'notes.txt', {type: 'text/plain'}));
+        return dt;
+    }""")
+    await app.dispatch_event("drop", {"dataTransfer": not_pdf})
+    await expect(chat.locator(".toast")).to_have_text(
+        "“notes.txt” is not a PDF: only PDF files can be uploaded.")
+    await chat.get_by_role("button", name="Close").first.click()
+
+    # Shift+Enter adds a line and sends nothing; Enter sends.
+    box = chat.get_by_label("Message the tutor")
+    await box.fill("first line")
+    await box.press("Shift+Enter")
+    await box.press_sequentially("second line")
+    assert await box.input_value() == "first line\nsecond line"
+    assert await chat.locator(".msg.user").count() == 0
+    await box.fill("What is photosynthesis?")
+    await box.press("Enter")
+    await expect(box).to_have_value("")
+
+    answer = chat.locator(".msg.assistant").last
+    await expect(answer).to_have_attribute("data-status", "stop", timeout=30_000)
+    await expect(answer.locator(".md")).to_contain_text(
+        "Photosynthesis converts light energy into chemical energy inside chloroplasts.")
+    # The screen reader hears the finished reply.
+    await expect(chat.locator(".sr-only")).to_contain_text("Tutor replied: ")
+    # The conversation was created and titled from the question, and is now current.
+    await expect(chat.locator(".conv-list button[aria-current=true]")).to_have_count(1)
+
+    chip = answer.locator(".md .cite").first
+    await expect(chip).to_be_visible()
+    await chip.click()
+    sheet = chat.get_by_role("dialog")
+    await expect(sheet).to_be_visible()
+    await expect(sheet.get_by_role("heading")).to_contain_text("biology")
+    await expect(sheet.locator(".where")).to_have_text("Page 2")
+    await expect(sheet.locator(".passage")).to_contain_text(
+        "Plants release oxygen as a by-product of photosynthesis")
+    await expect(sheet.get_by_role("button", name="Close")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(sheet).to_be_hidden()
+    await expect(chip).to_be_focused()
+    await page.screenshot(path=artifact("widget-answer-with-citation.png"))
+
+    # After a reload the conversation comes back over REST with its citations.
+    await page.reload()
+    await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
+    await chat.locator(".conv-list button").first.click()
+    stored = chat.locator(".msg.assistant").last
+    await expect(stored.locator(".md")).to_contain_text("Photosynthesis converts light energy")
+    await stored.locator(".sources .source").first.click()
+    await expect(chat.get_by_role("dialog").locator(".where")).to_have_text("Page 2")
+    assert page.errors == []  # type: ignore[attr-defined]
