@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -46,12 +46,38 @@ class InProcessBroker(InMemoryBroker):
         await super().shutdown()
 
 
+def _redis_broker(url: str) -> AsyncBroker:
+    from redis.asyncio import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from taskiq_redis import ListQueueBroker
+
+    class RedisQueueBroker(ListQueueBroker):
+        """ListQueueBroker whose listen survives redis-py's 5 s socket timeout (taskiq-redis
+        blocks BRPOP forever, so an idle worker died every 5 s) and Redis restarts."""
+
+        async def listen(self) -> AsyncGenerator[bytes, None]:
+            delay = 0.2
+            while True:
+                try:
+                    async with Redis(connection_pool=self.connection_pool) as conn:
+                        item = await conn.brpop([self.queue_name], timeout=2)
+                    delay = 0.2
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    log.warning("task queue unreachable (%s); retrying in %.1fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+                    continue
+                if item is not None:
+                    yield item[1]
+
+    return RedisQueueBroker(url, queue_name=QUEUE)
+
+
 def make_broker(settings: Settings) -> AsyncBroker:
     broker: AsyncBroker
     if settings.redis_url:
-        from taskiq_redis import ListQueueBroker
-
-        broker = ListQueueBroker(settings.redis_url, queue_name=QUEUE)
+        broker = _redis_broker(settings.redis_url)
     else:
         broker = InProcessBroker(max_async_tasks=max(1, settings.ingest_concurrency) * 4)
     broker.register_task(ingest_material, task_name=TASK_NAME)
