@@ -643,9 +643,11 @@ svg .fill { fill: currentColor; stroke: none; }
 
 /* Drawers: conversations (left) and materials (right) overlay the chat on narrow widths. */
 .drawer { position: absolute; top: 0; bottom: 0; z-index: 5; display: flex; flex-direction: column;
-  width: min(320px, 88%); background: var(--th-bg); box-shadow: var(--th-shadow);
-  transition: transform .2s ease, visibility .2s; visibility: hidden; }
-.drawer[data-open] { transform: none; visibility: visible; }
+  width: min(320px, 88%); background: var(--th-bg); box-shadow: var(--th-shadow); visibility: hidden; }
+/* Only opening slides: a drawer that closes (or a container resized across the breakpoint)
+   must not animate through the chat. */
+.drawer[data-open] { transform: none; visibility: visible; transition: transform .2s ease; }
+@media (prefers-reduced-motion: reduce) { .drawer[data-open] { transition: none; } }
 .convs { left: 0; transform: translateX(-102%); border-right: 1px solid var(--th-border); }
 .materials { right: 0; transform: translateX(102%); border-left: 1px solid var(--th-border);
   width: min(360px, 92%); }
