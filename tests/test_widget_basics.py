@@ -95,6 +95,7 @@ MARKDOWN_CASES: list[tuple[str, str]] = [
      'data-n="2" aria-label="Source 2">2</button><button type="button" class="cite" data-n="3" '
      'aria-label="Source 3">3</button></p>'),
     ("snake_case_name stays", "<p>snake_case_name stays</p>"),
+    ("__strong__ but window.__x='a' and b.__y stay", "<p><strong>strong</strong> but window.__x=&#39;a&#39; and b.__y stay</p>"),
     ("```\nunclosed fence mid-stream", "<pre><code>unclosed fence mid-stream</code></pre>"),
 ]
 

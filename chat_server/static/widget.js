@@ -139,7 +139,9 @@ const CODE_SPAN = /`([^`\n]+)`/g;
 // The URL runs on escaped text, so it cannot contain a raw quote or angle bracket.
 const LINK = /\[([^\]\n]+)\]\((https?:\/\/[^\s()]+)\)/gi;
 const CITE = /\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\](?!\()/g;
-const BOLD = /(\*\*|__)(?=\S)([^\n]*?\S)\1/g;
+const BOLD_STAR = /\*\*(?=\S)([^\n]*?\S)\*\*/g;
+// Underscores only emphasise at word edges: `window.__name__x` and snake_case stay as typed.
+const BOLD_UNDERSCORE = /(^|[^\p{L}\p{N}_])__(?=\S)([^\n]*?\S)__(?![\p{L}\p{N}_])/gu;
 const ITALIC_STAR = /\*(?=[^\s*])([^*\n]*?[^\s*])\*/g;
 const ITALIC_UNDERSCORE = /(^|[^\p{L}\p{N}_])_(?=\S)([^_\n]*?\S)_(?![\p{L}\p{N}_])/gu;
 const HOLE = /\u0001(\d+)\u0002/g;
@@ -155,7 +157,8 @@ function formatText(escaped) {
   let s = escaped.replace(LINK, (_, label, url) => hold(
     `<a href="${url}" target="_blank" rel="noopener noreferrer nofollow">${label}</a>`));
   s = s.replace(CITE, (_, list) => hold(list.split(',').map((n) => citeChip(Number(n.trim()))).join('')));
-  s = s.replace(BOLD, '<strong>$2</strong>');
+  s = s.replace(BOLD_STAR, '<strong>$1</strong>');
+  s = s.replace(BOLD_UNDERSCORE, '$1<strong>$2</strong>');
   s = s.replace(ITALIC_STAR, '<em>$1</em>');
   s = s.replace(ITALIC_UNDERSCORE, '$1<em>$2</em>');
   return s.replace(HOLE, (_, i) => holes[Number(i)]);

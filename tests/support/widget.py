@@ -18,9 +18,10 @@ async def register(base_url: str, email: str, password: str = PASSWORD) -> str:
         return str(r.json()["access_token"])
 
 
-async def log_in(page: Page, base_url: str, email: str, password: str = PASSWORD) -> Locator:
+async def log_in(page: Page, base_url: str, email: str, password: str = PASSWORD,
+                 path: str = "/") -> Locator:
     """Open the demo page, log in with the form, wait for the socket; return the widget."""
-    await page.goto(base_url + "/")
+    await page.goto(base_url + path)
     chat = page.locator("tutorhub-chat")
     await chat.get_by_label("Email").fill(email)
     await chat.get_by_label("Password").fill(password)
