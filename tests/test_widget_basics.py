@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
+from jose import jwt
 from playwright.async_api import Page, expect
 
+from chat_server.settings import Settings
 from tests.support.browser import browser_fixture, page_fixture  # noqa: F401  (fixtures)
 
 PASSWORD = "correct horse battery"
@@ -112,3 +116,24 @@ async def test_markdown_renderer_escapes_everything(server: str, page: Page) -> 
     for (source, expected), got in zip(MARKDOWN_CASES, rendered, strict=True):
         assert got == expected, source
     assert await page.evaluate("window.__pwned") is None
+
+
+async def test_embed_token_attribute_skips_the_login_form(server: str, page: Page,
+                                                          settings: Settings) -> None:
+    assert settings.embed_secret
+    now = int(time.time())
+    token = jwt.encode({"sub": "host-user-7", "name": "Мария Host", "iat": now, "exp": now + 600},
+                       settings.embed_secret, "HS256")
+    await page.goto(server + "/")
+    chat = page.locator("tutorhub-chat")
+    await expect(chat.get_by_role("heading", name="Sign in to your tutor")).to_be_visible()
+    # The host page hands over its user's embed token; the widget connects as that user.
+    await chat.evaluate("(el, token) => el.setAttribute('token', token)", token)
+    await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
+    await expect(chat.get_by_role("heading", name="Sign in to your tutor")).to_be_hidden()
+    await expect(chat.locator(".who")).to_have_text("Мария Host")
+    await expect(chat.get_by_role("button", name="Log out")).to_be_hidden()
+    # Socratic mode of a new conversation is remembered until its first message creates it.
+    await chat.get_by_text("Socratic mode").click()
+    await expect(chat.get_by_role("switch")).to_be_checked()
+    assert page.errors == []  # type: ignore[attr-defined]

@@ -817,6 +817,9 @@ class TutorhubChat extends HTMLElement {
   async _startSession() {
     this.ui.login.hidden = true;
     this.ui.body.hidden = false;
+    this.ui.convsToggle.hidden = false;
+    this.ui.materialsToggle.hidden = false;
+    this.ui.logout.hidden = !!this.embedToken; // the host page owns an embedded session
     this._renderMessages();
     this._renderMaterials();
     this.conn = new Connection({
@@ -926,6 +929,8 @@ class TutorhubChat extends HTMLElement {
   _showLogin(message = '') {
     this.ui.body.hidden = true;
     this.ui.login.hidden = false;
+    this.ui.convsToggle.hidden = true;
+    this.ui.materialsToggle.hidden = true;
     this._onStatus('offline');
     this.ui.loginError.textContent = message;
     this._setLoginMode(this.loginMode || 'login');
