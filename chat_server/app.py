@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from chat_server.db import check_migrated, migrate_async, open_database
 from chat_server.errors import BodyLimitMiddleware, install_error_handlers
@@ -72,6 +73,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimitMiddleware, max_bytes=settings.max_json_body_bytes,
         exempt_prefixes=("/materials/text",),
     )
+    if settings.cors_origins:
+        # Outermost, so refusals (413…) carry CORS headers too. Bearer tokens, never cookies:
+        # no credentials mode, so "*" is safe to allow too.
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"], max_age=600,
+        )
     for router in (auth.router, conversations.router, materials.router, health.router,
                    metrics_router):
         app.include_router(router)

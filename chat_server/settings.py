@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         description="Shared secret (HS256) with which a host website signs embed tokens "
         "for its own users. Unset: embed tokens are refused.",
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins whose pages may call the REST API from a browser (host sites that "
+        'embed the widget), JSON list, e.g. ["https://school.example"]. Empty: same origin only.',
+    )
     max_json_body_bytes: int = Field(
         1_048_576, description="Largest JSON request body accepted, bytes (413 beyond)."
     )

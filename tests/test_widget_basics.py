@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 
 import httpx
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 from jose import jwt
 from playwright.async_api import Page, expect
 
+from chat_server.app import create_app
 from chat_server.settings import Settings
 from tests.support.browser import browser_fixture, page_fixture  # noqa: F401  (fixtures)
+from tests.support.services import free_port, serve_app
 
 PASSWORD = "correct horse battery"
 
@@ -136,4 +140,28 @@ async def test_embed_token_attribute_skips_the_login_form(server: str, page: Pag
     # Socratic mode of a new conversation is remembered until its first message creates it.
     await chat.get_by_text("Socratic mode").click()
     await expect(chat.get_by_role("switch")).to_be_checked()
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_embedded_on_another_origin(settings: Settings, page: Page) -> None:
+    """A host site on its own origin: one module script + the element with `server` and `token`."""
+    host_port = free_port()
+    host_origin = f"http://127.0.0.1:{host_port}"
+    assert settings.embed_secret
+    now = int(time.time())
+    token = jwt.encode({"sub": "school-user-1", "name": "Ivan", "exp": now + 600},
+                       settings.embed_secret, "HS256")
+    tutor = create_app(settings.model_copy(update={"cors_origins": [host_origin]}))
+    async with serve_app(tutor) as tutor_url:
+        host = FastAPI()
+        page_html = (f'<!doctype html><meta charset="utf-8"><h1>School</h1>'
+                     f'<script type="module" src="{tutor_url}/widget.js"></script>'
+                     f'<tutorhub-chat server="{tutor_url}" token="{token}"></tutorhub-chat>')
+        host.add_api_route("/", lambda: HTMLResponse(page_html))
+        async with serve_app(host, port=host_port):
+            await page.goto(host_origin + "/")
+            chat = page.locator("tutorhub-chat")
+            await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
+            await expect(chat.locator(".who")).to_have_text("Ivan")  # GET /me across origins
+            await expect(chat.get_by_text("No conversations yet.")).to_be_visible()
     assert page.errors == []  # type: ignore[attr-defined]
