@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -50,3 +50,13 @@ async def socket(base_url: str, token: str, resume: dict[str, Any] | None = None
         welcome = await recv(ws)
         assert welcome["type"] == "welcome", welcome
         yield ws, welcome
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], wait_s: float = 30.0,
+                step_s: float = 0.05) -> None:
+    """Poll `predicate` until it holds (bounded); TimeoutError otherwise."""
+    async with asyncio.timeout(wait_s):
+        for _ in range(1_000_000):
+            if await predicate():
+                return
+            await asyncio.sleep(step_s)

@@ -1,0 +1,171 @@
+"""The bus on both engines: offsets, delivery, history and resume rules; Redis specifics
+(epochs after FLUSHALL, TTLs, cross-instance delivery, recovery after a Redis restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from chat_server.hub.bus import Bus, BusUnavailable, RedisBus, ResumeFailed, open_bus
+from tests.support.services import RedisServer
+from tests.support.ws import until
+
+
+class Sink:
+    """A Deliver callback that records what it got, with a way to wait for N events."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, int, dict[str, Any]]] = []
+        self.epochs: list[tuple[str, str]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, user_id: str, offset: int, frame: str) -> None:
+        event = json.loads(frame)
+        assert event["o"] == offset
+        self.got.append((user_id, offset, event))
+        self._changed.set()
+
+    def on_epoch(self, user_id: str, epoch: str) -> None:
+        self.epochs.append((user_id, epoch))
+
+    async def wait_for(self, n: int) -> None:
+        async with asyncio.timeout(20):
+            while len(self.got) < n:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+OpenBus = Callable[..., AbstractAsyncContextManager[tuple[Bus, Sink]]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def open_test_bus(request: pytest.FixtureRequest, redis_url: str) -> OpenBus:
+    url = redis_url if request.param == "redis" else "memory://"
+
+    @asynccontextmanager
+    async def opener(max_events: int = 100) -> AsyncIterator[tuple[Bus, Sink]]:
+        sink = Sink()
+        async with open_bus(url, sink, max_events=max_events, ttl_s=60, on_epoch=sink.on_epoch) as bus:
+            yield bus, sink
+
+    return opener
+
+
+async def test_publish_assigns_offsets_and_delivers_to_subscribed_users_only(open_test_bus: OpenBus) -> None:
+    async with open_test_bus() as (bus, sink):
+        assert await bus.publish("u1", {"type": "x", "n": 0}) == 1  # not subscribed: history only
+        await bus.subscribe("u1")
+        await bus.subscribe("u1")  # reference counted
+        for n in range(1, 4):
+            assert await bus.publish("u1", {"type": "x", "n": n, "text": "Привет"}) == n + 1
+        await bus.publish("u2", {"type": "x"})
+        await sink.wait_for(3)
+        assert [(u, o, e["n"], e["text"]) for u, o, e in sink.got] == [("u1", o, o - 1, "Привет") for o in (2, 3, 4)]
+        await bus.unsubscribe("u1")
+        await bus.publish("u1", {"type": "x", "n": 4, "text": "still"})
+        await sink.wait_for(4)
+        await bus.unsubscribe("u1")
+        await bus.publish("u1", {"type": "x", "n": 5, "text": "gone"})
+        await bus.subscribe("u1")
+        await bus.publish("u1", {"type": "x", "n": 6, "text": "back"})
+        await sink.wait_for(5)
+        assert [e["n"] for _, _, e in sink.got] == [1, 2, 3, 4, 6]
+        head = await bus.head("u1")
+        assert head.offset == 7 and head.epoch
+        with pytest.raises(ValueError):
+            await bus.publish("u1", {"no": "type"})
+
+
+async def test_since_replays_and_refuses_what_history_cannot_cover(open_test_bus: OpenBus) -> None:
+    async with open_test_bus(max_events=5) as (bus, _):
+        empty = await bus.head("u1")
+        assert empty.offset == 0
+        assert await bus.since("u1", 0, empty.epoch) == []
+        for n in range(1, 11):
+            await bus.publish("u1", {"type": "x", "n": n})
+        head = await bus.head("u1")
+        assert head == type(head)(empty.epoch, 10)
+        assert [json.loads(f)["o"] for f in await bus.since("u1", 5, head.epoch)] == [6, 7, 8, 9, 10]
+        assert await bus.since("u1", 10, head.epoch) == []
+        for offset, epoch, reason in [(4, head.epoch, "history_trimmed"), (0, head.epoch, "history_trimmed"),
+                                      (5, "nope", "epoch_changed"), (11, head.epoch, "offset_ahead")]:
+            with pytest.raises(ResumeFailed) as info:
+                await bus.since("u1", offset, epoch)
+            assert info.value.reason == reason
+
+
+async def test_redis_flush_changes_the_epoch_and_keys_expire(redis_url: str) -> None:
+    sink = Sink()
+    async with open_bus(redis_url, sink, max_events=10, ttl_s=30, on_epoch=sink.on_epoch) as bus:
+        await bus.subscribe("u1")
+        await bus.publish("u1", {"type": "x"})
+        await sink.wait_for(1)
+        before = await bus.head("u1")
+        client = aioredis.from_url(redis_url)
+        try:
+            ttls = [await client.ttl(k) for k in ("th:{u1}:s", "th:{u1}:n", "th:{u1}:e")]
+            assert all(0 < t <= 30 for t in ttls), ttls
+            await client.flushall()
+        finally:
+            await client.aclose()
+        assert await bus.publish("u1", {"type": "x"}) == 1
+        await sink.wait_for(2)
+        after = await bus.head("u1")
+        assert after.epoch != before.epoch and after.offset == 1
+        assert sink.epochs[-1] == ("u1", after.epoch)  # subscribers are told before the event
+        with pytest.raises(ResumeFailed):
+            await bus.since("u1", 1, before.epoch)
+
+
+async def test_redis_delivers_across_instances_once_and_in_order(redis_url: str) -> None:
+    a_sink, b_sink = Sink(), Sink()
+    async with open_bus(redis_url, a_sink) as a, open_bus(redis_url, b_sink) as b, \
+            open_bus(redis_url, lambda *_: None) as publisher_only:
+        await a.subscribe("u1")
+        await b.subscribe("u1")  # live on return: nothing published from now on is missed
+
+        async def publish(bus: Bus, tag: str) -> None:
+            for n in range(100):
+                await bus.publish("u1", {"type": "x", "tag": tag, "n": n})
+
+        await asyncio.gather(publish(a, "a"), publish(b, "b"), publish(publisher_only, "p"))
+        await a_sink.wait_for(300)
+        await b_sink.wait_for(300)
+        for sink in (a_sink, b_sink):
+            assert [o for _, o, _ in sink.got] == list(range(1, 301))
+            for tag in "abp":
+                assert [e["n"] for _, _, e in sink.got if e["tag"] == tag] == list(range(100))
+
+
+async def test_redis_restart_recovers_resubscribes_and_catches_up(redis_proc: RedisServer, redis_url: str) -> None:
+    sink = Sink()
+    async with open_bus(redis_url, sink, on_epoch=sink.on_epoch) as bus, \
+            open_bus(redis_url, lambda *_: None) as publisher:
+        assert isinstance(bus, RedisBus)
+        await bus.subscribe("u1")
+        await publisher.publish("u1", {"type": "x", "n": 0})
+        await sink.wait_for(1)
+        redis_proc.stop()
+        async def down() -> bool:
+            return not await bus.ready()
+
+        await until(down, 20)
+        with pytest.raises(BusUnavailable):
+            await publisher.publish("u1", {"type": "x", "n": -1})
+        redis_proc.start()
+        # Published as soon as Redis is back, likely before the reader has resubscribed:
+        # the reader replays them from history; either way each arrives once, in order.
+        for n in range(1, 6):
+            await publisher.publish("u1", {"type": "x", "n": n})
+        assert await bus.wait_ready(20)
+        await publisher.publish("u1", {"type": "x", "n": 6})
+        await sink.wait_for(7)
+        assert [e["n"] for _, _, e in sink.got] == list(range(7))
+        assert [o for _, o, _ in sink.got[1:]] == list(range(1, 7))  # a new epoch, from 1
+        assert len(sink.epochs) == 2 and sink.epochs[0][1] != sink.epochs[1][1]
