@@ -9,7 +9,7 @@ fusion), always scoped to one user's own materials.
 - Keyword: each chunk's `tsv` was built with its own configuration (russian / english /
   simple); the question becomes an OR of its words under both the russian and english
   configurations, so a question in either language (or mixed) matches what it shares
-  with a passage, ranked by ts_rank.
+  with a passage, ranked by ts_rank (at most KEYWORD_SCAN matches are ranked).
 """
 
 from __future__ import annotations
@@ -51,11 +51,17 @@ _VECTOR_EXACT = text(
     f"select id from chunks where {_SCOPE} and embedding is not null "
     "order by (embedding <=> cast(:vec as vector)) + 0 limit :n"
 ).bindparams(_MIDS)
+# Ranking reads every matching tsv: a question made of words common in a large library would
+# rank tens of thousands of rows. At most KEYWORD_SCAN matches are ranked (the vector side
+# still sees everything), which keeps the worst case bounded.
+KEYWORD_SCAN = 4000
 _KEYWORD = text(
     "with q as (select websearch_to_tsquery('english', :q) "
-    "|| websearch_to_tsquery('russian', :q) as query) "
-    f"select c.id from chunks c, q where c.{_SCOPE.replace('material_id', 'c.material_id')} "
-    "and c.tsv @@ q.query order by ts_rank(c.tsv, q.query) desc, c.id limit :n"
+    "|| websearch_to_tsquery('russian', :q) as query), "
+    "m as (select c.id, c.tsv from chunks c, q "
+    f"where c.{_SCOPE.replace('material_id', 'c.material_id')} and c.tsv @@ q.query "
+    "limit :scan) "
+    "select m.id from m, q order by ts_rank(m.tsv, q.query) desc, m.id limit :n"
 ).bindparams(_MIDS)
 _LOAD = text(
     "select c.id, c.material_id, c.text, c.page_start, c.start_s, c.language, "
@@ -93,7 +99,7 @@ async def keyword_search(session: AsyncSession, user_id: uuid.UUID, question: st
     q = or_query(question)
     if not q:
         return []
-    params = {"uid": user_id, "mids": material_ids or None, "q": q, "n": n}
+    params = {"uid": user_id, "mids": material_ids or None, "q": q, "n": n, "scan": KEYWORD_SCAN}
     return list((await session.scalars(_KEYWORD, params)).all())
 
 
