@@ -12,7 +12,7 @@ from playwright.async_api import Page, expect
 from chat_server.app import create_app
 from chat_server.settings import Settings
 from tests.support.browser import artifact, browser_fixture, page_fixture  # noqa: F401
-from tests.support.ingest import make_pdf
+from tests.support.ingest import Video, make_pdf, youtube_server
 from tests.support.services import serve_app
 from tests.support.widget import log_in, material_states, record_material_states, register
 
@@ -122,3 +122,46 @@ async def test_upload_pdf_ask_and_open_citation(base_url: str, page: Page) -> No
     await stored.locator(".sources .source").first.click()
     await expect(chat.get_by_role("dialog").locator(".where")).to_have_text("Page 2")
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_youtube_link_and_pasted_text_with_timestamped_citation(settings: Settings,
+                                                                     page: Page) -> None:
+    video = Video(snippets=[(0.0, 4.0, "Welcome to the biology lecture."),
+                            (30.0, 5.0, "Today we look at leaves and roots."),
+                            (65.4, 5.0, "Photosynthesis turns light into sugar in chloroplasts.")])
+    with youtube_server({"dQw4w9WgXcQ": video}) as yt:
+        tuned = settings.model_copy(update={"youtube_base_url": yt.base_url,
+                                            "chunk_size_chars": 60, "chunk_overlap_chars": 0})
+        async with serve_app(create_app(tuned)) as url:
+            await register(url, "yt@example.com")
+            chat = await log_in(page, url, "yt@example.com")
+            await chat.get_by_role("button", name="Materials").click()
+            await chat.get_by_label("YouTube link").fill("https://www.youtube.com/watch?v=dQw4w9WgXcQ")
+            await chat.get_by_role("button", name="Add", exact=True).click()
+            video_item = chat.locator(".mat", has_text="YouTube video dQw4w9WgXcQ")
+            await expect(video_item).to_have_attribute("data-status", "ready", timeout=60_000)
+            await expect(video_item.locator(".kind")).to_have_text("youtube")
+
+            # Pasted text without a title is named by its first line; Russian text works.
+            await chat.get_by_label("Text", exact=True).fill("Хлорофилл поглощает свет.\nВторая строка.")
+            await chat.get_by_role("button", name="Add text").click()
+            text_item = chat.locator(".mat", has_text="Хлорофилл поглощает свет.")
+            await expect(text_item).to_have_attribute("data-status", "ready", timeout=60_000)
+            # A bad link fails with the server's reason, next to the form.
+            await chat.get_by_label("YouTube link").fill("https://example.com/not-a-video")
+            await chat.get_by_role("button", name="Add", exact=True).click()
+            await expect(chat.locator(".yt-form .form-error")).to_contain_text("url")
+            await page.screenshot(path=artifact("widget-materials.png"))
+            await chat.get_by_role("button", name="Close").first.click()
+
+            box = chat.get_by_label("Message the tutor")
+            await box.fill("What does photosynthesis turn light into?")
+            await box.press("Enter")
+            answer = chat.locator(".msg.assistant").last
+            await expect(answer).to_have_attribute("data-status", "stop", timeout=30_000)
+            await expect(answer.locator(".md")).to_contain_text("Photosynthesis turns light into sugar")
+            await answer.locator(".md .cite").first.click()
+            link = chat.get_by_role("dialog").get_by_role("link", name="Watch on YouTube at 1:05")
+            await expect(link).to_have_attribute("href", "https://youtu.be/dQw4w9WgXcQ?t=65")
+            await expect(chat.locator(".sources .source").first).to_contain_text("1:05")
+            assert page.errors == []  # type: ignore[attr-defined]
