@@ -1791,9 +1791,10 @@ class TutorhubChat extends HTMLElement {
       el('div', { class: 'drawer-head' }, el('h2', { text: UI.materials }), matClose),
       el('div', { class: 'drawer-body' },
         el('div', { class: 'section' }, ui.dropzone),
+        // The list sits under the drop zone, so a new upload's progress is in view at once.
+        el('div', { class: 'section' }, el('h3', { text: UI.materials }), ui.matList, ui.noMaterials),
         el('div', { class: 'section' }, el('h3', { text: UI.youtubeLabel }), ui.ytForm),
-        el('div', { class: 'section' }, el('h3', { text: UI.textLabel }), ui.textForm),
-        el('div', { class: 'section' }, el('h3', { text: UI.materials }), ui.matList, ui.noMaterials)));
+        el('div', { class: 'section' }, el('h3', { text: UI.textLabel }), ui.textForm)));
 
     // Citation sheet
     ui.sheetTitle = el('h2', { id: 'sheet-title' });
