@@ -7,7 +7,7 @@ import base64
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import FilePayload, Page, expect
 
 from chat_server.app import create_app
 from chat_server.settings import Settings
@@ -41,8 +41,9 @@ async def test_upload_pdf_ask_and_open_citation(base_url: str, page: Page) -> No
 
     # Upload with the file picker.
     await chat.get_by_role("button", name="Materials").click()
-    await chat.locator("input[type=file]").set_input_files(files=[{
-        "name": "biology.pdf", "mimeType": "application/pdf", "buffer": make_pdf(PAGES)}])
+    pdf: FilePayload = {"name": "biology.pdf", "mimeType": "application/pdf",
+                        "buffer": make_pdf(PAGES)}
+    await chat.locator("input[type=file]").set_input_files(files=[pdf])
     item = chat.locator(".mat", has_text="biology")
     await expect(item).to_have_attribute("data-status", "ready", timeout=60_000)
     await expect(item.locator(".state")).to_have_text("Ready · 3 pages · 3 passages")
