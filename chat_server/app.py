@@ -26,9 +26,10 @@ Component = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 def components() -> list[Component]:
     from chat_server.hub.lifespan import hub_lifespan
     from chat_server.tutor import lifespan as tutor_lifespan
+    from workers.broker import lifespan as broker_lifespan
 
     # The tutor stays last: it publishes on the hub's bus and is stopped first.
-    return [hub_lifespan, tutor_lifespan]
+    return [hub_lifespan, broker_lifespan, tutor_lifespan]
 
 
 @asynccontextmanager

