@@ -214,3 +214,36 @@ async def test_metrics_count_sockets_and_frames(hub_server: tuple[str, Any]) -> 
         assert name in text, name
     opened = [line for line in text.splitlines() if line.startswith("tutorhub_ws_open_sockets ")]
     assert float(opened[0].split()[1]) >= 1
+
+
+@pytest.mark.parametrize("server_options", [{"ws": "websockets-sansio"}, {"ws_per_message_deflate": True}],
+                         ids=["plain-sansio", "deflate"])
+async def test_plain_websocket_send_is_used_without_the_framing_extension(hub_settings: Settings, server_options: dict[str, Any]) -> None:
+    """Plain uvicorn websockets-sansio, or permessage-deflate negotiated: no pre-framed writes."""
+    app = create_app(hub_settings)
+    async with serve_app(app, **server_options) as base:
+        uid, token = await new_user(base)
+        async with socket(base, token) as (ws, _):
+            assert [c.raw for c in app.state.hub.conns()] == [False]
+            for i in range(3):
+                await app.state.bus.publish(uid, {"type": "reply.delta", "reply_id": "r", "seq": i + 1, "text": "слово "})
+            got = []
+            while sum(f.get("parts", 1) for f in got) < 3:
+                got.append(await recv(ws))
+            assert "".join(f["text"] for f in got) == "слово " * 3 and got[-1]["o"] == 3
+
+
+async def test_pre_framed_writes_are_used_by_default(hub_server: tuple[str, Any]) -> None:
+    base, app = hub_server
+    _, token = await new_user(base)
+    async with socket(base, token, compression=None) as (ws, _):
+        assert [c.raw for c in app.state.hub.conns()] == [True]
+        await ws.send(json.dumps({"type": "ping", "t": "Ё" * 200}))  # a 16-bit length frame
+        assert await recv(ws) == {"type": "pong", "t": "Ё" * 200}
+        big = {"type": "material.failed", "material_id": "m", "reason": "я" * 40000}  # 64-bit length
+        await app.state.bus.publish((await recv_welcome_user(app)), big)
+        assert (await recv(ws))["reason"] == big["reason"]
+
+
+async def recv_welcome_user(app: Any) -> str:
+    return str(app.state.hub.conns()[0].user_id)

@@ -20,6 +20,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from chat_server.hub.protocol import Close, dumps
+from chat_server.hub.wsproto import EXTENSION, text_frame
 
 if TYPE_CHECKING:
     from chat_server.hub.hub import Hub
@@ -30,6 +31,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 DELTA_PREFIX = '{"type":"reply.delta",'
 CLOSE_TIMEOUT_S = 10.0  # a close frame that can't be written by then: drop the connection
+BATCH_BYTES = 65_536  # a socket that is behind writes up to this much in one transport write
 
 
 class State(Enum):
@@ -42,22 +44,24 @@ class Conn:
     __slots__ = (
         "hub", "_send", "user_id", "session_id", "epoch", "last_o", "state", "queue", "nbytes",
         "held", "_waiter", "writer", "closer", "handler", "forced", "last_recv", "last_ping",
-        "expires_at", "warned", "close_code",
+        "expires_at", "warned", "close_code", "raw",
     )
 
     def __init__(self, hub: Hub, send: Send, user_id: str, session_id: str,
-                 expires_at: float) -> None:
+                 expires_at: float, raw: bool = False) -> None:
         self.hub = hub
         self._send = send
+        self.raw = raw  # the server takes pre-framed bytes (wsproto.EXTENSION)
         self.user_id = user_id
         self.session_id = session_id
         self.epoch = ""
         self.last_o = 0  # offset of the newest event queued for this socket
         self.state = State.SETUP
-        # Items: [text or None (re-encode from the dict), size in bytes, merged delta dict].
+        # Items: [text or None (re-encode from the dict), size in bytes, merged delta dict,
+        # the text as a ready WebSocket frame or None].
         self.queue: deque[list[Any]] = deque()
         self.nbytes = 0
-        self.held: list[tuple[int, str, int]] = []  # live events that arrived during SETUP
+        self.held: list[tuple[int, str, int, bytes | None]] = []  # live events during SETUP
         self._waiter: asyncio.Future[None] | None = None
         self.writer: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
@@ -71,12 +75,12 @@ class Conn:
         self.close_code: int | None = None
 
     # --- queueing (synchronous; called from fan-out) ---------------------------------
-    def push(self, offset: int, text: str, size: int) -> None:
+    def push(self, offset: int, text: str, size: int, frame: bytes | None = None) -> None:
         """A bus event for this user; dropped if this socket already has it."""
         if offset <= self.last_o and self.state is State.LIVE:
             return
         if self.state is State.SETUP:
-            self.held.append((offset, text, size))
+            self.held.append((offset, text, size, frame))
             if len(self.held) > self.hub.max_frames:
                 self.close(Close.SLOW_CONSUMER, "send queue overflow", overflow=True)
             return
@@ -87,7 +91,7 @@ class Conn:
         if queue and text.startswith(DELTA_PREFIX) and self._merge(queue[-1], text, size):
             self._check()
             return
-        queue.append([text, size, None])
+        queue.append([text, size, None, frame])
         self.nbytes += size
         self._check()
         if self._waiter is not None and not self._waiter.done():
@@ -97,9 +101,9 @@ class Conn:
         """A frame for this socket only (welcome, error, pong…), in order with events."""
         if self.state is State.CLOSING:
             return
-        size = len(text) if text.isascii() else len(text.encode())
-        self.queue.append([text, size, None])
-        self.nbytes += size
+        data = text.encode()
+        self.queue.append([text, len(data), None, text_frame(data) if self.raw else None])
+        self.nbytes += len(data)
         self._check()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
@@ -115,7 +119,7 @@ class Conn:
             return False
         merged = {**head, "seq": new.get("seq"), "text": f"{head.get('text', '')}"
                   f"{new.get('text', '')}", "o": new["o"], "parts": head.get("parts", 1) + 1}
-        last[0], last[2] = None, merged
+        last[0], last[2], last[3] = None, merged, None
         last[1] += size
         self.nbytes += size
         self.hub.coalesced += 1
@@ -136,18 +140,18 @@ class Conn:
             self.send_frame(text)
         for text in history:
             offset = int(text[text.rindex('"o":') + 4:-1])
-            size = len(text) if text.isascii() else len(text.encode())
-            self.push(offset, text, size)
+            data = text.encode()
+            self.push(offset, text, len(data), text_frame(data) if self.raw else None)
         held, self.held = self.held, []
-        for offset, text, size in held:
+        for offset, text, size, frame in held:
             if offset < 0:  # an epoch change noticed while in SETUP
                 self.new_epoch(text)
             else:
-                self.push(offset, text, size)
+                self.push(offset, text, size, frame)
 
     def new_epoch(self, epoch: str) -> None:
         if self.state is State.SETUP:
-            self.held.append((-1, epoch, 0))
+            self.held.append((-1, epoch, 0, None))
             return
         if epoch == self.epoch or self.state is State.CLOSING:
             return
@@ -165,13 +169,31 @@ class Conn:
         queue = self.queue
         send = self._send
         hub = self.hub
+        raw = self.raw
         loop = asyncio.get_running_loop()
         try:
             while True:
                 while not queue:
                     self._waiter = loop.create_future()
                     await self._waiter
-                text, size, merged = queue.popleft()
+                if raw:
+                    # Everything queued (up to BATCH_BYTES) in one write: a socket that is
+                    # behind catches up with few syscalls.
+                    parts: list[bytes] = []
+                    batch = 0
+                    while queue and batch < BATCH_BYTES:
+                        text, size, merged, frame = queue.popleft()
+                        self.nbytes -= size
+                        if frame is None:
+                            frame = text_frame((text or dumps(merged)).encode())
+                        parts.append(frame)
+                        batch += size
+                    await send({"type": EXTENSION,
+                                "data": parts[0] if len(parts) == 1 else b"".join(parts)})
+                    hub.frames_out += len(parts)
+                    hub.bytes_out += batch
+                    continue
+                text, size, merged, _ = queue.popleft()
                 self.nbytes -= size
                 if text is None:
                     text = dumps(merged)

@@ -20,6 +20,7 @@ from chat_server.hub.bus import ResumeFailed
 from chat_server.hub.connection import Conn, Send, State
 from chat_server.hub.hub import Hub
 from chat_server.hub.protocol import Close
+from chat_server.hub.wsproto import EXTENSION
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ class HubEndpoint:
             await _close_now(send, hub, Close.SERVICE_RESTART, "server restarting")
             return
         try:
-            conn, resume = await self._authenticate(app, hub, receive, send)
+            conn, resume = await self._authenticate(app, hub, receive, send,
+                                                    scope.get("extensions"))
         except Refused as exc:
             await _close_now(send, hub, exc.code, exc.reason)
             await _drain(receive)
@@ -72,8 +74,9 @@ class HubEndpoint:
                 with suppress(Exception):
                     await hub.bus.unsubscribe(conn.user_id)
 
-    async def _authenticate(self, app: Any, hub: Hub, receive: Any,
-                            send: Send) -> tuple[Conn, dict[str, Any] | None]:
+    async def _authenticate(self, app: Any, hub: Hub, receive: Any, send: Send,
+                            scope_extensions: dict[str, Any] | None,
+                            ) -> tuple[Conn, dict[str, Any] | None]:
         settings = hub.settings
         try:
             msg = await asyncio.wait_for(receive(), settings.ws_auth_timeout_s)
@@ -102,7 +105,8 @@ class HubEndpoint:
                 identity = await authenticate(session, settings, token)
         except AuthError as exc:
             raise Refused(Close.AUTH_FAILED, exc.message[:120]) from None
-        conn = Conn(hub, send, str(identity.user.id), uuid.uuid4().hex, identity.expires_at)
+        conn = Conn(hub, send, str(identity.user.id), uuid.uuid4().hex, identity.expires_at,
+                    raw=EXTENSION in (scope_extensions or {}))
         return conn, resume
 
     async def _serve(self, app: Any, hub: Hub, conn: Conn, resume: dict[str, Any] | None,

@@ -18,6 +18,7 @@ from chat_server import metrics
 from chat_server.hub.bus import Bus
 from chat_server.hub.connection import Conn, State
 from chat_server.hub.protocol import PING, Close, dumps
+from chat_server.hub.wsproto import text_frame
 from chat_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,9 +72,11 @@ class Hub:
         user = self.users.get(user_id)
         if user is None:
             return
-        size = len(frame) if frame.isascii() else len(frame.encode())
+        data = frame.encode()  # once per event, whatever the number of sockets
+        ready = text_frame(data)
+        size = len(data)
         for conn in user.conns:
-            conn.push(offset, frame, size)
+            conn.push(offset, frame, size, ready if conn.raw else None)
 
     def on_epoch(self, user_id: str, epoch: str) -> None:
         user = self.users.get(user_id)
