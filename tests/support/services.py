@@ -105,10 +105,13 @@ def database_uri(base_uri: str, name: str) -> str:
 async def serve_app(app: FastAPI, port: int | None = None, **config: object) -> AsyncIterator[str]:
     """Run `app` under a real uvicorn on 127.0.0.1 in this event loop; yield its base URL."""
     port = port or free_port()
+    options: dict[str, object] = {
+        "ws": "chat_server.hub.wsproto:HubWebSocketProtocol", "ws_ping_interval": None,
+        "ws_ping_timeout": None, "ws_per_message_deflate": False, **config,
+    }  # as `tutorhub serve` runs it; tests may override any of these
     cfg = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-        ws="websockets-sansio", ws_ping_interval=None, ws_ping_timeout=None,
-        ws_per_message_deflate=False, **config,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(cfg)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
