@@ -69,7 +69,8 @@ def _redis_broker(url: str) -> AsyncBroker:
                     delay = min(delay * 2, 10.0)
                     continue
                 if item is not None:
-                    yield item[1]
+                    value = item[1]
+                    yield value if isinstance(value, bytes) else value.encode()
 
     return RedisQueueBroker(url, queue_name=QUEUE)
 

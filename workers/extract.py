@@ -93,11 +93,12 @@ def extract_pdf(path: Path, settings: Settings, progress: Progress | None = None
     if total_pages == 0:
         raise MaterialFailed(CORRUPT)
 
-    result = Extracted(pages=min(total_pages, settings.max_pdf_pages))
+    pages = min(total_pages, settings.max_pdf_pages)
+    result = Extracted(pages=pages)
     result.truncated = total_pages > settings.max_pdf_pages
     chars = 0
     readable = 0
-    for number in range(1, result.pages + 1):
+    for number in range(1, pages + 1):
         try:
             page_text = reader.pages[number - 1].extract_text() or ""
             readable += 1
@@ -114,7 +115,7 @@ def extract_pdf(path: Path, settings: Settings, progress: Progress | None = None
             chars += len(page_text)
             result.segments.append(Segment(page_text, page=number))
         if progress:
-            progress(number, result.pages)
+            progress(number, pages)
         if chars >= settings.max_extracted_chars:
             result.truncated = True
             break
@@ -173,6 +174,7 @@ def _http_client(settings: Settings) -> Any:
         def request(self, method: str | bytes, url: str | bytes, *args: Any,  # type: ignore[override]
                     **kwargs: Any) -> requests.Response:
             url = url.decode() if isinstance(url, bytes) else url
+            method = method.decode() if isinstance(method, bytes) else method
             if base:
                 for origin in ("https://www.youtube.com", "https://youtube.com",
                                "https://m.youtube.com", "http://www.youtube.com"):
@@ -197,9 +199,10 @@ def extract_youtube(video_id: str, settings: Settings) -> Extracted:
             transcript = listing.find_transcript(settings.youtube_languages)
         except yta.NoTranscriptFound:
             # No transcript in a preferred language: any transcript beats none.
-            transcript = next(iter(listing), None)
-            if transcript is None:
+            fallback = next(iter(listing), None)
+            if fallback is None:
                 raise MaterialFailed(NO_TRANSCRIPT) from None
+            transcript = fallback
         fetched = transcript.fetch()
     except MaterialFailed:
         raise

@@ -54,6 +54,13 @@ class Received:
     title: str | None
 
 
+@dataclass
+class _Seen:
+    file_parts: int = 0
+    size: int = 0
+    head: bytes = b""
+
+
 def uploads_dir(settings: Settings) -> Path:
     path = settings.data_dir / "uploads"
     path.mkdir(parents=True, exist_ok=True)
@@ -80,7 +87,7 @@ async def receive_pdf(request: Request, settings: Settings) -> Received:
                              "value": b"", "disposition": b""}
     fields: dict[str, bytes] = {}
     pending: list[bytes] = []
-    seen = {"file_parts": 0, "size": 0, "head": b""}
+    seen = _Seen()
 
     def on_part_begin() -> None:
         state.update(name=None, filename=None, disposition=b"")
@@ -98,17 +105,17 @@ async def receive_pdf(request: Request, settings: Settings) -> Received:
             raw = disp.get(b"filename")
             state["filename"] = raw.decode("utf-8", "replace") if raw is not None else None
             if state["name"] == "file":
-                seen["file_parts"] += 1
+                seen.file_parts += 1
         state["header"], state["value"] = b"", b""
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        if state["name"] == "file" and seen["file_parts"] == 1:
+        if state["name"] == "file" and seen.file_parts == 1:
             pending.append(data[start:end])
         elif state["name"] == "title":
             fields["title"] = (fields.get("title", b"") + data[start:end])[:4096]
 
     def on_part_end() -> None:
-        if state["name"] == "file" and seen["file_parts"] == 1:
+        if state["name"] == "file" and seen.file_parts == 1:
             state["filename_final"] = state["filename"]
 
     parser = MultipartParser(params[b"boundary"], {
@@ -122,20 +129,20 @@ async def receive_pdf(request: Request, settings: Settings) -> Received:
             async for body in request.stream():
                 parser.write(body)
                 for piece in pending:
-                    seen["size"] += len(piece)
-                    if seen["size"] > limit:
+                    seen.size += len(piece)
+                    if seen.size > limit:
                         raise ApiError(413, too_large)
-                    if len(seen["head"]) < MAGIC_WINDOW:
-                        seen["head"] += piece[: MAGIC_WINDOW - len(seen["head"])]
+                    if len(seen.head) < MAGIC_WINDOW:
+                        seen.head += piece[: MAGIC_WINDOW - len(seen.head)]
                     digest.update(piece)
                     await out.write(piece)
                 pending.clear()
             parser.finalize()
-        if seen["file_parts"] == 0:
+        if seen.file_parts == 0:
             raise ApiError(422, "Invalid request: file: the PDF must be sent in the field `file`.")
-        if seen["size"] == 0:
+        if seen.size == 0:
             raise ApiError(422, "Invalid request: file: the file is empty.")
-        if PDF_MAGIC not in seen["head"]:
+        if PDF_MAGIC not in seen.head:
             raise ApiError(415, "This file is not a PDF (it does not start with %PDF-).")
         ok = True
     except ApiError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import delete, select
@@ -15,8 +16,10 @@ from chat_server.schemas import MaterialPublic
 
 router = APIRouter(prefix="/materials", tags=["materials"])
 
-_QUEUED = {202: {"description": "Accepted and queued for ingestion."},
-           200: {"description": "The same content was uploaded before: the existing material."}}
+_QUEUED: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Accepted and queued for ingestion."},
+    200: {"description": "The same content was uploaded before: the existing material."},
+}
 
 
 async def _queued(request: Request, response: Response, material: Material, queued: bool
