@@ -86,7 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    metrics_router):
         app.include_router(router)
     app.include_router(static_routes.router)  # the widget and its demo page
+    from chat_server.hub.lifespan import HubFastPath
     from chat_server.hub.lifespan import router as hub_router
 
-    app.include_router(hub_router)  # GET /ws/v1
+    app.include_router(hub_router)  # GET /ws/v1 (in the schema; served by HubFastPath)
+    app.add_middleware(HubFastPath)
     return app

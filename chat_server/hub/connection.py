@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from enum import Enum
@@ -59,7 +58,7 @@ class Conn:
         self.state = State.SETUP
         # Items: [text or None (re-encode from the dict), size in bytes, merged delta dict,
         # the text as a ready WebSocket frame or None].
-        self.queue: deque[list[Any]] = deque()
+        self.queue: list[list[Any]] = []  # a list, not a deque: 56 bytes when empty
         self.nbytes = 0
         self.held: list[tuple[int, str, int, bytes | None]] = []  # live events during SETUP
         self._waiter: asyncio.Future[None] | None = None
@@ -180,20 +179,23 @@ class Conn:
                     # Everything queued (up to BATCH_BYTES) in one write: a socket that is
                     # behind catches up with few syscalls.
                     parts: list[bytes] = []
-                    batch = 0
-                    while queue and batch < BATCH_BYTES:
-                        text, size, merged, frame = queue.popleft()
-                        self.nbytes -= size
+                    batch = taken = 0
+                    for text, size, merged, frame in queue:
+                        if batch >= BATCH_BYTES:
+                            break
                         if frame is None:
                             frame = text_frame((text or dumps(merged)).encode())
                         parts.append(frame)
                         batch += size
+                        taken += 1
+                    del queue[:taken]
+                    self.nbytes -= batch
                     await send({"type": EXTENSION,
                                 "data": parts[0] if len(parts) == 1 else b"".join(parts)})
                     hub.frames_out += len(parts)
                     hub.bytes_out += batch
                     continue
-                text, size, merged, _ = queue.popleft()
+                text, size, merged, _ = queue.pop(0)
                 self.nbytes -= size
                 if text is None:
                     text = dumps(merged)

@@ -61,6 +61,8 @@ class HubEndpoint:
             return
         except _Disconnected:
             return
+        # Held by this coroutine for the socket's whole life; nothing reads them from here on.
+        scope["headers"] = []
         try:
             await self._serve(app, hub, conn, resume, receive)
         except asyncio.CancelledError:
@@ -143,10 +145,9 @@ class HubEndpoint:
                                   "message": str(failed), "epoch": head.epoch,
                                   "offset": head.offset}))
         conn.activate(head.epoch, start, first, history)
+        del first, history, head, resume  # this frame lives as long as the socket
         conn.start()
-        await self._read_loop(app, hub, conn, receive)
-
-    async def _read_loop(self, app: Any, hub: Hub, conn: Conn, receive: Any) -> None:
+        # The read loop (inline: one coroutine frame less per idle socket).
         while True:
             msg = await receive()
             if msg["type"] == "websocket.disconnect":
