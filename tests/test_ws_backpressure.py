@@ -138,3 +138,34 @@ async def test_queue_over_its_frame_limit_is_dropped_and_closed(settings: Settin
     await conn.closer
     assert closes == [4408]
     await conn.finish()
+
+
+async def test_overflow_during_fan_out_does_not_skip_the_next_socket(settings: Settings) -> None:
+    """The socket that overflows is closed inside the fan-out loop; its neighbour still gets the event."""
+    hub = Hub(settings.model_copy(update={"ws_send_queue_max_frames": 3}))
+    blocked = asyncio.Event()
+    got: list[int] = []
+
+    async def stuck(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            await blocked.wait()
+
+    async def fine(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            got.append(json.loads(message["text"])["o"])
+
+    slow = Conn(hub, stuck, "u1", "slow", expires_at=2e9)
+    fast = Conn(hub, fine, "u1", "fast", expires_at=2e9)
+    for conn in (slow, fast):
+        hub.attach(conn)
+        conn.activate("e1", 0, [], [])
+        conn.start()
+    for offset in range(1, 8):
+        hub.deliver("u1", offset, encode({"type": "material.ready", "material_id": "m"}, offset))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the fast socket's writer keeps up; the slow one is stuck
+    assert slow.state is State.CLOSING and slow.close_code == 4408
+    assert got == list(range(1, 8))
+    assert [c.session_id for c in hub.users["u1"].conns] == ["fast"]
+    for conn in (slow, fast):
+        await conn.finish()

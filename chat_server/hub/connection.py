@@ -217,7 +217,9 @@ class Conn:
         self.queue.clear()
         self.held.clear()
         self.nbytes = 0
-        self.hub.detach(self)
+        # Detached on the next loop turn: close() may run inside the hub's fan-out loop over
+        # this user's sockets, which must not change under it. Until then push() ignores us.
+        asyncio.get_running_loop().call_soon(self.hub.detach, self)
         self.hub.count_close(code, overflow=overflow)
         if self.writer is not None:
             self.writer.cancel()  # it may be blocked on a full transport; nothing half-written

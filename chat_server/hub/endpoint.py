@@ -131,7 +131,6 @@ class HubEndpoint:
         except Exception as exc:
             log.warning("socket of %s refused: bus unavailable (%s)", conn.user_id, exc)
             conn.close(Close.TRY_AGAIN_LATER, "bus unavailable")
-            conn.start()
             await _drain(receive)
             return
         first = [p.dumps({"type": "welcome", "user_id": conn.user_id,
