@@ -199,3 +199,14 @@ async def test_redis_pubsub_connection_killed_replays_what_was_missed(redis_url:
         assert len({e for _, e in sink.epochs}) == 2  # one epoch per user, never changed
         assert metrics.bus_reconnects._value.get() > reconnects
         assert await bus.wait_ready(10)
+
+
+async def test_concurrent_publishes_get_offsets_in_call_order(open_test_bus: OpenBus) -> None:
+    async with open_test_bus(max_events=1000) as (bus, sink):
+        await bus.subscribe("u1")
+        offsets = await asyncio.gather(*(bus.publish("u1", {"type": "x", "n": n}) for n in range(300)))
+        assert offsets == list(range(1, 301))
+        await sink.wait_for(300)
+        assert [(o, e["n"]) for _, o, e in sink.got] == [(n + 1, n) for n in range(300)]
+        head = await bus.head("u1")
+        assert len(await bus.since("u1", 0, head.epoch)) == 300

@@ -312,8 +312,10 @@ class RedisBus(Bus):
                 else:
                     pipe = self._redis.pipeline(transaction=False)
                     for keys, args, _ in batch:
-                        self._publish(keys=keys, args=args, client=pipe)
+                        await self._publish(keys=keys, args=args, client=pipe)  # queues it
                     results = await pipe.execute()
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{len(results)} results for {len(batch)} publishes")
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
                     OSError) as exc:
                 for *_, fut in batch:
