@@ -13,7 +13,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # The CPU build of torch first: a bare `torch` dependency would pull the multi-GB CUDA build.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+# Pass --build-arg TORCH_INDEX_URL=<PyTorch's CPU wheel index> where the default index
+# serves a CUDA build for this version.
+ARG TORCH_INDEX_URL=""
+RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0
 
 # The project, editable: `tutorhub migrate` finds migrations/ next to the package.
 COPY pyproject.toml README.md alembic.ini ./

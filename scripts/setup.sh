@@ -34,10 +34,12 @@ extras=""
 stamp=".venv/.tutorhub-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)${extras:+-test}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  # The CPU build of torch first: a bare `torch` would pull a multi-GB CUDA build. --no-deps:
-  # only torch comes from PyTorch's index; its dependencies arrive with the project below.
-  .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q --no-deps \
-    "torch==2.13.0+cpu" --extra-index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+  # The CPU build of torch first: a bare, unpinned `torch` would pull a multi-GB CUDA build.
+  # Set TORCH_INDEX_URL to a CPU wheel index where torch==2.13.0 is not the CPU build.
+  if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    .venv/bin/python -m pip install -q torch==2.13.0 \
+      ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}
+  fi
   .venv/bin/python -m pip install -q -e ".${extras}"
   touch "$stamp"
 fi
