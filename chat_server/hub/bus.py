@@ -253,8 +253,13 @@ class RedisBus(Bus):
 
         # No silent retries: a retried script could publish twice, and a silently
         # reconnected pub/sub connection would skip what was published meanwhile.
-        self._redis = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=5,
-                                        retry=Retry(NoBackoff(), 0))
+        # A blocking pool: under a burst, callers wait for a connection (up to 5 s) instead of
+        # failing with "Too many connections" as redis-py's default pool does past its cap.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=5, socket_connect_timeout=2, socket_timeout=5,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._publish = self._redis.register_script(_PUBLISH)
         self._head = self._redis.register_script(_HEAD)
         self._since = self._redis.register_script(_SINCE)
@@ -279,6 +284,8 @@ class RedisBus(Bus):
             with suppress(asyncio.CancelledError):
                 await self._reader
         await self._redis.aclose()
+        # A pool passed in explicitly is not closed by aclose().
+        await self._redis.connection_pool.disconnect()
 
     async def ready(self) -> bool:
         return self._connected.is_set()
