@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import openai
+import sqlalchemy.exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
@@ -62,28 +65,16 @@ def lock_key(material_id: uuid.UUID) -> int:
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TransientError | ConnectionError | TimeoutError):
         return True
-    import sqlalchemy.exc as sa_exc
-
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
         return True
-    try:
-        import asyncpg
-
-        if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError
-                      | asyncpg.CannotConnectNowError):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import openai
-
-        if isinstance(exc, openai.APIConnectionError | openai.RateLimitError
-                      | openai.InternalServerError):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+                  | asyncpg.CannotConnectNowError):
+        return True
+    if isinstance(exc, openai.APIConnectionError | openai.RateLimitError
+                  | openai.InternalServerError):
+        return True
     return isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | PermissionError)
 
 
