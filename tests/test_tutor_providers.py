@@ -74,15 +74,20 @@ def _send(text: str = "How does photosynthesis make sugar?", **more: Any) -> dic
     return {"type": "chat.send", "id": uuid.uuid4().hex, "text": text, **more}
 
 
+async def _ask(h: Harness) -> tuple[uuid.UUID, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A new user asks the default question; returns (user id, frame, chat.ack, reply.end)."""
+    uid = await h.user()
+    frame = _send()
+    await h.tutor.send(uid, frame)
+    ack = await h.frames.ack(uid, frame["id"])
+    return uid, frame, ack, await h.frames.end_of(uid, ack["reply_id"])
+
+
 async def test_normal_stream(settings: Settings, flavour: Flavour) -> None:
     async with FakeProvider() as fake:
         fake.script.append(flavour.stream(PIECES, output_tokens=7))
         async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
-            uid = await h.user()
-            frame = _send()
-            await h.tutor.send(uid, frame)
-            ack = await h.frames.ack(uid, frame["id"])
-            end = await h.frames.end_of(uid, ack["reply_id"])
+            uid, frame, ack, end = await _ask(h)
             frames = h.frames.by_user[str(uid)]
             kinds = [f["type"] for f in frames]
             assert kinds == ["chat.ack", "reply.start"] + ["reply.delta"] * len(PIECES) + [
@@ -122,11 +127,7 @@ async def test_429_with_retry_after_then_success(settings: Settings, flavour: Fl
 
         fake._next = timed  # type: ignore[method-assign]
         async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
-            uid = await h.user()
-            frame = _send()
-            await h.tutor.send(uid, frame)
-            ack = await h.frames.ack(uid, frame["id"])
-            end = await h.frames.end_of(uid, ack["reply_id"])
+            uid, frame, ack, end = await _ask(h)
             assert end["finish_reason"] == "stop"
             assert h.frames.text(uid, ack["reply_id"]) == "".join(PIECES)
             assert not h.frames.of(uid, ack["reply_id"], "reply.error")
@@ -140,11 +141,7 @@ async def test_500_before_first_token_is_retried_then_reply_error(
 ) -> None:
     async with FakeProvider(default=flavour.error(500, 0)) as fake:
         async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
-            uid = await h.user()
-            frame = _send()
-            await h.tutor.send(uid, frame)
-            ack = await h.frames.ack(uid, frame["id"])
-            end = await h.frames.end_of(uid, ack["reply_id"])
+            uid, frame, ack, end = await _ask(h)
             (error,) = h.frames.of(uid, ack["reply_id"], "reply.error")
             assert error["code"] == "provider_overloaded"
             assert flavour.name in error["message"] and "500" in error["message"]
@@ -164,11 +161,7 @@ async def test_anthropic_overloaded_529_and_sse_error_event_are_retried(
                             anthropic_stream_error("overloaded_error"),
                             anthropic_stream(PIECES)])
         async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
-            uid = await h.user()
-            frame = _send()
-            await h.tutor.send(uid, frame)
-            ack = await h.frames.ack(uid, frame["id"])
-            end = await h.frames.end_of(uid, ack["reply_id"])
+            uid, frame, ack, end = await _ask(h)
             assert end["finish_reason"] == "stop"
             assert h.frames.text(uid, ack["reply_id"]) == "".join(PIECES)
     assert len(fake.requests) == 3
@@ -180,11 +173,7 @@ async def test_stream_cut_midway_fails_and_keeps_partial_text(
     async with FakeProvider() as fake:
         fake.script.append(flavour.stream(PIECES, cut_after_pieces=3))
         async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
-            uid = await h.user()
-            frame = _send()
-            await h.tutor.send(uid, frame)
-            ack = await h.frames.ack(uid, frame["id"])
-            end = await h.frames.end_of(uid, ack["reply_id"])
+            uid, frame, ack, end = await _ask(h)
             assert end["finish_reason"] == "failed"
             (error,) = h.frames.of(uid, ack["reply_id"], "reply.error")
             assert error["code"] == "provider_stream_cut"
