@@ -219,13 +219,19 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_cleanly)
-    from chat_server.db import DatabaseNotMigrated
+    from chat_server.db import DatabaseNotMigrated, connect_failure
     from chat_server.embedded import DataDirBusy
 
     try:
         return int(args.func(args) or 0)
     except (DataDirBusy, DatabaseNotMigrated) as exc:
         print(f"tutorhub: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        explained = connect_failure(exc, get_settings().database_url)
+        if explained is None:
+            raise
+        print(f"tutorhub: {explained}", file=sys.stderr)
         return 1
 
 

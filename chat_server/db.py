@@ -24,6 +24,28 @@ class DatabaseNotMigrated(RuntimeError):
     pass
 
 
+def connect_failure(exc: BaseException, url: str | None) -> str | None:
+    """A one-line explanation if `exc` means the database could not be reached, else None.
+
+    The CLI prints it instead of a traceback; the password is never shown.
+    """
+    import asyncpg
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (OSError, asyncpg.InvalidAuthorizationSpecificationError,
+                              asyncpg.InvalidCatalogNameError, asyncpg.InvalidPasswordError,
+                              asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError)):
+            where = make_url(async_url(url)).render_as_string(hide_password=True) if url else "?"
+            reason = str(cause) or type(cause).__name__
+            return (f"cannot connect to the database at {where}: {reason}. Check "
+                    "TUTORHUB_DATABASE_URL (unset it to use the embedded Postgres).")
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def async_url(url: str) -> str:
     """Accept the usual postgres:// spellings and return the asyncpg dialect URL."""
     if url.startswith("postgres://"):

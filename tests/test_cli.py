@@ -194,6 +194,19 @@ async def test_user_create_and_duplicate(
     assert r.status_code == 401
 
 
+def test_unreachable_database_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    # A closed port on loopback: the connection is refused at once.
+    url = f"postgresql://learner:s3cret-pw@127.0.0.1:{free_port()}/tutorhub"
+    env = _env(tmp_path / "data", TUTORHUB_DATABASE_URL=url)
+    for args in (("serve", "--port", str(free_port())), ("migrate",)):
+        r = _run(*args, env=env, cwd=tmp_path)
+        assert r.returncode == 1, r.stderr
+        assert "tutorhub: cannot connect to the database at postgresql+asyncpg://learner:***@" \
+            in r.stderr, r.stderr
+        assert "TUTORHUB_DATABASE_URL" in r.stderr
+        assert "Traceback" not in r.stderr and "s3cret-pw" not in r.stderr
+
+
 def test_unknown_subcommand_is_a_usage_error(tmp_path: Path) -> None:
     r = _run("frobnicate", env=_env(tmp_path / "data"), cwd=tmp_path)
     assert r.returncode == 2 and "invalid choice" in r.stderr

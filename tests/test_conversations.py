@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -74,7 +74,8 @@ async def test_messages_come_oldest_first_and_go_with_the_conversation(
                       content="A derivative is a rate of change [1].", status=MessageStatus.cancelled,
                       reply_to=question.id, citations=[{"n": 1, "title": "Calculus"}],
                       usage={"input_tokens": 12, "output_tokens": 9},
-                      created_at=t0 + timedelta(seconds=1)))
+                      # The same instant (one transaction's now()): the question still comes first.
+                      created_at=t0))
         await s.commit()
 
     r = await client.get(f"/conversations/{conv_id}", headers=alice)

@@ -68,7 +68,8 @@ async def get_conversation(
     conv = await get_owned_conversation(session, user.id, conversation_id)
     messages = await session.scalars(
         select(Message).where(Message.conversation_id == conv.id, Message.user_id == user.id)
-        .order_by(Message.created_at, Message.role.desc())
+        # On a created_at tie the question (no reply_to) comes before its answer.
+        .order_by(Message.created_at, Message.reply_to.is_not(None))
     )
     return ConversationWithMessages(
         **ConversationPublic.model_validate(conv).model_dump(),
