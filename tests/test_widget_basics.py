@@ -165,3 +165,44 @@ async def test_embedded_on_another_origin(settings: Settings, page: Page) -> Non
             await expect(chat.locator(".who")).to_have_text("Ivan")  # GET /me across origins
             await expect(chat.get_by_text("No conversations yet.")).to_be_visible()
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_expiring_token_is_refreshed_on_the_live_socket(settings: Settings,
+                                                               page: Page) -> None:
+    """auth.expiring → POST /auth/refresh → auth.refresh on the same socket: no reconnect, no 4403."""
+    short = settings.model_copy(update={"access_token_ttl_s": 4, "ws_token_warning_s": 3.0})
+    async with serve_app(create_app(short)) as base_url:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+            r = await client.post("/auth/register", json={"email": "learner@example.com",
+                                                          "password": PASSWORD})
+            assert r.status_code == 201, r.text
+        sockets: list[dict[str, list[str]]] = []
+
+        def on_socket(ws) -> None:  # type: ignore[no-untyped-def]
+            seen: dict[str, list[str]] = {"sent": [], "received": [], "closed": []}
+            sockets.append(seen)
+            ws.on("framesent", lambda payload: seen["sent"].append(str(payload)))
+            ws.on("framereceived", lambda payload: seen["received"].append(str(payload)))
+            ws.on("close", lambda _ws: seen["closed"].append("closed"))
+
+        page.on("websocket", on_socket)
+        await page.goto(base_url + "/")
+        chat = page.locator("tutorhub-chat")
+        await chat.get_by_label("Email").fill("learner@example.com")
+        await chat.get_by_label("Password").fill(PASSWORD)
+        await chat.get_by_role("button", name="Log in").click()
+        await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
+        logged_in = time.monotonic()
+        # Past the first token's expiry: the socket must have been refreshed, not closed.
+        deadline = logged_in + 15
+        while time.monotonic() < deadline and not any(
+                '"auth.refreshed"' in f for f in sockets[0]["received"]):
+            await page.wait_for_timeout(200)
+        await page.wait_for_timeout(max(0.0, logged_in + 5 - time.monotonic()) * 1000)
+        first = sockets[0]
+        assert any('"auth.expiring"' in f for f in first["received"]), first["received"]
+        assert any('"auth.refresh"' in f for f in first["sent"]), first["sent"]
+        assert any('"auth.refreshed"' in f for f in first["received"]), first["received"]
+        assert len(sockets) == 1 and first["closed"] == [], "the widget reconnected"
+        await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
+    assert page.errors == []  # type: ignore[attr-defined]
