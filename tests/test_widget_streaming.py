@@ -195,3 +195,50 @@ async def test_network_drop_mid_reply_completes_exactly_once(settings: Settings,
         assert net.accepted >= 2
         assert reloads == []
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_history_gone_on_reconnect_reloads_the_reply_over_rest(settings: Settings,
+                                                                      page: Page) -> None:
+    """resume.failed (history trimmed while offline): the widget reloads over REST, once."""
+    reply = _reply()
+    async with FakeProvider(default=lambda _: Scripted(stream=reply.body)) as provider:
+        tuned = settings.model_copy(update={
+            "llm_provider": "openai", "openai_base_url": provider.base_url + "/v1",
+            "openai_api_key": "sk-test", "llm_retries": 0,
+            # The rest of the reply, its citations and its end are > 2 events.
+            "history_max_events": 2})
+        try:
+            async with serve_app(create_app(tuned)) as base_url:
+                token = await register(base_url, "trimmed@example.com")
+                await _add_text(base_url, token, "Photosynthesis notes", NOTES)
+                async with DropProxy(int(base_url.rsplit(":", 1)[1])) as net:
+                    chat = await log_in(page, net.base_url, "trimmed@example.com")
+                    answer = await _ask(chat, QUESTION)
+                    await expect(answer.locator(".md")).to_have_text(shown("".join(reply.first)))
+                    # Reconnect attempts open new sockets while the network is down.
+                    received: list[str] = []
+                    page.on("websocket", lambda ws: ws.on(
+                        "framereceived", lambda payload: received.append(str(payload))))
+                    net.drop()
+                    await expect(chat.locator(".status")).to_have_attribute(
+                        "data-state", "reconnecting")
+                    reply.release.set()
+                    await _stored_reply(base_url, token, {"complete"})
+                    reloads: list[str] = []
+                    page.on("request", lambda r: reloads.append(r.url)
+                            if "/conversations/" in r.url and r.method == "GET" else None)
+                    net.restore()
+                    await expect(chat.locator(".status")).to_have_attribute(
+                        "data-state", "connected")
+                    # The stored reply replaces the partial one: complete, once.
+                    await expect(answer.locator(".md")).to_have_text(shown(reply.text))
+                    assert any('"resume.failed"' in f and '"history_trimmed"' in f
+                               for f in received), received[:5]
+                    assert reloads, "the widget did not reload the conversation over REST"
+                    text = await chat.locator(".msg.assistant").last.inner_text()
+                    assert text.count("Part1 ") == 1 and text.count("Tail40 ") == 1
+                    await expect(chat.locator(".msg.assistant")).to_have_count(1)
+                    await expect(chat.locator(".msg.user")).to_have_count(1)
+        finally:
+            reply.release.set()
+    assert page.errors == []  # type: ignore[attr-defined]
