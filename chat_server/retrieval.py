@@ -40,34 +40,46 @@ class Hit:
 
 
 _MIDS = bindparam("mids", type_=ARRAY(UUID(as_uuid=True)))
-_SCOPE = "user_id = :uid and (cast(:mids as uuid[]) is null or material_id = any(:mids))"
 
-_VECTOR_ANN = text(
-    f"select id from chunks where {_SCOPE} and embedding is not null "
-    "order by embedding <=> cast(:vec as vector) limit :n"
-).bindparams(_MIDS)
+
+def _scope(a: str) -> str:
+    return f"{a}.user_id = :uid and (cast(:mids as uuid[]) is null or {a}.material_id = any(:mids))"
+
+
+# Each side is an array of chunk ids, best first (ARRAY(subquery) keeps the subquery's order).
+_ANN = ("array(select c.id from chunks c where " + _scope("c") + " and c.embedding is not null "
+        "order by c.embedding <=> cast(:vec as vector) limit :n)")
 # `+ 0` keeps the planner off the HNSW index: an exact scan of the user's own chunks.
-_VECTOR_EXACT = text(
-    f"select id from chunks where {_SCOPE} and embedding is not null "
-    "order by (embedding <=> cast(:vec as vector)) + 0 limit :n"
-).bindparams(_MIDS)
+_EXACT = ("array(select c.id from chunks c where " + _scope("c") + " and c.embedding is not null "
+          "order by (c.embedding <=> cast(:vec as vector)) + 0 limit :n)")
+# HNSW filters after its graph walk: when it found fewer than n of the user's chunks, the exact
+# scan runs instead (an uncorrelated subquery in CASE is only evaluated when its branch is taken).
+_VECTOR_IDS = (f"(select case when cardinality(a.ids) >= :n then a.ids else {_EXACT} end "
+               f"from (select {_ANN} as ids) a)")
 # Ranking reads every matching tsv: a question made of words common in a large library would
 # rank tens of thousands of rows. At most KEYWORD_SCAN matches are ranked (the vector side
 # still sees everything), which keeps the worst case bounded.
 KEYWORD_SCAN = 4000
-_KEYWORD = text(
-    "with q as (select websearch_to_tsquery('english', :q) "
-    "|| websearch_to_tsquery('russian', :q) as query), "
-    "m as (select c.id, c.tsv from chunks c, q "
-    f"where c.{_SCOPE.replace('material_id', 'c.material_id')} and c.tsv @@ q.query "
-    "limit :scan) "
-    "select m.id from m, q order by ts_rank(m.tsv, q.query) desc, m.id limit :n"
-).bindparams(_MIDS)
-_LOAD = text(
-    "select c.id, c.material_id, c.text, c.page_start, c.start_s, c.language, "
-    "m.title, m.kind, m.source from chunks c join materials m on m.id = c.material_id "
-    "where c.user_id = :uid and c.id = any(:ids)"
+_TSQUERY = "(websearch_to_tsquery('english', :q) || websearch_to_tsquery('russian', :q))"
+_KEYWORD_IDS = (
+    "array(select m.id from (select c.id, c.tsv from chunks c where " + _scope("c") +
+    f" and c.tsv @@ {_TSQUERY} limit :scan) m "
+    f"order by ts_rank(m.tsv, {_TSQUERY}) desc, m.id limit :n)"
 )
+_VECTOR = text(f"select {_VECTOR_IDS}").bindparams(_MIDS)
+_VECTOR_EXACT = text(f"select {_EXACT}").bindparams(_MIDS)
+_KEYWORD = text(f"select {_KEYWORD_IDS}").bindparams(_MIDS)
+# Both sides, reciprocal rank fusion and the hits with their material in one round trip.
+_HYBRID = text(
+    f"with v as (select {_VECTOR_IDS} as ids), k as (select {_KEYWORD_IDS} as ids), "
+    "f as (select r.id, sum(1.0::float8 / (:rrf + r.rank)) as score from ("
+    "select u.id, u.rank from v, unnest(v.ids) with ordinality as u(id, rank) union all "
+    "select u.id, u.rank from k, unnest(k.ids) with ordinality as u(id, rank)) r "
+    "group by r.id order by score desc, r.id limit :k) "
+    "select c.id, f.score, c.material_id, c.text, c.page_start, c.start_s, c.language, "
+    "m.title, m.kind, m.source from f join chunks c on c.id = f.id "
+    "join materials m on m.id = c.material_id order by f.score desc, f.id"
+).bindparams(_MIDS)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_WORDS = 64
@@ -83,15 +95,25 @@ def _vec(vector: list[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
 
-async def vector_search(session: AsyncSession, user_id: uuid.UUID, vector: list[float], n: int,
-                        material_ids: list[uuid.UUID] | None = None) -> list[int]:
-    params = {"uid": user_id, "mids": material_ids or None, "vec": _vec(vector), "n": n}
+def _ef_search(n: int) -> str:
+    return str(min(1000, max(40, 2 * n)))
+
+
+async def _set_ef_search(session: AsyncSession, n: int) -> None:
+    # Transaction-local: the HNSW walk keeps this many candidates (default 40 < 2n).
     await session.execute(text("select set_config('hnsw.ef_search', :ef, true)"),
-                          {"ef": str(min(1000, max(40, 2 * n)))})
-    ids = list((await session.scalars(_VECTOR_ANN, params)).all())
-    if len(ids) < n:
-        ids = list((await session.scalars(_VECTOR_EXACT, params)).all())
-    return ids
+                          {"ef": _ef_search(n)})
+
+
+async def vector_search(session: AsyncSession, user_id: uuid.UUID, vector: list[float], n: int,
+                        material_ids: list[uuid.UUID] | None = None, *,
+                        exact: bool = False) -> list[int]:
+    """The user's n chunks nearest to `vector` (cosine), best first; `exact` skips the index."""
+    params = {"uid": user_id, "mids": material_ids or None, "vec": _vec(vector), "n": n}
+    if exact:
+        return list((await session.execute(_VECTOR_EXACT, params)).scalar_one())
+    await _set_ef_search(session, n)
+    return list((await session.execute(_VECTOR, params)).scalar_one())
 
 
 async def keyword_search(session: AsyncSession, user_id: uuid.UUID, question: str, n: int,
@@ -100,7 +122,7 @@ async def keyword_search(session: AsyncSession, user_id: uuid.UUID, question: st
     if not q:
         return []
     params = {"uid": user_id, "mids": material_ids or None, "q": q, "n": n, "scan": KEYWORD_SCAN}
-    return list((await session.scalars(_KEYWORD, params)).all())
+    return list((await session.execute(_KEYWORD, params)).scalar_one())
 
 
 def fuse(rankings: list[list[int]], k: int) -> dict[int, float]:
@@ -118,6 +140,34 @@ async def embed_query(settings: Settings, query: str) -> list[float]:
     return (await get_embedder(settings).embed([query]))[0]
 
 
+async def hybrid_search(
+    session: AsyncSession,
+    settings: Settings,
+    user_id: uuid.UUID,
+    query: str,
+    vector: list[float],
+    *,
+    material_ids: list[uuid.UUID] | None = None,
+    k: int | None = None,
+) -> list[Hit]:
+    """The user's top-k passages for `query` whose embedding is `vector`, best first.
+
+    Vector and keyword candidates, their fusion (same scores as `fuse`) and the hits with their
+    material are one statement: one round trip after setting the HNSW search width.
+    """
+    k = k or settings.retrieval_top_k
+    n = max(settings.retrieval_candidates, k)
+    await _set_ef_search(session, n)
+    params = {"uid": user_id, "mids": material_ids or None, "vec": _vec(vector), "n": n,
+              "q": or_query(query), "scan": KEYWORD_SCAN, "rrf": settings.retrieval_rrf_k, "k": k}
+    return [
+        Hit(chunk_id=r.id, material_id=r.material_id, title=r.title, kind=str(r.kind),
+            source=r.source, text=r.text, page=r.page_start, start_s=r.start_s,
+            score=r.score, language=r.language)
+        for r in (await session.execute(_HYBRID, params)).all()
+    ]
+
+
 async def retrieve(
     session: AsyncSession,
     settings: Settings,
@@ -131,19 +181,6 @@ async def retrieve(
     query = query.strip()
     if not query:
         return []
-    k = k or settings.retrieval_top_k
-    n = max(settings.retrieval_candidates, k)
-    by_vector = await vector_search(session, user_id, await embed_query(settings, query), n,
-                                    material_ids)
-    by_keyword = await keyword_search(session, user_id, query, n, material_ids)
-    scores = fuse([by_vector, by_keyword], settings.retrieval_rrf_k)
-    best = sorted(scores, key=lambda i: (-scores[i], i))[:k]
-    if not best:
-        return []
-    rows = {r.id: r for r in (await session.execute(_LOAD, {"uid": user_id, "ids": best})).all()}
-    return [
-        Hit(chunk_id=r.id, material_id=r.material_id, title=r.title, kind=str(r.kind),
-            source=r.source, text=r.text, page=r.page_start, start_s=r.start_s,
-            score=scores[r.id], language=r.language)
-        for r in (rows[i] for i in best if i in rows)
-    ]
+    vector = await embed_query(settings, query)
+    return await hybrid_search(session, settings, user_id, query, vector,
+                               material_ids=material_ids, k=k)

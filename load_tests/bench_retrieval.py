@@ -1,0 +1,316 @@
+"""Retrieval latency at 100,000 chunks (pgserver Postgres + pgvector, the real retrieval code).
+
+Two databases are loaded: 100,000 chunks owned by one user, and 100,000 chunks spread over
+1,000 users (100 each). Synthetic chunks (45 Zipf-distributed pseudo-words, random unit
+vectors) are bulk-loaded with COPY, then the HNSW and GIN indexes are built as the migrations
+define them. Per case, `--queries` questions (6 words from the same distribution, a random query
+vector, a random owner) are timed for:
+
+- vector: `vector_search` (HNSW, exact fallback), candidates ids only;
+- keyword: `keyword_search` (full-text OR query, ranked);
+- hybrid SQL: `hybrid_search` — both sides, fusion and loading the hits in one statement, the
+  query vector given (= `retrieve()` without embedding the question);
+- embed: embedding the question with the configured provider (local MiniLM on CPU);
+- retrieve(): end to end, embedding included.
+
+Also reported: the vector side's overlap with the exact top-n (recall of the approximate search).
+
+    .venv/bin/python load_tests/bench_retrieval.py [--chunks 100000] [--queries 300]
+        [--keep DIR]   # keep the loaded databases in DIR and reuse them on the next run
+
+Prints a report and writes load_tests/reports/retrieval.md (not with --keep or non-default sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from chat_server.db import migrate, open_database  # noqa: E402
+from chat_server.retrieval import (  # noqa: E402
+    embed_query,
+    hybrid_search,
+    keyword_search,
+    retrieve,
+    vector_search,
+)
+from chat_server.settings import Settings  # noqa: E402
+from tests.support.services import database_uri  # noqa: E402
+
+REPORT = ROOT / "load_tests" / "reports" / "retrieval.md"
+SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "zo", "be", "da", "fu", "go", "ha",
+             "ji", "pe", "qu", "ri", "su", "wa"]
+CASES = (1, 1000)
+
+
+def vocabulary(n: int, rng: random.Random) -> list[str]:
+    words: set[str] = set()
+    while len(words) < n:
+        # Ending in a consonant keeps the English stemmer from changing the word.
+        words.add("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4))) + rng.choice("kxzm"))
+    return sorted(words)
+
+
+def zipf_weights(n: int) -> list[float]:
+    # Zipf-like, without the top 200 ranks: in real text those are stop words, which the text
+    # search configuration drops.
+    return [0.0 if r < 200 else 1.0 / (r + 1) ** 1.07 for r in range(n)]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def unit(nprng: np.random.Generator, n: int) -> np.ndarray:
+    v = nprng.standard_normal((n, 384)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+async def load_chunks(url: str, owners: list[uuid.UUID], per_owner: int, seed: int,
+                      vocab: list[str], weights: list[float]) -> float:
+    """COPY users, materials and chunks (tsv computed in the server), then build the indexes."""
+    from pgvector.asyncpg import register_vector
+
+    t0 = time.perf_counter()
+    nprng = np.random.default_rng(seed)
+    conn = await asyncpg.connect(url)
+    try:
+        await register_vector(conn)
+        await conn.execute("drop index if exists ix_chunks_embedding_hnsw")
+        await conn.execute("drop index if exists ix_chunks_tsv")
+        await conn.execute("truncate chunks, materials, users cascade")
+        await conn.copy_records_to_table("users", columns=["id", "email"], records=[
+            (u, f"{u.hex}@bench.local") for u in owners])
+        materials = [(uuid.uuid4(), u) for u in owners]
+        await conn.copy_records_to_table(
+            "materials", columns=["id", "user_id", "kind", "title", "status", "content_hash"],
+            records=[(m, u, "text", f"Material {i}", "ready", m.hex) for i, (m, u) in enumerate(materials)])
+        await conn.execute("create unlogged table if not exists stage (material_id uuid, user_id uuid, "
+                           "idx int, text text, embedding vector(384))")
+        await conn.execute("truncate stage")
+        words = np.array(vocab, dtype=object)
+        p = np.array(weights) / sum(weights)
+        rows: list[tuple[object, ...]] = []
+        for m, u in materials:
+            for i in range(per_owner):
+                rows.append((m, u, i))
+                if len(rows) == 10_000:
+                    await _flush(conn, rows, nprng, words, p)
+        if rows:
+            await _flush(conn, rows, nprng, words, p)
+        await conn.execute(
+            "insert into chunks (material_id, user_id, idx, text, language, embedding, tsv) "
+            "select material_id, user_id, idx, text, 'english', embedding, "
+            "to_tsvector('english', text) from stage")
+        await conn.execute("drop table stage")
+        await conn.execute("set maintenance_work_mem = '1GB'")
+        await conn.execute("set max_parallel_maintenance_workers = 1")
+        await conn.execute("create index ix_chunks_embedding_hnsw on chunks using hnsw "
+                           "(embedding vector_cosine_ops) with (m = 16, ef_construction = 64)")
+        await conn.execute("create index ix_chunks_tsv on chunks using gin (tsv)")
+        await conn.execute("vacuum analyze chunks")
+        await conn.execute("vacuum analyze materials")
+        await conn.execute("create table bench_loaded (chunks int, users int)")
+        await conn.execute("insert into bench_loaded values ($1, $2)", per_owner * len(owners), len(owners))
+    finally:
+        await conn.close()
+    return time.perf_counter() - t0
+
+
+async def _flush(conn: asyncpg.Connection, rows: list[tuple[object, ...]],
+                 nprng: np.random.Generator, words: np.ndarray, p: np.ndarray) -> None:
+    vectors = unit(nprng, len(rows))
+    texts = [" ".join(t) for t in words[nprng.choice(len(words), size=(len(rows), 45), p=p)]]
+    await conn.copy_records_to_table(
+        "stage", records=[(*row, texts[j], vectors[j]) for j, row in enumerate(rows)])
+    rows.clear()
+
+
+async def loaded(url: str, chunks: int, users: int) -> list[uuid.UUID] | None:
+    """The owners if this database already holds the requested data set (--keep), else None."""
+    conn = await asyncpg.connect(url)
+    try:
+        if await conn.fetchval("select to_regclass('bench_loaded')") is None:
+            return None
+        if tuple(await conn.fetchrow("select chunks, users from bench_loaded")) != (chunks, users):
+            return None
+        return [r["id"] for r in await conn.fetch("select id from users order by id")]
+    finally:
+        await conn.close()
+
+
+async def bench_case(settings: Settings, owners: list[uuid.UUID], queries: int, vocab: list[str],
+                     weights: list[float]) -> dict[str, float]:
+    rng = random.Random(4)
+    nprng = np.random.default_rng(5)
+    series: dict[str, list[float]] = {k: [] for k in ("vector", "keyword", "hybrid", "embed", "retrieve")}
+    overlap: list[float] = []
+    n = settings.retrieval_candidates
+    cum_weights = list(itertools.accumulate(weights))
+    assert settings.database_url
+    async with open_database(settings.database_url, 2) as db:
+        for q in range(queries + 10):
+            user = rng.choice(owners)
+            question = " ".join(rng.choices(vocab, cum_weights=cum_weights, k=6))
+            vector = unit(nprng, 1)[0].tolist()
+            timings: dict[str, float] = {}
+            async with db.session() as session:
+                t0 = time.perf_counter()
+                by_vector = await vector_search(session, user, vector, n)
+                t1 = time.perf_counter()
+                await keyword_search(session, user, question, n)
+                t2 = time.perf_counter()
+                hits = await hybrid_search(session, settings, user, question, vector)
+                t3 = time.perf_counter()
+                await embed_query(settings, question)
+                t4 = time.perf_counter()
+                assert hits, "every synthetic user has chunks"
+                timings.update(vector=(t1 - t0) * 1000, keyword=(t2 - t1) * 1000,
+                               hybrid=(t3 - t2) * 1000, embed=(t4 - t3) * 1000)
+                if q % 10 == 0:
+                    exact = await vector_search(session, user, vector, n, exact=True)
+                    overlap.append(len(set(exact) & set(by_vector)) / max(1, len(exact)))
+            async with db.session() as session:
+                t0 = time.perf_counter()
+                hits = await retrieve(session, settings, user, question)
+                timings["retrieve"] = (time.perf_counter() - t0) * 1000
+            assert hits
+            if q >= 10:  # warm-up excluded
+                for name, ms in timings.items():
+                    series[name].append(ms)
+    out = {"vector_recall": statistics.mean(overlap)}
+    for name, values in series.items():
+        out[f"{name}_p50"] = statistics.median(values)
+        out[f"{name}_p99"] = pct(values, 0.99)
+    return out
+
+
+async def main_async(args: argparse.Namespace) -> str:
+    lines: list[str] = []
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    started = time.perf_counter()
+    keep = Path(args.keep) if args.keep else None
+    with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
+        work = keep or Path(tmp)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(work / "run"))
+        os.makedirs(os.environ["XDG_RUNTIME_DIR"], mode=0o700, exist_ok=True)
+        import pgserver
+
+        server = pgserver.get_server(work / "pg", cleanup_mode=None if keep else "delete")
+        try:
+            base_uri = server.get_uri()
+            admin = await asyncpg.connect(database_uri(base_uri, "postgres").replace("+asyncpg", ""))
+            try:
+                existing = {r["datname"] for r in await admin.fetch("select datname from pg_database")}
+                for users in CASES:
+                    if f"bench_{users}" not in existing:
+                        await admin.execute(f"create database bench_{users}")
+                version = await admin.fetchval("show server_version")
+                shared_buffers = await admin.fetchval("show shared_buffers")
+            finally:
+                await admin.close()
+
+            from workers.embeddings import load_local_model
+
+            t0 = time.perf_counter()
+            await asyncio.to_thread(load_local_model)
+            model_s = time.perf_counter() - t0
+            rng = random.Random(6)
+            vocab = vocabulary(20_000, rng)
+            weights = zipf_weights(len(vocab))
+            results: list[tuple[str, float | None, dict[str, float]]] = []
+            pgvector = "?"
+            for users in CASES:
+                url = database_uri(base_uri, f"bench_{users}")
+                libpq = url.replace("postgresql+asyncpg://", "postgresql://")
+                await asyncio.to_thread(migrate, url)
+                owners = await loaded(libpq, args.chunks, users)
+                load_s: float | None = None
+                if owners is None:
+                    ids = random.Random(users)
+                    owners = sorted(uuid.UUID(int=ids.getrandbits(128), version=4) for _ in range(users))
+                    load_s = await load_chunks(libpq, owners, args.chunks // users, 7 + users, vocab, weights)
+                conn = await asyncpg.connect(libpq)
+                pgvector = await conn.fetchval("select extversion from pg_extension where extname = 'vector'")
+                await conn.close()
+                settings = Settings(_env_file=None, database_url=url, data_dir=work / "data",  # type: ignore[call-arg]
+                                    secret_key="bench-secret-key-0123456789-0123456789", auto_migrate=False)
+                r = await bench_case(settings, owners, args.queries, vocab, weights)
+                results.append((f"{users:,} user(s) × {args.chunks // users:,}", load_s, r))
+                print(f"  {users} user(s): {r}", flush=True)
+        finally:
+            server._cleanup() if not keep else None
+
+        s = settings
+        say(f"# Retrieval benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
+        say()
+        say(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}; Postgres {version} (pgserver, shared_buffers "
+            f"{shared_buffers}) + pgvector {pgvector}; local all-MiniLM-L6-v2 on CPU (torch threads: "
+            f"{__import__('torch').get_num_threads()}); model load {model_s:.1f} s.")
+        say()
+        say(f"## {args.chunks:,} chunks, {args.queries} queries per case (k={s.retrieval_top_k}, "
+            f"{s.retrieval_candidates} candidates per side), p50 / p99 in ms")
+        say()
+        say("| case | load+index | vector | keyword | hybrid SQL | embed question | retrieve() | ANN overlap with exact |")
+        say("|---|---|---|---|---|---|---|---|")
+        for label, load_s, r in results:
+            load = f"{load_s:.0f} s" if load_s is not None else "reused"
+            say(f"| {label} | {load} | " + " | ".join(
+                f"{r[f'{k}_p50']:.1f} / {r[f'{k}_p99']:.1f}"
+                for k in ("vector", "keyword", "hybrid", "embed", "retrieve"))
+                + f" | {r['vector_recall']:.3f} |")
+        say()
+        say("vector = `vector_search`, keyword = `keyword_search` (each alone, ids only); hybrid SQL "
+            "= `hybrid_search`: both sides, reciprocal rank fusion and the hits with their titles in "
+            "one statement, query vector given; embed question = the local model on one question; "
+            "retrieve() = embed + hybrid SQL, end to end. ANN overlap = share of the exact top-"
+            f"{s.retrieval_candidates} (by cosine distance over the user's chunks) that the vector "
+            "side returned, every 10th query. Synthetic chunks: 45 Zipf-distributed pseudo-words "
+            "each (the 200 most frequent, stop-word-like ranks left out), random unit vectors; "
+            "questions: 6 words from the same distribution, random query vectors.")
+        say()
+        say(f"Whole benchmark: {time.perf_counter() - started:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--keep", help="keep the databases in this folder and reuse them")
+    args = parser.parse_args()
+    if args.keep:
+        args.keep = str(Path(args.keep).resolve())
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+    report = asyncio.run(main_async(args))
+    if not args.keep and (args.chunks, args.queries) == (100_000, 300):
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text(report, encoding="utf-8")
+        print(f"\nwritten to {REPORT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
