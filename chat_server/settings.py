@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     history_token_budget: int = Field(
         2000, description="Tokens of earlier conversation included in the prompt."
     )
+    reply_flush_ms: int = Field(
+        30, description="Provider tokens of a reply are sent as one reply.delta at most this "
+        "often, milliseconds (the first token at once; 0 = one delta per token)."
+    )
     daily_token_quota: int = Field(
         0, description="Tokens a user may use per day (0 = unlimited)."
     )

@@ -210,3 +210,22 @@ async def test_concurrent_publishes_get_offsets_in_call_order(open_test_bus: Ope
         assert [(o, e["n"]) for _, o, e in sink.got] == [(n + 1, n) for n in range(300)]
         head = await bus.head("u1")
         assert len(await bus.since("u1", 0, head.epoch)) == 300
+
+
+async def test_publish_many_keeps_list_order_across_users_and_before_later_publishes(
+        open_test_bus: OpenBus) -> None:
+    async with open_test_bus(max_events=1000) as (bus, sink):
+        await bus.subscribe("u1")
+        await bus.subscribe("u2")
+        events = [(f"u{1 + n % 2}", {"type": "x", "n": n}) for n in range(10)]
+        many = asyncio.ensure_future(bus.publish_many(events))
+        await asyncio.sleep(0)  # publish_many has queued its events; a later publish follows
+        after = await bus.publish("u1", {"type": "x", "n": 10})
+        assert await many == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+        assert after == 6
+        assert await bus.publish_many([]) == []
+        await sink.wait_for(11)
+        for user in ("u1", "u2"):
+            got = [(o, e["n"]) for u, o, e in sink.got if u == user]
+            want = [n for n in range(11) if f"u{1 + n % 2}" == user]
+            assert got == list(zip(range(1, len(want) + 1), want, strict=True))

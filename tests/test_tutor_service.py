@@ -254,7 +254,7 @@ async def test_concurrent_users_only_see_their_own_replies(settings: Settings) -
                 seen = {f.get("reply_id") for f in h.frames.by_user[str(u)]}
                 assert seen == mine
                 assert all(str(u) in f["text"] for f in h.frames.by_user[str(u)]
-                           if f["type"] == "reply.delta" and f["seq"] == 3)
+                           if f["type"] == "reply.delta" and f["seq"] >= 2)
             async with h.db.session() as session:
                 owners = (await session.execute(select(Message.user_id, Message.role, func.count())
                                                 .group_by(Message.user_id, Message.role))).all()

@@ -5,11 +5,17 @@ iterate it for text deltas; afterwards `finish_reason` ("stop" | "length") and `
 are set. Leaving the context closes the HTTP stream at once (that is how cancel stops
 billing). Every fault surfaces as `ProviderError`; a stream that ends without its
 provider's final event raises `ProviderError("provider_stream_cut")`.
+
+Both SDKs are used for what they are good at — auth, base_url, the request, status errors —
+but the streamed body is read raw (`with_streaming_response`) and parsed here: the SDKs'
+per-event SSE decoding and pydantic models cost 70 µs (anthropic) to 380 µs (openai) of CPU
+per token, more than everything else a token costs; our parser plus `json.loads` is ~20 µs.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -124,6 +130,41 @@ def _transport(provider: str, err: Exception, started: bool) -> ProviderError:
 _CUT = "The {} stream ended before its final event."
 
 
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
+    """Server-sent events as (event name or b"", data) from a byte stream.
+
+    Lines end with LF, CRLF or CR; events end with a blank line; `data:` lines are joined
+    with LF; comments and other fields are skipped; an unterminated last event is dropped.
+    """
+    buf = b""
+    async for chunk in chunks:
+        buf += chunk
+        if b"\r" in buf:
+            # A CR at the very end may be the first half of a CRLF: keep it for the next read.
+            tail = b"\r" if buf.endswith(b"\r") else b""
+            buf = buf[:len(buf) - len(tail)].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
+        while (end := buf.find(b"\n\n")) >= 0:
+            block, buf = buf[:end], buf[end + 2:]
+            event = b""
+            data: list[bytes] = []
+            for line in block.split(b"\n"):
+                if line.startswith(b"data:"):
+                    data.append(line[6:] if line[5:6] == b" " else line[5:])
+                elif line.startswith(b"event:"):
+                    event = line[6:].strip()
+            if data:
+                yield event, data[0] if len(data) == 1 else b"\n".join(data)
+
+
+def _json(provider: str, data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise ProviderError("provider_stream_cut",
+                            f"The {provider} stream sent an event that is not JSON.",
+                            retryable=True) from None
+
+
 def _timeout(settings: Settings) -> httpx2.Timeout:
     return httpx2.Timeout(settings.llm_timeout_s, connect=min(10.0, settings.llm_timeout_s))
 
@@ -135,39 +176,49 @@ _ANTHROPIC_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": 
 
 
 class _AnthropicStream:
-    def __init__(self, raw: Any) -> None:
-        self._raw = raw
+    """Messages API SSE: message_start, content_block_delta…, message_delta, message_stop."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self._response = response
         self.usage = Usage()
         self.finish_reason: str | None = None
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        import anthropic
-
         stopped = False
         started = False
+        usage = self.usage
         try:
-            async for event in self._raw:
-                kind = event.type
-                if kind == "message_start":
-                    self.usage.input_tokens = event.message.usage.input_tokens or 0
-                    self.usage.output_tokens = event.message.usage.output_tokens or 0
-                elif kind == "content_block_delta" and event.delta.type == "text_delta":
-                    if event.delta.text:
+            async for kind, data in sse_events(self._response.aiter_bytes()):
+                if kind == b"ping" or stopped:
+                    continue
+                event = _json("anthropic", data)
+                if not isinstance(event, dict):
+                    continue
+                etype = event.get("type") or kind.decode()
+                if etype == "content_block_delta":
+                    delta = event.get("delta") or {}
+                    if delta.get("type") == "text_delta" and delta.get("text"):
                         started = True
-                        yield event.delta.text
-                elif kind == "message_delta":
-                    if event.delta.stop_reason:
-                        self.finish_reason = _ANTHROPIC_FINISH.get(event.delta.stop_reason, "stop")
-                    if event.usage is not None and event.usage.output_tokens is not None:
-                        self.usage.output_tokens = event.usage.output_tokens
-                    if getattr(event.usage, "input_tokens", None):
-                        self.usage.input_tokens = event.usage.input_tokens
-                elif kind == "message_stop":
-                    stopped = True
-        except anthropic.APIStatusError as err:
-            raise _from_status("anthropic", err.status_code, err.body,
-                               err.response.headers) from err
-        except (anthropic.APIConnectionError, httpx2.TransportError) as err:
+                        yield delta["text"]
+                elif etype == "message_start":
+                    u = (event.get("message") or {}).get("usage") or {}
+                    usage.input_tokens = u.get("input_tokens") or 0
+                    usage.output_tokens = u.get("output_tokens") or 0
+                elif etype == "message_delta":
+                    reason = (event.get("delta") or {}).get("stop_reason")
+                    if reason:
+                        self.finish_reason = _ANTHROPIC_FINISH.get(reason, "stop")
+                    u = event.get("usage") or {}
+                    if u.get("output_tokens") is not None:
+                        usage.output_tokens = u["output_tokens"]
+                    if u.get("input_tokens"):
+                        usage.input_tokens = u["input_tokens"]
+                elif etype == "message_stop":
+                    stopped = True  # read on to the end of the body: the connection is reused
+                elif etype == "error":
+                    raise _from_status("anthropic", self._response.status_code, event,
+                                       self._response.headers)
+        except httpx2.TransportError as err:
             raise _transport("anthropic", err, started) from err
         if not stopped:
             raise ProviderError("provider_stream_cut", _CUT.format("anthropic"), retryable=True)
@@ -198,22 +249,23 @@ class AnthropicProvider:
     async def stream(self, request: PromptRequest) -> AsyncIterator[ReplyStream]:
         import anthropic
 
+        opening = self._client.messages.with_streaming_response.create(
+            model=self.model, max_tokens=request.max_tokens, system=request.system,
+            messages=request.messages,  # type: ignore[arg-type]
+            # This SDK no longer types `temperature`; the Messages API still takes it.
+            extra_body={"temperature": request.temperature}, stream=True,
+        )
         try:
-            raw = await self._client.messages.create(
-                model=self.model, max_tokens=request.max_tokens, system=request.system,
-                messages=request.messages,  # type: ignore[arg-type]
-                # This SDK no longer types `temperature`; the Messages API still takes it.
-                extra_body={"temperature": request.temperature}, stream=True,
-            )
+            raw = await opening.__aenter__()
         except anthropic.APIStatusError as err:
             raise _from_status("anthropic", err.status_code, err.body,
                                err.response.headers) from err
         except (anthropic.APIConnectionError, httpx2.TransportError) as err:
             raise _transport("anthropic", err, False) from err
         try:
-            yield _AnthropicStream(raw)
+            yield _AnthropicStream(raw.http_response)
         finally:
-            await raw.close()  # type: ignore[union-attr]
+            await raw.close()  # closes the HTTP stream at once (cancel stops billing)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -222,34 +274,43 @@ class AnthropicProvider:
 # --- OpenAI and compatible servers ----------------------------------------------------
 
 class _OpenAIStream:
-    def __init__(self, raw: Any) -> None:
-        self._raw = raw
+    """Chat completion chunks as SSE `data:` lines, then `data: [DONE]`."""
+
+    def __init__(self, response: httpx2.Response) -> None:
+        self._response = response
         self.usage = Usage()
         self.finish_reason: str | None = None
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        import openai
-
         started = False
+        done = False
         try:
-            async for chunk in self._raw:
-                if chunk.usage is not None:
-                    self.usage.input_tokens = chunk.usage.prompt_tokens or 0
-                    self.usage.output_tokens = chunk.usage.completion_tokens or 0
-                for choice in chunk.choices or ():
-                    text = choice.delta.content if choice.delta is not None else None
+            async for _, data in sse_events(self._response.aiter_bytes()):
+                if done:
+                    continue  # read on to the end of the body: the connection is reused
+                if data.startswith(b"[DONE]"):
+                    done = True
+                    continue
+                chunk = _json("openai", data)
+                if not isinstance(chunk, dict):
+                    continue
+                if chunk.get("error"):  # an error object inside the stream
+                    raise _from_status("openai", 500, chunk["error"], None)
+                usage = chunk.get("usage")
+                if usage:
+                    self.usage.input_tokens = usage.get("prompt_tokens") or 0
+                    self.usage.output_tokens = usage.get("completion_tokens") or 0
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta")
+                    text = delta.get("content") if delta else None
                     if text:
                         started = True
                         yield text
-                    if choice.finish_reason:
-                        length = choice.finish_reason == "length"
-                        self.finish_reason = "length" if length else "stop"
-        except openai.APIStatusError as err:
-            raise _from_status("openai", err.status_code, err.body, err.response.headers) from err
-        except (openai.APIConnectionError, httpx2.TransportError) as err:
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        self.finish_reason = "length" if reason == "length" else "stop"
+        except httpx2.TransportError as err:
             raise _transport("openai", err, started) from err
-        except openai.APIError as err:  # an error object inside the stream
-            raise _from_status("openai", 500, err.body, None) from err
         if self.finish_reason is None:
             raise ProviderError("provider_stream_cut", _CUT.format("openai"), retryable=True)
 
@@ -272,21 +333,22 @@ class OpenAIProvider:
         import openai
 
         messages = [{"role": "system", "content": request.system}, *request.messages]
+        opening = self._client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
+            model=self.model, messages=messages,  # type: ignore[arg-type]
+            # max_tokens rather than max_completion_tokens: Ollama, vLLM and LM Studio know it.
+            max_tokens=request.max_tokens, temperature=request.temperature, stream=True,
+            stream_options={"include_usage": True},
+        )
         try:
-            raw = await self._client.chat.completions.create(  # type: ignore[call-overload]
-                model=self.model, messages=messages,  # type: ignore[arg-type]
-                # max_tokens rather than max_completion_tokens: Ollama, vLLM and LM Studio know it.
-                max_tokens=request.max_tokens, temperature=request.temperature, stream=True,
-                stream_options={"include_usage": True},
-            )
+            raw = await opening.__aenter__()
         except openai.APIStatusError as err:
             raise _from_status("openai", err.status_code, err.body, err.response.headers) from err
         except (openai.APIConnectionError, httpx2.TransportError) as err:
             raise _transport("openai", err, False) from err
         try:
-            yield _OpenAIStream(raw)
+            yield _OpenAIStream(raw.http_response)
         finally:
-            await raw.close()
+            await raw.close()  # closes the HTTP stream at once (cancel stops billing)
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -2,9 +2,11 @@
 
 Flow of one `chat.send`: validate → (resend? re-ack and stop) → quota → one transaction
 that stores the user's message and a `streaming` assistant row → `chat.ack` → a reply
-task. The task publishes `reply.start`, retrieves passages, builds the prompt, waits for
-a provider slot (`reply.queued` when it has to), streams `reply.delta`s, then
-`reply.citations` and `reply.end`, and stores the final text and status. Every way out of
+task (`chat.ack` and `reply.start` go out together, in one bus round trip). The task
+retrieves passages (skipped when the learner has no passages in scope) while it loads the
+history, builds the prompt, waits for a provider slot (`reply.queued` when it has to),
+streams `reply.delta`s (coalesced: see stream.py), then `reply.citations` and `reply.end`,
+and stores the final text and status. Every way out of
 the task (done, cancel, fault, shutdown) goes through `_finish`, so a reply is never lost.
 
 Policies:
@@ -30,12 +32,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chat_server import retrieval
 from chat_server.db import Database
-from chat_server.models import Conversation, Message, MessageStatus, Role
+from chat_server.models import Chunk, Conversation, Message, MessageStatus, Role
 from chat_server.settings import Settings
 from chat_server.tutor.errors import ProviderError, TutorError
 from chat_server.tutor.prompt import (
@@ -47,6 +49,7 @@ from chat_server.tutor.prompt import (
     estimate_tokens,
 )
 from chat_server.tutor.providers import Provider, Usage
+from chat_server.tutor.stream import Coalescer, Event, Pending, PublishMany
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,8 @@ class Reply:
     material_ids: list[uuid.UUID] | None
     socratic: bool
     text: list[str] = field(default_factory=list)
-    seq: int = 0
+    tokens: int = 0  # provider deltas received (the delta seq is the coalescer's)
+    pending: Pending | None = None
     usage: Usage = field(default_factory=Usage)
     hits: list[retrieval.Hit] = field(default_factory=list)
     provider: str | None = None
@@ -138,12 +142,14 @@ def _frame_uuid(value: Any, name: str) -> uuid.UUID:
 
 class Tutor:
     def __init__(self, settings: Settings, db: Database, publish: Publish,
-                 providers: list[Provider]) -> None:
+                 providers: list[Provider], publish_many: PublishMany | None = None) -> None:
         if not providers:
             raise ValueError("The tutor needs at least one provider.")
         self.settings = settings
         self.db = db
         self._publish = publish
+        self._publish_many = publish_many or self._publish_each
+        self._coalescer = Coalescer(self._publish_many, settings.reply_flush_ms / 1000)
         self.providers = providers
         self._slots = _Slots(settings.llm_max_concurrent_streams)
         self._replies: dict[uuid.UUID, Reply] = {}
@@ -172,10 +178,12 @@ class Tutor:
                 raise
         self._replies[reply.reply_id] = reply
         self._by_conversation[reply.conversation_id] = reply.reply_id
+        ids = {"message_id": str(reply.message_id),
+               "conversation_id": str(reply.conversation_id), "reply_id": str(reply.reply_id)}
         try:
-            await self._publish(reply.user, {
-                "type": "chat.ack", "id": client_id, "message_id": str(reply.message_id),
-                "conversation_id": str(reply.conversation_id), "reply_id": str(reply.reply_id)})
+            await self._publish_many([
+                (reply.user, {"type": "chat.ack", "id": client_id, **ids}),
+                (reply.user, {"type": "reply.start", **ids})])
         finally:
             reply.task = asyncio.create_task(self._run(reply), name=f"reply-{reply.reply_id}")
 
@@ -217,6 +225,9 @@ class Tutor:
     @property
     def active(self) -> int:
         return len(self._replies)
+
+    async def _publish_each(self, events: list[Event]) -> list[int]:
+        return [await self._publish(user, event) for user, event in events]
 
     # --- send, step by step ------------------------------------------------------------------
 
@@ -327,10 +338,6 @@ class Tutor:
 
     async def _run(self, reply: Reply) -> None:
         try:
-            await self._publish(reply.user, {
-                "type": "reply.start", "reply_id": str(reply.reply_id),
-                "conversation_id": str(reply.conversation_id),
-                "message_id": str(reply.message_id)})
             request = await self._prepare(reply)
             async with self._slots.hold(lambda pos: self._publish(reply.user, {
                     "type": "reply.queued", "reply_id": str(reply.reply_id), "position": pos})):
@@ -363,25 +370,47 @@ class Tutor:
             raise asyncio.CancelledError
 
     async def _prepare(self, reply: Reply) -> PromptRequest:
-        async with self.db.session() as session:
-            reply.hits = list(await retrieval.retrieve(
-                session, self.settings, reply.user_id, reply.question,
-                material_ids=reply.material_ids, k=self.settings.retrieval_top_k))
-            rows = await session.execute(
-                select(Message.role, Message.content).where(
-                    Message.conversation_id == reply.conversation_id,
-                    Message.user_id == reply.user_id,
-                    Message.id.not_in([reply.message_id, reply.reply_id]),
-                    Message.content != "")
-                # Newest first; on a created_at tie the answer (it has reply_to) is the newer.
-                .order_by(Message.created_at.desc(), Message.reply_to.is_(None).asc())
-                # Enough rows for any budget; trim_history cuts to the token budget.
-                .limit(200))
-            history = [Turn(role=r.value, content=c) for r, c in reversed(rows.all())]
+        retrieving: asyncio.Task[list[retrieval.Hit]] | None = None
+        try:
+            async with self.db.session() as session:
+                # Most of the send path is retrieval (query embedding, vector and keyword
+                # search): skip it when the learner has no passages in scope, else run it
+                # on its own connection while this one loads the history.
+                scope = Chunk.user_id == reply.user_id
+                if reply.material_ids:
+                    scope = scope & Chunk.material_id.in_(reply.material_ids)
+                if await session.scalar(select(exists().where(scope))):
+                    retrieving = asyncio.create_task(self._retrieve(reply))
+                history = await self._history(session, reply)
+            if retrieving is not None:
+                reply.hits = await retrieving
+        finally:
+            if retrieving is not None and not retrieving.done():
+                retrieving.cancel()
+                await asyncio.gather(retrieving, return_exceptions=True)
         return build_request(
             question=reply.question, hits=reply.hits, history=history, socratic=reply.socratic,
             history_budget=self.settings.history_token_budget,
             max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
+
+    async def _retrieve(self, reply: Reply) -> list[retrieval.Hit]:
+        async with self.db.session() as session:
+            return list(await retrieval.retrieve(
+                session, self.settings, reply.user_id, reply.question,
+                material_ids=reply.material_ids, k=self.settings.retrieval_top_k))
+
+    async def _history(self, session: Any, reply: Reply) -> list[Turn]:
+        rows = await session.execute(
+            select(Message.role, Message.content).where(
+                Message.conversation_id == reply.conversation_id,
+                Message.user_id == reply.user_id,
+                Message.id.not_in([reply.message_id, reply.reply_id]),
+                Message.content != "")
+            # Newest first; on a created_at tie the answer (it has reply_to) is the newer.
+            .order_by(Message.created_at.desc(), Message.reply_to.is_(None).asc())
+            # Enough rows for any budget; trim_history cuts to the token budget.
+            .limit(200))
+        return [Turn(role=r.value, content=c) for r, c in reversed(rows.all())]
 
     async def _stream(self, reply: Reply, request: PromptRequest) -> str:
         last: ProviderError | None = None
@@ -393,16 +422,16 @@ class Tutor:
                 try:
                     async with provider.stream(request) as stream:
                         async for delta in stream:
-                            reply.seq += 1
+                            reply.tokens += 1
                             reply.text.append(delta)
                             reply.usage = stream.usage
-                            await self._publish(reply.user, {
-                                "type": "reply.delta", "reply_id": str(reply.reply_id),
-                                "seq": reply.seq, "text": delta})
+                            if reply.pending is None:
+                                reply.pending = self._coalescer.open(reply.user, reply.reply_id)
+                            await self._coalescer.add(reply.pending, delta)
                         reply.usage = stream.usage
                         return stream.finish_reason or "stop"
                 except ProviderError as err:
-                    if reply.seq > 0:
+                    if reply.tokens > 0:
                         raise  # the learner saw part of this answer: no retry, no mixing
                     last = err
                     if not err.retryable or attempt == self.settings.llm_retries:
@@ -441,17 +470,24 @@ class Tutor:
         except Exception:
             log.exception("could not store reply %s (%s)", rid, finish)
         try:
+            if reply.pending is not None:
+                # Whatever the provider gave is delivered before the end (and is the stored text).
+                await self._coalescer.drain(reply.pending)
+            events: list[Event] = []
             if code is not None:
-                await self._publish(reply.user, {"type": "reply.error", "reply_id": rid,
-                                                 "code": code, "message": message})
-            await self._publish(reply.user, {"type": "reply.citations", "reply_id": rid,
-                                             "citations": citations})
-            await self._publish(reply.user, {"type": "reply.end", "reply_id": rid,
-                                             "finish_reason": finish,
-                                             "usage": reply.usage.as_dict()})
+                events.append((reply.user, {"type": "reply.error", "reply_id": rid,
+                                            "code": code, "message": message}))
+            events.append((reply.user, {"type": "reply.citations", "reply_id": rid,
+                                        "citations": citations}))
+            events.append((reply.user, {"type": "reply.end", "reply_id": rid,
+                                        "finish_reason": finish,
+                                        "usage": reply.usage.as_dict()}))
+            await self._publish_many(events)
         except Exception:
             log.exception("could not publish the end of reply %s", rid)
         finally:
+            if reply.pending is not None:
+                self._coalescer.discard(reply.pending)
             self._replies.pop(reply.reply_id, None)
             if self._by_conversation.get(reply.conversation_id) == reply.reply_id:
                 del self._by_conversation[reply.conversation_id]

@@ -87,7 +87,7 @@ async def tutor_harness(settings: Settings) -> AsyncIterator[Harness]:
     async with open_database(settings.database_url, 5) as db, \
             open_bus("memory://", frames.deliver, max_events=100_000) as bus, \
             open_providers(settings) as providers:
-        tutor = Tutor(settings, db, bus.publish, providers)
+        tutor = Tutor(settings, db, bus.publish, providers, bus.publish_many)
         try:
             yield Harness(tutor, frames, db, bus)
         finally:
