@@ -15,10 +15,11 @@ fusion), always scoped to one user's own materials.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,19 +54,44 @@ _ANN = ("array(select c.id from chunks c where " + _scope("c") + " and c.embeddi
 _EXACT = ("array(select c.id from chunks c where " + _scope("c") + " and c.embedding is not null "
           "order by (c.embedding <=> cast(:vec as vector)) + 0 limit :n)")
 # HNSW filters after its graph walk: when it found fewer than n of the user's chunks, the exact
-# scan runs instead (an uncorrelated subquery in CASE is only evaluated when its branch is taken).
+# scan runs instead (an uncorrelated subquery in CASE is only evaluated when its branch is taken;
+# `offset 0` stops the planner from inlining `a`, which would run the HNSW walk twice).
 _VECTOR_IDS = (f"(select case when cardinality(a.ids) >= :n then a.ids else {_EXACT} end "
-               f"from (select {_ANN} as ids) a)")
-# Ranking reads every matching tsv: a question made of words common in a large library would
-# rank tens of thousands of rows. At most KEYWORD_SCAN matches are ranked (the vector side
-# still sees everything), which keeps the worst case bounded.
-KEYWORD_SCAN = 4000
+               f"from (select {_ANN} as ids offset 0) a)")
+# Ranking reads each candidate's tsv from the heap, so the candidates are bounded: a question's
+# words are taken rarest first (their share of all chunks from the planner's statistics of
+# `tsv`, times the chunks in scope) while the expected matches stay within KEYWORD_SCAN; the
+# rarest word is always taken, words the statistics don't list count as rare. Like IDF, this
+# drops words common in a large library from the candidate search (they still count in the
+# ranking). A small library keeps every word. At most KEYWORD_SCAN candidates are ranked.
+KEYWORD_SCAN = 1000
+STATS_TTL_S = 300.0
 _TSQUERY = "(websearch_to_tsquery('english', :q) || websearch_to_tsquery('russian', :q))"
-_KEYWORD_IDS = (
-    "array(select m.id from (select c.id, c.tsv from chunks c where " + _scope("c") +
-    f" and c.tsv @@ {_TSQUERY} limit :scan) m "
-    f"order by ts_rank(m.tsv, {_TSQUERY}) desc, m.id limit :n)"
+_LEXEME_SHARES = text(
+    "select cast(cast(most_common_elems as text) as text[]) as lexemes, "
+    "most_common_elem_freqs as shares from pg_stats where schemaname = current_schema() "
+    "and tablename = 'chunks' and attname = 'tsv'"
 )
+_shares: dict[str, tuple[float, dict[str, float]]] = {}  # database URL -> (loaded at, shares)
+_KEYWORD_IDS = (
+    "array(select m.id from (select c.id, c.tsv from chunks c where " + _scope("c") + " and c.tsv "
+    "@@ (websearch_to_tsquery('english', :kq) || websearch_to_tsquery('russian', :kq)) "
+    f"limit :scan) m order by ts_rank(m.tsv, {_TSQUERY}) desc, m.id limit :n)"
+)
+_WORDS = bindparam("words", type_=ARRAY(Text))
+# Transaction-local settings, the question's lexemes per word and the chunks in scope, in one
+# round trip. The HNSW walk keeps ef_search candidates (default 40 < 2n). Custom plans: one user
+# may own most chunks and another a hundred, so a generic plan (the plan cache's choice after 5
+# runs of a prepared statement) would fit one of them badly.
+_PREPARE = text(
+    "select set_config('hnsw.ef_search', :ef, true), "
+    "set_config('plan_cache_mode', 'force_custom_plan', true), "
+    "array(select array_to_string(tsvector_to_array(to_tsvector('english', w.word) || "
+    "to_tsvector('russian', w.word)), ' ') from unnest(cast(:words as text[])) with ordinality "
+    "as w(word, ord) order by w.ord) as lexemes, "
+    "(select coalesce(sum(mt.chunk_count), 0) from materials mt where mt.user_id = :uid and "
+    "(cast(:mids as uuid[]) is null or mt.id = any(:mids))) as chunks"
+).bindparams(_MIDS, _WORDS)
 _VECTOR = text(f"select {_VECTOR_IDS}").bindparams(_MIDS)
 _VECTOR_EXACT = text(f"select {_EXACT}").bindparams(_MIDS)
 _KEYWORD = text(f"select {_KEYWORD_IDS}").bindparams(_MIDS)
@@ -85,10 +111,15 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_WORDS = 64
 
 
+def words(question: str) -> list[str]:
+    """The question's words for websearch_to_tsquery (its operators left out)."""
+    found = [w for w in _WORD.findall(question) if w.lower() not in ("or", "and", "not")]
+    return found[:MAX_QUERY_WORDS]
+
+
 def or_query(question: str) -> str:
     """websearch_to_tsquery input that ORs the question's words (operators stripped)."""
-    words = [w for w in _WORD.findall(question) if w.lower() not in ("or", "and", "not")]
-    return " or ".join(words[:MAX_QUERY_WORDS])
+    return " or ".join(words(question))
 
 
 def _vec(vector: list[float]) -> str:
@@ -99,10 +130,43 @@ def _ef_search(n: int) -> str:
     return str(min(1000, max(40, 2 * n)))
 
 
-async def _set_ef_search(session: AsyncSession, n: int) -> None:
-    # Transaction-local: the HNSW walk keeps this many candidates (default 40 < 2n).
-    await session.execute(text("select set_config('hnsw.ef_search', :ef, true)"),
-                          {"ef": _ef_search(n)})
+def candidate_words(found: list[str], lexemes: list[str], chunks: int,
+                    shares: dict[str, float]) -> list[str]:
+    """The words to find keyword candidates with: rarest first while the expected matches
+    (share of chunks × chunks in scope) stay within KEYWORD_SCAN, at least one, question order."""
+    share = [max((shares.get(lex, 0.0) for lex in lexs.split()), default=0.0) for lexs in lexemes]
+    kept: set[int] = set()
+    expected = 0.0
+    for i in sorted(range(len(found)), key=lambda i: (share[i], i)):
+        expected += share[i] * chunks
+        if kept and expected > KEYWORD_SCAN:
+            break
+        kept.add(i)
+    return [w for i, w in enumerate(found) if i in kept]
+
+
+async def _lexeme_shares(session: AsyncSession) -> dict[str, float]:
+    """Lexeme -> share of chunks containing it (the planner's statistics; cached a while)."""
+    bind = session.get_bind()
+    key = str(getattr(bind, "engine", bind).url)
+    now = time.monotonic()
+    cached = _shares.get(key)
+    if cached is None or now - cached[0] > STATS_TTL_S:
+        row = (await session.execute(_LEXEME_SHARES)).one_or_none()
+        shares = dict(zip(row.lexemes, row.shares, strict=False)) if row else {}
+        cached = _shares[key] = (now, shares)
+    return cached[1]
+
+
+async def _prepare(session: AsyncSession, user_id: uuid.UUID, found: list[str], n: int,
+                   material_ids: list[uuid.UUID] | None) -> str:
+    """Set this transaction's search options; the keyword candidates' websearch query."""
+    params = {"ef": _ef_search(n), "words": found, "uid": user_id, "mids": material_ids or None}
+    row = (await session.execute(_PREPARE, params)).one()
+    if not found:
+        return ""
+    shares = await _lexeme_shares(session) if row.chunks > KEYWORD_SCAN else {}
+    return " or ".join(candidate_words(found, row.lexemes, row.chunks, shares))
 
 
 async def vector_search(session: AsyncSession, user_id: uuid.UUID, vector: list[float], n: int,
@@ -112,16 +176,22 @@ async def vector_search(session: AsyncSession, user_id: uuid.UUID, vector: list[
     params = {"uid": user_id, "mids": material_ids or None, "vec": _vec(vector), "n": n}
     if exact:
         return list((await session.execute(_VECTOR_EXACT, params)).scalar_one())
-    await _set_ef_search(session, n)
+    await _prepare(session, user_id, [], n, material_ids)
     return list((await session.execute(_VECTOR, params)).scalar_one())
 
 
 async def keyword_search(session: AsyncSession, user_id: uuid.UUID, question: str, n: int,
-                         material_ids: list[uuid.UUID] | None = None) -> list[int]:
-    q = or_query(question)
-    if not q:
+                         material_ids: list[uuid.UUID] | None = None, *,
+                         exhaustive: bool = False) -> list[int]:
+    """The user's n chunks ranked best for the question's words; `exhaustive` ranks every
+    match (no candidate bound: for measuring what the bound costs)."""
+    found = words(question)
+    if not found:
         return []
-    params = {"uid": user_id, "mids": material_ids or None, "q": q, "n": n, "scan": KEYWORD_SCAN}
+    kq = await _prepare(session, user_id, found, n, material_ids)
+    params = {"uid": user_id, "mids": material_ids or None, "q": " or ".join(found),
+              "kq": " or ".join(found) if exhaustive else kq, "n": n,
+              "scan": 2**31 - 1 if exhaustive else KEYWORD_SCAN}
     return list((await session.execute(_KEYWORD, params)).scalar_one())
 
 
@@ -153,13 +223,16 @@ async def hybrid_search(
     """The user's top-k passages for `query` whose embedding is `vector`, best first.
 
     Vector and keyword candidates, their fusion (same scores as `fuse`) and the hits with their
-    material are one statement: one round trip after setting the HNSW search width.
+    material are one statement, after one that sets the search options and picks the words
+    for the keyword candidates.
     """
     k = k or settings.retrieval_top_k
     n = max(settings.retrieval_candidates, k)
-    await _set_ef_search(session, n)
+    found = words(query)
+    kq = await _prepare(session, user_id, found, n, material_ids)
     params = {"uid": user_id, "mids": material_ids or None, "vec": _vec(vector), "n": n,
-              "q": or_query(query), "scan": KEYWORD_SCAN, "rrf": settings.retrieval_rrf_k, "k": k}
+              "q": " or ".join(found), "kq": kq, "scan": KEYWORD_SCAN,
+              "rrf": settings.retrieval_rrf_k, "k": k}
     return [
         Hit(chunk_id=r.id, material_id=r.material_id, title=r.title, kind=str(r.kind),
             source=r.source, text=r.text, page=r.page_start, start_s=r.start_s,

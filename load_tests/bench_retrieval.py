@@ -1,10 +1,11 @@
 """Retrieval latency at 100,000 chunks (pgserver Postgres + pgvector, the real retrieval code).
 
 Two databases are loaded: 100,000 chunks owned by one user, and 100,000 chunks spread over
-1,000 users (100 each). Synthetic chunks (45 Zipf-distributed pseudo-words, random unit
-vectors) are bulk-loaded with COPY, then the HNSW and GIN indexes are built as the migrations
-define them. Per case, `--queries` questions (6 words from the same distribution, a random query
-vector, a random owner) are timed for:
+1,000 users (100 each). Synthetic chunks (45 Zipf-distributed pseudo-words, unit vectors
+clustered around 1,000 topics) are bulk-loaded with COPY, then the HNSW and GIN indexes are
+built as the migrations define them. Per case, `--queries` questions are asked by the owners of
+randomly sampled chunks: 3 words of the chunk and 3 from the vocabulary, the chunk's vector moved
+by noise. Timed:
 
 - vector: `vector_search` (HNSW, exact fallback), candidates ids only;
 - keyword: `keyword_search` (full-text OR query, ranked);
@@ -18,7 +19,7 @@ Also reported: the vector side's overlap with the exact top-n (recall of the app
     .venv/bin/python load_tests/bench_retrieval.py [--chunks 100000] [--queries 300]
         [--keep DIR]   # keep the loaded databases in DIR and reuse them on the next run
 
-Prints a report and writes load_tests/reports/retrieval.md (not with --keep or non-default sizes).
+Prints a report and writes load_tests/reports/retrieval.md (with the default sizes).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from chat_server.db import migrate, open_database  # noqa: E402
 from chat_server.retrieval import (  # noqa: E402
+    KEYWORD_SCAN,
     embed_query,
     hybrid_search,
     keyword_search,
@@ -58,6 +60,7 @@ REPORT = ROOT / "load_tests" / "reports" / "retrieval.md"
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi", "zo", "be", "da", "fu", "go", "ha",
              "ji", "pe", "qu", "ri", "su", "wa"]
 CASES = (1, 1000)
+WARMUP = 10  # queries per case not counted
 
 
 def vocabulary(n: int, rng: random.Random) -> list[str]:
@@ -79,9 +82,24 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def unit(nprng: np.random.Generator, n: int) -> np.ndarray:
-    v = nprng.standard_normal((n, 384)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+# Embeddings of real text cluster by topic: each chunk lies near one of TOPICS random directions
+# (cosine ≈ 0.7 to its topic, ≈ 0.5 to a chunk of the same topic, ≈ 0 to others). Uniformly
+# random vectors would make every distance alike, so "nearest" would mean nothing.
+TOPICS = 1000
+NOISE = 1.0 / np.sqrt(384)  # per dimension: the noise vector has norm ≈ 1
+
+
+def topic_vectors() -> np.ndarray:
+    return unit(np.random.default_rng(99).standard_normal((TOPICS, 384)))
+
+
+def chunk_vectors(nprng: np.random.Generator, centers: np.ndarray, n: int) -> np.ndarray:
+    topics = nprng.integers(0, len(centers), n)
+    return unit(centers[topics] + nprng.standard_normal((n, 384)) * NOISE)
 
 
 async def load_chunks(url: str, owners: list[uuid.UUID], per_owner: int, seed: int,
@@ -101,8 +119,10 @@ async def load_chunks(url: str, owners: list[uuid.UUID], per_owner: int, seed: i
             (u, f"{u.hex}@bench.local") for u in owners])
         materials = [(uuid.uuid4(), u) for u in owners]
         await conn.copy_records_to_table(
-            "materials", columns=["id", "user_id", "kind", "title", "status", "content_hash"],
-            records=[(m, u, "text", f"Material {i}", "ready", m.hex) for i, (m, u) in enumerate(materials)])
+            "materials", columns=["id", "user_id", "kind", "title", "status", "content_hash",
+                                  "chunk_count"],
+            records=[(m, u, "text", f"Material {i}", "ready", m.hex, per_owner)
+                     for i, (m, u) in enumerate(materials)])
         await conn.execute("create unlogged table if not exists stage (material_id uuid, user_id uuid, "
                            "idx int, text text, embedding vector(384))")
         await conn.execute("truncate stage")
@@ -137,46 +157,65 @@ async def load_chunks(url: str, owners: list[uuid.UUID], per_owner: int, seed: i
 
 async def _flush(conn: asyncpg.Connection, rows: list[tuple[object, ...]],
                  nprng: np.random.Generator, words: np.ndarray, p: np.ndarray) -> None:
-    vectors = unit(nprng, len(rows))
+    vectors = chunk_vectors(nprng, topic_vectors(), len(rows))
     texts = [" ".join(t) for t in words[nprng.choice(len(words), size=(len(rows), 45), p=p)]]
     await conn.copy_records_to_table(
         "stage", records=[(*row, texts[j], vectors[j]) for j, row in enumerate(rows)])
     rows.clear()
 
 
-async def loaded(url: str, chunks: int, users: int) -> list[uuid.UUID] | None:
-    """The owners if this database already holds the requested data set (--keep), else None."""
+async def questions(url: str, count: int, seed: int, vocab: list[str],
+                    cum_weights: list[float]) -> list[tuple[uuid.UUID, str, list[float]]]:
+    """(owner, question, query vector) near random chunks: 3 words of the chunk and 3 from the
+    vocabulary; its embedding moved by noise (cosine ≈ 0.8), as a question is near its answer."""
+    from pgvector.asyncpg import register_vector
+
+    conn = await asyncpg.connect(url)
+    try:
+        await register_vector(conn)
+        rows = await conn.fetch(
+            f"select user_id, text, embedding from chunks tablesample system (2) repeatable ({seed}) "
+            f"order by md5(id::text) limit {count}")
+    finally:
+        await conn.close()
+    rng = random.Random(seed)
+    nprng = np.random.default_rng(seed)
+    out = []
+    for r in rows:
+        vector = unit(np.asarray(r["embedding"]) + nprng.standard_normal(384) * NOISE * 0.7)
+        words = rng.sample(r["text"].split(), 3) + rng.choices(vocab, cum_weights=cum_weights, k=3)
+        rng.shuffle(words)
+        out.append((r["user_id"], " ".join(words), vector.tolist()))
+    assert len(out) == count, "sample too small"
+    return out
+
+
+async def loaded(url: str, chunks: int, users: int) -> bool:
+    """Whether this database already holds the requested data set (--keep)."""
     conn = await asyncpg.connect(url)
     try:
         if await conn.fetchval("select to_regclass('bench_loaded')") is None:
-            return None
-        if tuple(await conn.fetchrow("select chunks, users from bench_loaded")) != (chunks, users):
-            return None
-        return [r["id"] for r in await conn.fetch("select id from users order by id")]
+            return False
+        return tuple(await conn.fetchrow("select chunks, users from bench_loaded")) == (chunks, users)
     finally:
         await conn.close()
 
 
-async def bench_case(settings: Settings, owners: list[uuid.UUID], queries: int, vocab: list[str],
-                     weights: list[float]) -> dict[str, float]:
-    rng = random.Random(4)
-    nprng = np.random.default_rng(5)
+async def bench_case(settings: Settings, queries: list[tuple[uuid.UUID, str, list[float]]]
+                     ) -> dict[str, float]:
     series: dict[str, list[float]] = {k: [] for k in ("vector", "keyword", "hybrid", "embed", "retrieve")}
     overlap: list[float] = []
+    kw_overlap: list[float] = []
     n = settings.retrieval_candidates
-    cum_weights = list(itertools.accumulate(weights))
     assert settings.database_url
     async with open_database(settings.database_url, 2) as db:
-        for q in range(queries + 10):
-            user = rng.choice(owners)
-            question = " ".join(rng.choices(vocab, cum_weights=cum_weights, k=6))
-            vector = unit(nprng, 1)[0].tolist()
+        for q, (user, question, vector) in enumerate(queries):
             timings: dict[str, float] = {}
             async with db.session() as session:
                 t0 = time.perf_counter()
                 by_vector = await vector_search(session, user, vector, n)
                 t1 = time.perf_counter()
-                await keyword_search(session, user, question, n)
+                by_keyword = await keyword_search(session, user, question, n)
                 t2 = time.perf_counter()
                 hits = await hybrid_search(session, settings, user, question, vector)
                 t3 = time.perf_counter()
@@ -188,15 +227,17 @@ async def bench_case(settings: Settings, owners: list[uuid.UUID], queries: int, 
                 if q % 10 == 0:
                     exact = await vector_search(session, user, vector, n, exact=True)
                     overlap.append(len(set(exact) & set(by_vector)) / max(1, len(exact)))
+                    every = await keyword_search(session, user, question, n, exhaustive=True)
+                    kw_overlap.append(len(set(every) & set(by_keyword)) / max(1, len(every)))
             async with db.session() as session:
                 t0 = time.perf_counter()
                 hits = await retrieve(session, settings, user, question)
                 timings["retrieve"] = (time.perf_counter() - t0) * 1000
             assert hits
-            if q >= 10:  # warm-up excluded
+            if q >= WARMUP:
                 for name, ms in timings.items():
                     series[name].append(ms)
-    out = {"vector_recall": statistics.mean(overlap)}
+    out = {"vector_recall": statistics.mean(overlap), "keyword_recall": statistics.mean(kw_overlap)}
     for name, values in series.items():
         out[f"{name}_p50"] = statistics.median(values)
         out[f"{name}_p99"] = pct(values, 0.99)
@@ -246,9 +287,8 @@ async def main_async(args: argparse.Namespace) -> str:
                 url = database_uri(base_uri, f"bench_{users}")
                 libpq = url.replace("postgresql+asyncpg://", "postgresql://")
                 await asyncio.to_thread(migrate, url)
-                owners = await loaded(libpq, args.chunks, users)
                 load_s: float | None = None
-                if owners is None:
+                if not await loaded(libpq, args.chunks, users):
                     ids = random.Random(users)
                     owners = sorted(uuid.UUID(int=ids.getrandbits(128), version=4) for _ in range(users))
                     load_s = await load_chunks(libpq, owners, args.chunks // users, 7 + users, vocab, weights)
@@ -257,7 +297,9 @@ async def main_async(args: argparse.Namespace) -> str:
                 await conn.close()
                 settings = Settings(_env_file=None, database_url=url, data_dir=work / "data",  # type: ignore[call-arg]
                                     secret_key="bench-secret-key-0123456789-0123456789", auto_migrate=False)
-                r = await bench_case(settings, owners, args.queries, vocab, weights)
+                asked = await questions(libpq, args.queries + WARMUP, 11, vocab,
+                                        list(itertools.accumulate(weights)))
+                r = await bench_case(settings, asked)
                 results.append((f"{users:,} user(s) × {args.chunks // users:,}", load_s, r))
                 print(f"  {users} user(s): {r}", flush=True)
         finally:
@@ -274,23 +316,28 @@ async def main_async(args: argparse.Namespace) -> str:
         say(f"## {args.chunks:,} chunks, {args.queries} queries per case (k={s.retrieval_top_k}, "
             f"{s.retrieval_candidates} candidates per side), p50 / p99 in ms")
         say()
-        say("| case | load+index | vector | keyword | hybrid SQL | embed question | retrieve() | ANN overlap with exact |")
+        say("| case | load+index | vector | keyword | hybrid SQL | embed question | retrieve() "
+            "| vector / keyword overlap with exhaustive |")
         say("|---|---|---|---|---|---|---|---|")
         for label, load_s, r in results:
             load = f"{load_s:.0f} s" if load_s is not None else "reused"
             say(f"| {label} | {load} | " + " | ".join(
                 f"{r[f'{k}_p50']:.1f} / {r[f'{k}_p99']:.1f}"
                 for k in ("vector", "keyword", "hybrid", "embed", "retrieve"))
-                + f" | {r['vector_recall']:.3f} |")
+                + f" | {r['vector_recall']:.3f} / {r['keyword_recall']:.3f} |")
         say()
         say("vector = `vector_search`, keyword = `keyword_search` (each alone, ids only); hybrid SQL "
             "= `hybrid_search`: both sides, reciprocal rank fusion and the hits with their titles in "
             "one statement, query vector given; embed question = the local model on one question; "
-            "retrieve() = embed + hybrid SQL, end to end. ANN overlap = share of the exact top-"
-            f"{s.retrieval_candidates} (by cosine distance over the user's chunks) that the vector "
-            "side returned, every 10th query. Synthetic chunks: 45 Zipf-distributed pseudo-words "
-            "each (the 200 most frequent, stop-word-like ranks left out), random unit vectors; "
-            "questions: 6 words from the same distribution, random query vectors.")
+            "retrieve() = embed + hybrid SQL, end to end (each includes its round trip that sets "
+            "the search options). Overlap, every 10th query: the share of the exhaustive top-"
+            f"{s.retrieval_candidates} that the bounded search returned — vector: exact cosine "
+            "distance over the user's chunks vs HNSW; keyword: ts_rank over every match vs the "
+            f"rarest-words candidates (at most {KEYWORD_SCAN}). Synthetic chunks: 45 Zipf-distributed pseudo-words "
+            "each (the 200 most frequent, stop-word-like ranks left out), unit vectors around "
+            f"{TOPICS} random topic directions (cosine ≈ 0.7 to the topic); questions from sampled "
+            "chunks: 3 of its words + 3 Zipf words, its vector plus noise (cosine ≈ 0.8), asked "
+            "by its owner.")
         say()
         say(f"Whole benchmark: {time.perf_counter() - started:.0f} s.")
     return "\n".join(lines) + "\n"
@@ -306,7 +353,7 @@ def main() -> None:
         args.keep = str(Path(args.keep).resolve())
         Path(args.keep).mkdir(parents=True, exist_ok=True)
     report = asyncio.run(main_async(args))
-    if not args.keep and (args.chunks, args.queries) == (100_000, 300):
+    if (args.chunks, args.queries) == (100_000, 300):
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         REPORT.write_text(report, encoding="utf-8")
         print(f"\nwritten to {REPORT.relative_to(ROOT)}")

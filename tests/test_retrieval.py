@@ -14,8 +14,10 @@ import pytest
 from pgvector.asyncpg import register_vector
 from sqlalchemy import text
 
+from chat_server import retrieval
 from chat_server.db import Database, open_database
 from chat_server.retrieval import (
+    candidate_words,
     fuse,
     hybrid_search,
     keyword_search,
@@ -29,6 +31,7 @@ WORDS = ["entropy", "enzyme", "senate", "ribosome", "photon", "glacier", "consul
 
 @dataclass
 class Library:
+    url: str  # libpq
     db: Database
     small: uuid.UUID  # owns 12 chunks in two materials
     big: uuid.UUID  # owns 400 chunks
@@ -55,7 +58,8 @@ async def library(settings: Settings) -> AsyncIterator[Library]:
             rows.append((m, u, i, f"Chunk {i}: " + " ".join(words) + ".", vector))
     by_key = {(m, i): vector for m, _, i, _, vector in rows}
     assert settings.database_url
-    conn = await asyncpg.connect(settings.database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    libpq = settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(libpq)
     try:
         await register_vector(conn)
         await conn.executemany("insert into users (id, email) values ($1, $2)",
@@ -72,7 +76,7 @@ async def library(settings: Settings) -> AsyncIterator[Library]:
     finally:
         await conn.close()
     async with open_database(settings.database_url, 2) as db:
-        yield Library(db=db, small=small, big=big,
+        yield Library(url=libpq, db=db, small=small, big=big,
                       small_materials=[m for m, u in mats.items() if u == small],
                       vectors={r["id"]: by_key[r["material_id"], r["idx"]] for r in stored},
                       texts={r["id"]: r["text"] for r in stored})
@@ -142,3 +146,40 @@ async def _owned(lib: Library, user: uuid.UUID) -> set[int]:
     async with lib.db.session() as session:
         return set((await session.scalars(text("select id from chunks where user_id = :u"),
                                            {"u": user})).all())
+
+
+def test_candidate_words_take_the_rarest_within_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retrieval, "KEYWORD_SCAN", 1000)
+    found = ["Энтропия", "heat", "the", "engine", "Carnot"]
+    lexemes = ["энтроп энтропия", "heat", "", "engin", "carnot"]
+    shares = {"heat": 0.05, "engin": 0.004, "энтроп": 0.001}
+    # 100,000 chunks: carnot (unlisted: rare), энтроп (100), engin (400) fit in 1000; heat doesn't.
+    assert candidate_words(found, lexemes, 100_000, shares) == ["Энтропия", "the", "engine", "Carnot"]
+    # A small library keeps every word; a word alone is kept however common.
+    assert candidate_words(found, lexemes, 1_000, shares) == found
+    assert candidate_words(["heat"], ["heat"], 10**7, shares) == ["heat"]
+
+
+async def test_keyword_candidates_skip_words_common_in_a_large_library(
+        library: Library, monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = library
+    # 400 chunks with 12 words: each word is in ~35 % of them. With a bound of 30 candidates,
+    # "entropy" (~140 expected matches) is dropped from the candidate search, "zyxwort" is kept.
+    rare = sorted(lib.texts)[-3:]
+    conn = await asyncpg.connect(lib.url)
+    try:
+        await conn.execute("update chunks set text = text || ' zyxwort', "
+                           "tsv = to_tsvector('english', text || ' zyxwort') where id = any($1)", rare)
+        await conn.execute("update materials set chunk_count = (select count(*) from chunks c "
+                           "where c.material_id = materials.id)")
+        await conn.execute("analyze chunks")
+    finally:
+        await conn.close()
+    retrieval._shares.clear()
+    monkeypatch.setattr(retrieval, "KEYWORD_SCAN", 30)
+    async with lib.db.session() as session:
+        bounded = await keyword_search(session, lib.big, "entropy zyxwort", 40)
+        every = await keyword_search(session, lib.big, "entropy zyxwort", 40, exhaustive=True)
+    big_rare = [i for i in rare if i in await _owned(lib, lib.big)]
+    assert sorted(bounded) == sorted(big_rare)
+    assert len(every) == 40 and not set(every) <= set(big_rare)  # "entropy" matches ranked too
