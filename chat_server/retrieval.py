@@ -80,11 +80,16 @@ _KEYWORD_IDS = (
 )
 _WORDS = bindparam("words", type_=ARRAY(Text))
 # Transaction-local settings, the question's lexemes per word and the chunks in scope, in one
-# round trip. The HNSW walk keeps ef_search candidates (default 40 < 2n). Custom plans: one user
-# may own most chunks and another a hundred, so a generic plan (the plan cache's choice after 5
-# runs of a prepared statement) would fit one of them badly.
+# round trip. The HNSW walk keeps ef_search candidates (default 40 < 2n). pgvector >= 0.8 walks
+# on (iterative scan) until n rows pass the user filter, so the exact fallback is rarely needed
+# (older versions reject the setting: CASE only evaluates it when supported). Custom plans: one
+# user may own most chunks and another a hundred, so a generic plan (the plan cache's choice
+# after 5 runs of a prepared statement) would fit one of them badly.
 _PREPARE = text(
     "select set_config('hnsw.ef_search', :ef, true), "
+    "case when (select cast(string_to_array(extversion, '.') as int[]) >= '{0,8}' "
+    "from pg_extension where extname = 'vector') "
+    "then set_config('hnsw.iterative_scan', 'strict_order', true) end, "
     "set_config('plan_cache_mode', 'force_custom_plan', true), "
     "array(select array_to_string(tsvector_to_array(to_tsvector('english', w.word) || "
     "to_tsvector('russian', w.word)), ' ') from unnest(cast(:words as text[])) with ordinality "
@@ -147,8 +152,7 @@ def candidate_words(found: list[str], lexemes: list[str], chunks: int,
 
 async def _lexeme_shares(session: AsyncSession) -> dict[str, float]:
     """Lexeme -> share of chunks containing it (the planner's statistics; cached a while)."""
-    bind = session.get_bind()
-    key = str(getattr(bind, "engine", bind).url)
+    key = str((await session.connection()).engine.url)
     now = time.monotonic()
     cached = _shares.get(key)
     if cached is None or now - cached[0] > STATS_TTL_S:
