@@ -157,7 +157,14 @@ class Settings(BaseSettings):
     embedding_provider: Literal["local", "openai"] = Field(
         "local", description="local: all-MiniLM-L6-v2 (384 dims); openai: text-embedding-3-small."
     )
-    embedding_batch_size: int = Field(64, description="Chunks embedded per batch.")
+    embedding_batch_size: int = Field(
+        16, description="Chunks embedded per batch (local: batches of similar length; small "
+        "batches keep every thread busy to the end of a material)."
+    )
+    embedding_threads: int = Field(
+        0, description="Local embeddings: batches run at once, each on one CPU thread "
+        "(0 = one per CPU core)."
+    )
     openai_embedding_model: str = Field(
         "text-embedding-3-small", description="OpenAI embedding model."
     )

@@ -23,6 +23,7 @@ from workers.embeddings import (
     LocalEmbedder,
     check_provider,
     get_embedder,
+    load_local_model,
     local_model_dir,
     reembed,
     verify_weights,
@@ -125,3 +126,22 @@ async def test_provider_change_refused_until_reembed(settings: Settings) -> None
         assert all(abs(x - y / norm) < 1e-5 for x, y in zip(first, expected, strict=True))
         assert all(r["path"] == "/v1/embeddings" and r["dimensions"] == 384 for r in seen)
         assert get_embedder(openai).identity["provider"] == "openai"
+
+
+async def test_direct_path_gives_sentence_transformers_vectors() -> None:
+    # The batch path (sorted by length, run on the pool), the one-question path (its own
+    # thread, cached) and sentence-transformers' encode() agree to float rounding.
+    texts = ["The cat sat on the mat.", "Кошка сидела на коврике.", "x",
+             "Entropy of an isolated system never decreases. " * 30,
+             "Кто низложил последнего западного императора?"] * 3
+    embedder = LocalEmbedder(4, cache_size=2)
+    reference = load_local_model().sentence_transformer.encode(
+        texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    close = lambda u, v: max(abs(x - y) for x, y in zip(u, v, strict=True)) < 1e-5  # noqa: E731
+    batch = await embedder.embed(texts)
+    assert all(close(v, r) for v, r in zip(batch, reference.tolist(), strict=True))
+    assert all(close(v, r) for v, r in zip(embedder.embed_sync(texts), batch, strict=True))
+    for one, expected in zip(texts[:5], batch, strict=False):
+        assert close((await embedder.embed([one]))[0], expected)
+    again = (await embedder.embed([texts[4]]))[0]
+    assert close(again, batch[4]) and len(embedder._cache) == 2

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from chat_server.models import EMBEDDING_DIM
 from chat_server.settings import Settings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 LOCAL_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -67,40 +73,142 @@ def verify_weights(directory: Path) -> None:
 
 
 _model_lock = threading.Lock()
-_model: Any = None
+_model: LocalModel | None = None
 
 
-def load_local_model() -> Any:
-    """The SentenceTransformer, loaded once per process after checking the weights' sha256."""
+class LocalModel:
+    """all-MiniLM-L6-v2 as sentence-transformers builds it (tokenizer, BERT, mean pooling,
+    L2 normalisation), run directly: encode() adds per-call overhead (progress plumbing,
+    feature dicts, a sort and un-sort) that costs more than the model for one short question."""
+
+    def __init__(self, directory: Path, threads: int) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        # One intra-op thread per call: OpenMP teams spin-wait on a shared 2-core box and a
+        # short question pays their start-up; parallelism comes from `threads` calls at once.
+        torch.set_num_threads(1)
+        st = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
+        modules: list[Any] = list(st)
+        # encode() below reproduces exactly this pipeline; anything else would silently differ.
+        if ([type(m).__name__ for m in modules] != ["Transformer", "Pooling", "Normalize"]
+                or modules[1].get_config_dict().get("pooling_mode") != "mean"):
+            raise EmbeddingError(f"{directory} is not a mean-pooled, normalised sentence model.")
+        import numpy
+
+        self.torch = torch
+        self.numpy = numpy
+        self.tokenizer = st.tokenizer
+        self.bert = modules[0].auto_model.eval()
+        self.max_tokens = int(st.max_seq_length or 256)
+        self.sentence_transformer = st  # kept for the equivalence test
+        self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="embed")
+        # Questions get their own thread: they must not queue behind an ingestion's batches.
+        self.query_pool = ThreadPoolExecutor(1, thread_name_prefix="embed-query")
+
+    def tokens(self, texts: list[str]) -> list[int]:
+        """Word pieces per text, [CLS]/[SEP] included and untruncated (what the model would cut)."""
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors for one batch (float32, one row per text, in order)."""
+        torch = self.torch
+        with torch.inference_mode():
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
+                                 return_tensors="pt")
+            hidden = self.bert(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(mean, p=2, dim=1).numpy()
+
+    def encode_many(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Unit vectors for many texts: batches of similar length, `threads` at a time."""
+        batches = by_length(texts, batch_size)
+        out = self.numpy.empty((len(texts), EMBEDDING_DIM), dtype=self.numpy.float32)
+        for rows, vectors in zip(batches, self.pool.map(
+                lambda b: self.encode([texts[i] for i in b]), batches), strict=True):
+            out[rows] = vectors
+        return out
+
+
+def by_length(texts: list[str], size: int) -> list[list[int]]:
+    """Indexes of `texts` in batches of similar length: a batch is padded to its longest text."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def load_local_model(threads: int = 0) -> LocalModel:
+    """The local model, loaded once per process after checking the weights' sha256.
+    `threads`: batches run at once (0: one per CPU core); the first load decides."""
     global _model
     with _model_lock:
         if _model is not None:
             return _model
         directory = local_model_dir()
         verify_weights(directory)
-        from sentence_transformers import SentenceTransformer
-
-        _model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
+        _model = LocalModel(directory, threads or os.cpu_count() or 1)
         return _model
 
 
 class LocalEmbedder:
     identity = {"provider": "local", "model": LOCAL_MODEL, "dim": EMBEDDING_DIM}
 
-    def __init__(self, batch_size: int) -> None:
-        self.batch_size = batch_size
+    def __init__(self, batch_size: int, threads: int = 0, cache_size: int = 256) -> None:
+        self.batch_size = max(1, batch_size)
+        self.threads = threads
+        self.cache_size = cache_size
+        # Recent questions: a learner's follow-up turn often retrieves for the same text again.
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def _cached(self, text: str) -> list[float] | None:
+        with self._cache_lock:
+            vector = self._cache.get(text)
+            if vector is not None:
+                self._cache.move_to_end(text)
+            return vector
+
+    def _remember(self, text: str, vector: list[float]) -> None:
+        with self._cache_lock:
+            self._cache[text] = vector
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def _query(self, model: LocalModel, text: str) -> list[float]:
+        vector: list[float] = model.encode([text])[0].tolist()
+        self._remember(text, vector)
+        return vector
 
     def embed_sync(self, texts: list[str]) -> list[list[float]]:
-        model = load_local_model()
-        vectors = model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True,
-            convert_to_numpy=True, show_progress_bar=False,
-        )
-        return [v.tolist() for v in vectors]
+        model = load_local_model(self.threads)
+        if len(texts) == 1:
+            return [self._cached(texts[0]) or self._query(model, texts[0])]
+        return model.encode_many(texts, self.batch_size).tolist()  # type: ignore[no-any-return]
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        # Inference holds the CPU for a while: keep it off the event loop.
-        return await asyncio.to_thread(self.embed_sync, texts)
+        if not texts:
+            return []
+        model = _model if _model is not None else await asyncio.to_thread(
+            load_local_model, self.threads)
+        loop = asyncio.get_running_loop()
+        if len(texts) == 1:
+            # One text is a question (or a one-chunk material): a recent one is answered from
+            # the cache, a new one costs one hop to the warm query thread.
+            cached = self._cached(texts[0])
+            if cached is not None:
+                return [cached]
+            return [await loop.run_in_executor(model.query_pool, self._query, model, texts[0])]
+        # Inference holds the CPU for a while: batches of similar length run on the model's
+        # pool, off the loop, `threads` at a time.
+        batches = by_length(texts, self.batch_size)
+        results = await asyncio.gather(*(
+            loop.run_in_executor(model.pool, model.encode, [texts[i] for i in b])
+            for b in batches))
+        out: list[list[float]] = [[] for _ in texts]
+        for rows, vectors in zip(batches, results, strict=True):
+            for i, vector in zip(rows, vectors.tolist(), strict=True):
+                out[i] = vector
+        return out
 
 
 class OpenAIEmbedder:
@@ -147,7 +255,7 @@ def get_embedder(settings: Settings) -> Embedder:
         if settings.embedding_provider == "openai":
             embedder = OpenAIEmbedder(settings)
         else:
-            embedder = LocalEmbedder(settings.embedding_batch_size)
+            embedder = LocalEmbedder(settings.embedding_batch_size, settings.embedding_threads)
         _embedders[key] = embedder
     return embedder
 
