@@ -27,6 +27,7 @@ from tests.support.ingest import (
     youtube_server,
 )
 from tests.support.services import serve_app
+from workers.embeddings import LocalEmbedder
 from workers.extract import ENCRYPTED, NO_TEXT, NO_TRANSCRIPT
 from workers.tasks import ingest
 
@@ -265,3 +266,29 @@ async def test_rerun_and_interrupted_run_end_with_one_set_of_chunks(ctx: Ctx) ->
     await ingest(runtime, mid)
     async with ctx.app.state.db.engine.connect() as conn:
         assert await conn.scalar(text("select count(*) from chunks where material_id = :m"), {"m": mid}) == first["chunk_count"]
+
+
+async def test_chunks_embedded_while_reading_keep_their_own_vectors(settings: Settings) -> None:
+    # Batches of 3 start while later pages are still being read and finish out of order; each
+    # stored vector must still be its own chunk's.
+    pages = [f"Lecture page {p}. " + " ".join(f"Topic {p}-{i}: the enzyme number {p * 10 + i} "
+                                               "binds its substrate." for i in range(8))
+             for p in range(1, 13)]
+    s = settings.model_copy(update={"embedding_batch_size": 3, "chunk_size_chars": 200,
+                                    "chunk_overlap_chars": 0})
+    async for ctx in _ctx(s):
+        headers, _ = await ctx.user("stream@example.com")
+        r = await ctx.client.post("/materials", headers=headers,
+                                  files={"file": ("s.pdf", make_pdf(pages), "application/pdf")})
+        body = await ctx.wait(headers, r.json()["id"])
+        assert body["status"] == "ready" and body["chunk_count"] > 12
+        async with ctx.app.state.db.engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "select idx, text, page_start, embedding::text as e from chunks "
+                "where material_id = :m order by idx"), {"m": r.json()["id"]})).all()
+    assert [row.idx for row in rows] == list(range(body["chunk_count"]))
+    assert [row.page_start for row in rows] == sorted(row.page_start for row in rows)
+    expected = await LocalEmbedder(8).embed([row.text for row in rows])
+    for row, vector in zip(rows, expected, strict=True):
+        stored = json.loads(row.e)
+        assert max(abs(a - b) for a, b in zip(stored, vector, strict=True)) < 1e-5

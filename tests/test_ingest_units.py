@@ -15,7 +15,7 @@ from tests.support.ingest import (
     make_pdf,
     youtube_server,
 )
-from workers.chunking import chunk, detect_language, split_sentences
+from workers.chunking import Chunker, chunk, detect_language, split_sentences
 from workers.extract import (
     CORRUPT,
     ENCRYPTED,
@@ -169,3 +169,17 @@ def test_chunks_keep_time_spans_and_split_overlong_runs() -> None:
     assert all(c.start_s is not None and c.end_s is not None and c.start_s < c.end_s for c in chunks)
     long = chunk([Segment("слово " * 500)], size=200, overlap=0)
     assert len(long) >= 14 and all(len(c.text) <= 200 for c in long)
+
+
+def test_pages_fed_one_by_one_chunk_like_the_whole_document(tmp_path: Path) -> None:
+    # Ingestion chunks each page as the extraction thread reads it: same chunks as at once.
+    pages = [" ".join(f"Page {p} sentence {i} is about membranes and ions." for i in range(p * 3 + 1))
+             + "\n\nA new paragraph on page " + str(p) + "." for p in range(1, 9)]
+    fed: list[Segment] = []
+    extracted = extract_pdf(_write(tmp_path, make_pdf(pages)), _settings(tmp_path), sink=fed.append)
+    assert fed == extracted.segments and [s.page for s in fed] == list(range(1, 9))
+    whole = chunk(extracted.segments, size=300, overlap=80)
+    chunker = Chunker(300, 80)
+    streamed = [c for segment in fed for c in chunker.feed([segment])] + chunker.finish()
+    assert streamed == whole and len(whole) > 8
+    assert chunker.finish() == []

@@ -111,36 +111,51 @@ def _emit(group: list[Unit]) -> TextChunk:
     )
 
 
+class Chunker:
+    """Packs sentences into chunks of about `size` characters; consecutive chunks share whole
+    trailing sentences of up to `overlap` characters. A new paragraph closes a chunk that is
+    already more than half full. Fed segment by segment (pages as they are extracted), it
+    gives the same chunks as one call over all segments: an emitted chunk is final."""
+
+    def __init__(self, size: int = 1000, overlap: int = 150) -> None:
+        self.size = max(size, 50)
+        self.overlap = max(0, min(overlap, self.size // 2))
+        self.current: list[Unit] = []
+        self.length = 0
+        self.fresh = 0  # units in `current` not carried over from the previous chunk
+
+    def feed(self, segments: list[Segment]) -> list[TextChunk]:
+        size, overlap = self.size, self.overlap
+        out: list[TextChunk] = []
+        for unit in units(segments, size):
+            extra = len(unit.text) + (1 if self.current else 0)
+            full = self.length + extra > size
+            paragraph_break = unit.paragraph_start and self.length >= size // 2
+            if self.current and self.fresh and (full or paragraph_break):
+                out.append(_emit(self.current))
+                tail: list[Unit] = []
+                kept = 0
+                for previous in reversed(self.current):
+                    if kept + len(previous.text) + 1 > overlap:
+                        break
+                    tail.insert(0, previous)
+                    kept += len(previous.text) + 1
+                if kept + len(unit.text) + 1 > size:
+                    tail, kept = [], 0
+                self.current, self.length, self.fresh = tail, kept, 0
+                extra = len(unit.text) + (1 if self.current else 0)
+            self.current.append(unit)
+            self.length += extra
+            self.fresh += 1
+        return out
+
+    def finish(self) -> list[TextChunk]:
+        last = [_emit(self.current)] if self.current and self.fresh else []
+        self.current, self.length, self.fresh = [], 0, 0
+        return last
+
+
 def chunk(segments: list[Segment], size: int = 1000, overlap: int = 150) -> list[TextChunk]:
-    """Pack sentences into chunks of about `size` characters; consecutive chunks share
-    whole trailing sentences of up to `overlap` characters. A new paragraph closes a chunk
-    that is already more than half full."""
-    size = max(size, 50)
-    overlap = max(0, min(overlap, size // 2))
-    chunks: list[TextChunk] = []
-    current: list[Unit] = []
-    length = 0
-    fresh = 0  # units in `current` not carried over from the previous chunk
-    for unit in units(segments, size):
-        extra = len(unit.text) + (1 if current else 0)
-        full = length + extra > size
-        paragraph_break = unit.paragraph_start and length >= size // 2
-        if current and fresh and (full or paragraph_break):
-            chunks.append(_emit(current))
-            tail: list[Unit] = []
-            kept = 0
-            for previous in reversed(current):
-                if kept + len(previous.text) + 1 > overlap:
-                    break
-                tail.insert(0, previous)
-                kept += len(previous.text) + 1
-            if kept + len(unit.text) + 1 > size:
-                tail, kept = [], 0
-            current, length, fresh = tail, kept, 0
-            extra = len(unit.text) + (1 if current else 0)
-        current.append(unit)
-        length += extra
-        fresh += 1
-    if current and fresh:
-        chunks.append(_emit(current))
-    return chunks
+    """All chunks of `segments` (see Chunker)."""
+    chunker = Chunker(size, overlap)
+    return chunker.feed(segments) + chunker.finish()

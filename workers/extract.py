@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 from chat_server.settings import Settings
 
 Progress = Callable[[int, int], None]  # (done, total)
+Sink = Callable[["Segment"], None]  # each segment as soon as it is extracted
 
 
 class MaterialFailed(Exception):
@@ -67,7 +68,10 @@ def _clean(page_text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", page_text).strip()
 
 
-def extract_pdf(path: Path, settings: Settings, progress: Progress | None = None) -> Extracted:
+def extract_pdf(path: Path, settings: Settings, progress: Progress | None = None,
+                sink: Sink | None = None) -> Extracted:
+    """The PDF's pages; `sink` gets each page's text as soon as it is read (so chunking and
+    embedding can start before the last page)."""
     from pypdf import PdfReader
     from pypdf.errors import FileNotDecryptedError, PdfReadError
 
@@ -114,6 +118,8 @@ def extract_pdf(path: Path, settings: Settings, progress: Progress | None = None
                 result.truncated = True
             chars += len(page_text)
             result.segments.append(Segment(page_text, page=number))
+            if sink:
+                sink(result.segments[-1])
         if progress:
             progress(number, pages)
         if chars >= settings.max_extracted_chars:

@@ -28,11 +28,12 @@ from sqlalchemy.exc import IntegrityError
 from chat_server.db import Database
 from chat_server.hub.bus import Bus
 from chat_server.settings import Settings
-from workers.chunking import TextChunk, chunk
-from workers.embeddings import get_embedder, vector_literal
+from workers.chunking import Chunker, TextChunk
+from workers.embeddings import Embedder, get_embedder, vector_literal
 from workers.extract import (
     Extracted,
     MaterialFailed,
+    Segment,
     TransientError,
     extract_pdf,
     extract_text_file,
@@ -46,6 +47,7 @@ TRANSIENT_REASON = ("We could not process this material because a service we dep
 UNEXPECTED_REASON = "Something went wrong while processing this material. Please try again."
 MISSING_FILE = "The uploaded file is no longer on the server. Please upload it again."
 INSERT_BATCH = 200
+EMBED_IN_FLIGHT = 4
 
 
 @dataclass
@@ -110,10 +112,10 @@ class Reporter:
         if total is not None:
             self.total = total
 
-    async def begin(self, stage: str, total: int) -> None:
+    async def begin(self, stage: str, total: int, done: int = 0) -> None:
         if self._sent is not None:
             await self.flush(force=False)  # the previous stage's last count goes out first
-        self.stage, self.done, self.total = stage, 0, total
+        self.stage, self.done, self.total = stage, done, total
         await self.flush()
 
     async def flush(self, *, force: bool = True) -> None:
@@ -154,6 +156,71 @@ class Reporter:
                 await self._task
             except asyncio.CancelledError:
                 pass
+
+
+class Pipeline:
+    """Embeds a material's chunks while its PDF is still being read: the extraction thread
+    chunks each page as it comes out, and every full batch goes to the embedder at once, so
+    the CPU that pypdf leaves idle embeds. At most EMBED_IN_FLIGHT batches wait at a time
+    (the local model runs `embedding_threads` of them; OpenAI gets that many requests)."""
+
+    def __init__(self, embedder: Embedder, settings: Settings, reporter: Reporter) -> None:
+        self.embedder = embedder
+        self.reporter = reporter
+        self.batch = max(1, settings.embedding_batch_size)
+        self.chunker = Chunker(settings.chunk_size_chars, settings.chunk_overlap_chars)
+        self.chunks: list[TextChunk] = []
+        self.embedded = 0
+        self.streamed = False
+        self._sent = 0
+        self._results: dict[int, list[list[float]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._slots = asyncio.Semaphore(EMBED_IN_FLIGHT)
+
+    def sink(self) -> Callable[[Segment], None]:
+        """For the extraction thread: chunk each segment there, hand new chunks to the loop."""
+        loop = asyncio.get_running_loop()
+
+        def take(segment: Segment) -> None:
+            self.streamed = True
+            new = self.chunker.feed([segment])
+            if new:
+                # Callbacks run in order, all before the extraction's own result arrives.
+                loop.call_soon_threadsafe(self.add, new)
+
+        return take
+
+    def add(self, chunks: list[TextChunk]) -> None:
+        self.chunks.extend(chunks)
+        while len(self.chunks) - self._sent >= self.batch:
+            self._start(self._sent + self.batch)
+
+    def _start(self, end: int) -> None:
+        self._tasks.append(asyncio.create_task(self._embed(self._sent, end)))
+        self._sent = end
+
+    async def _embed(self, start: int, end: int) -> None:
+        async with self._slots:
+            vectors = await self.embedder.embed([c.text for c in self.chunks[start:end]])
+        self._results[start] = vectors
+        self.embedded += len(vectors)
+        if self.reporter.stage == "embedding":
+            self.reporter.advance(self.embedded)
+
+    async def vectors(self) -> list[list[float]]:
+        """Every chunk's vector, in order, once the last chunk has been added."""
+        if self._sent < len(self.chunks):
+            self._start(len(self.chunks))
+        await asyncio.gather(*self._tasks)
+        return [v for start in sorted(self._results) for v in self._results[start]]
+
+    async def __aenter__(self) -> Pipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 async def ingest(runtime: Runtime, material_id: uuid.UUID) -> None:
@@ -252,25 +319,23 @@ async def _work(runtime: Runtime, material_id: uuid.UUID) -> None:
     user_id: uuid.UUID = row.user_id
     kind: str = row.kind
 
-    async with Reporter(runtime, material_id, user_id) as reporter:
+    async with Reporter(runtime, material_id, user_id) as reporter, \
+            Pipeline(get_embedder(settings), settings, reporter) as pipeline:
         await reporter.begin("extracting", 0)
-        extracted = await _extract(runtime, kind, row.source, row.file_path, reporter)
+        extracted = await _extract(runtime, kind, row.source, row.file_path, reporter,
+                                   pipeline.sink())
 
         await reporter.begin("chunking", len(extracted.segments))
-        chunks = await asyncio.to_thread(
-            chunk, extracted.segments, settings.chunk_size_chars, settings.chunk_overlap_chars
-        )
+        if not pipeline.streamed:
+            pipeline.add(await asyncio.to_thread(pipeline.chunker.feed, extracted.segments))
+        pipeline.add(pipeline.chunker.finish())
         reporter.advance(len(extracted.segments))
+        chunks = pipeline.chunks
         if not chunks:
             raise MaterialFailed("This material has no text to learn from.")
 
-        await reporter.begin("embedding", len(chunks))
-        embedder = get_embedder(settings)
-        vectors: list[list[float]] = []
-        batch = max(1, settings.embedding_batch_size)
-        for start in range(0, len(chunks), batch):
-            vectors.extend(await embedder.embed([c.text for c in chunks[start:start + batch]]))
-            reporter.advance(len(vectors))
+        await reporter.begin("embedding", len(chunks), done=pipeline.embedded)
+        vectors = await pipeline.vectors()
 
         await reporter.begin("indexing", len(chunks))
         stored = await _store(runtime, material_id, user_id, chunks, vectors, extracted, reporter)
@@ -289,7 +354,7 @@ async def _work(runtime: Runtime, material_id: uuid.UUID) -> None:
 
 
 async def _extract(runtime: Runtime, kind: str, source: str, file_path: str | None,
-                   reporter: Reporter) -> Extracted:
+                   reporter: Reporter, sink: Callable[[Segment], None]) -> Extracted:
     settings = runtime.settings
     if kind == "youtube":
         reporter.advance(0, 1)
@@ -302,7 +367,7 @@ async def _extract(runtime: Runtime, kind: str, source: str, file_path: str | No
         if not file_path or not path.is_file():
             raise MaterialFailed(MISSING_FILE)
         if kind == "pdf":
-            return extract_pdf(path, settings, reporter.advance)
+            return extract_pdf(path, settings, reporter.advance, sink)
         return extract_text_file(path, settings)
 
     return await asyncio.to_thread(run)
