@@ -14,6 +14,7 @@ fusion), always scoped to one user's own materials.
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import uuid
@@ -58,12 +59,13 @@ _EXACT = ("array(select c.id from chunks c where " + _scope("c") + " and c.embed
 # `offset 0` stops the planner from inlining `a`, which would run the HNSW walk twice).
 _VECTOR_IDS = (f"(select case when cardinality(a.ids) >= :n then a.ids else {_EXACT} end "
                f"from (select {_ANN} as ids offset 0) a)")
-# Ranking reads each candidate's tsv from the heap, so the candidates are bounded: a question's
-# words are taken rarest first (their share of all chunks from the planner's statistics of
-# `tsv`, times the chunks in scope) while the expected matches stay within KEYWORD_SCAN; the
-# rarest word is always taken, words the statistics don't list count as rare. Like IDF, this
-# drops words common in a large library from the candidate search (they still count in the
-# ranking). A small library keeps every word. At most KEYWORD_SCAN candidates are ranked.
+# Ranking reads each candidate's tsv from the heap, so the candidates are bounded (at most
+# KEYWORD_SCAN are ranked) and chosen like IDF would: the question's words and pairs of words,
+# those expected to match the fewest chunks first (shares of chunks from the planner's
+# statistics of `tsv`, times the chunks in scope; a word the statistics don't list counts as
+# rare) while the expected matches stay within KEYWORD_SCAN. Words common in a large library
+# then only find chunks that have two of them; every question word still counts in the
+# ranking. A small library keeps every word.
 KEYWORD_SCAN = 1000
 STATS_TTL_S = 300.0
 _TSQUERY = "(websearch_to_tsquery('english', :q) || websearch_to_tsquery('russian', :q))"
@@ -135,19 +137,32 @@ def _ef_search(n: int) -> str:
     return str(min(1000, max(40, 2 * n)))
 
 
-def candidate_words(found: list[str], lexemes: list[str], chunks: int,
-                    shares: dict[str, float]) -> list[str]:
-    """The words to find keyword candidates with: rarest first while the expected matches
-    (share of chunks × chunks in scope) stay within KEYWORD_SCAN, at least one, question order."""
+def candidate_query(found: list[str], lexemes: list[str], chunks: int,
+                    shares: dict[str, float]) -> str:
+    """websearch_to_tsquery input for the keyword candidates.
+
+    Clauses are the question's words and pairs of them; a clause's expected matches are the
+    product of its words' shares of all chunks times the chunks in scope (the smaller, the
+    larger its summed IDF). Clauses are taken from the fewest expected matches up while the
+    total stays within KEYWORD_SCAN (at least one); a pair is dropped when one of its words
+    is taken alone. Words without lexemes (stop words) only appear alone.
+    """
     share = [max((shares.get(lex, 0.0) for lex in lexs.split()), default=0.0) for lexs in lexemes]
-    kept: set[int] = set()
+    clauses = [(share[i] * chunks, (i,)) for i in range(len(found))]
+    clauses += [(share[a] * share[b] * chunks, (a, b))
+                for a, b in itertools.combinations(range(len(found)), 2)
+                if lexemes[a].strip() and lexemes[b].strip()]
+    chosen: list[tuple[int, ...]] = []
     expected = 0.0
-    for i in sorted(range(len(found)), key=lambda i: (share[i], i)):
-        expected += share[i] * chunks
-        if kept and expected > KEYWORD_SCAN:
+    for matches, clause in sorted(clauses, key=lambda c: (c[0], len(c[1]), c[1])):
+        if chosen and expected + matches > KEYWORD_SCAN:
             break
-        kept.add(i)
-    return [w for i, w in enumerate(found) if i in kept]
+        chosen.append(clause)
+        expected += matches
+    alone = {c[0] for c in chosen if len(c) == 1}
+    chosen = sorted(c for c in chosen if len(c) == 1 or not alone.intersection(c))
+    # websearch_to_tsquery: words side by side must all match, "or" separates alternatives.
+    return " or ".join(" ".join(found[i] for i in clause) for clause in chosen)
 
 
 async def _lexeme_shares(session: AsyncSession) -> dict[str, float]:
@@ -170,7 +185,7 @@ async def _prepare(session: AsyncSession, user_id: uuid.UUID, found: list[str], 
     if not found:
         return ""
     shares = await _lexeme_shares(session) if row.chunks > KEYWORD_SCAN else {}
-    return " or ".join(candidate_words(found, row.lexemes, row.chunks, shares))
+    return candidate_query(found, row.lexemes, row.chunks, shares)
 
 
 async def vector_search(session: AsyncSession, user_id: uuid.UUID, vector: list[float], n: int,

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from chat_server import retrieval
 from chat_server.db import Database, open_database
 from chat_server.retrieval import (
-    candidate_words,
+    candidate_query,
     fuse,
     hybrid_search,
     keyword_search,
@@ -148,16 +148,19 @@ async def _owned(lib: Library, user: uuid.UUID) -> set[int]:
                                            {"u": user})).all())
 
 
-def test_candidate_words_take_the_rarest_within_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_candidate_query_takes_the_rarest_words_then_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(retrieval, "KEYWORD_SCAN", 1000)
     found = ["Энтропия", "heat", "the", "engine", "Carnot"]
     lexemes = ["энтроп энтропия", "heat", "", "engin", "carnot"]
     shares = {"heat": 0.05, "engin": 0.004, "энтроп": 0.001}
     # 100,000 chunks: carnot (unlisted: rare), энтроп (100), engin (400) fit in 1000; heat doesn't.
-    assert candidate_words(found, lexemes, 100_000, shares) == ["Энтропия", "the", "engine", "Carnot"]
+    assert candidate_query(found, lexemes, 100_000, shares) == "Энтропия or the or engine or Carnot"
+    # Two common words are searched together: a chunk with both (≈ 250 expected) still fits.
+    shares["engin"] = 0.05
+    assert candidate_query(found, lexemes, 100_000, shares) == "Энтропия or heat engine or the or Carnot"
     # A small library keeps every word; a word alone is kept however common.
-    assert candidate_words(found, lexemes, 1_000, shares) == found
-    assert candidate_words(["heat"], ["heat"], 10**7, shares) == ["heat"]
+    assert candidate_query(found, lexemes, 1_000, shares) == "Энтропия or heat or the or engine or Carnot"
+    assert candidate_query(["heat"], ["heat"], 10**7, shares) == "heat"
 
 
 async def test_keyword_candidates_skip_words_common_in_a_large_library(
