@@ -86,14 +86,32 @@ def _nearest(lib: Library, query: np.ndarray, ids: set[int], n: int) -> list[int
     return sorted(ids, key=lambda i: (1 - float(lib.vectors[i] @ query), i))[:n]
 
 
-async def test_small_owner_gets_all_nearest_chunks_despite_the_hnsw_post_filter(library: Library) -> None:
+async def test_small_owner_gets_all_nearest_chunks_despite_the_hnsw_post_filter(
+        library: Library, settings: Settings) -> None:
     lib = library
     query = _unit(np.random.default_rng(5), 1)[0]
     mine = await _owned(lib, lib.small)
-    async with lib.db.session() as session:
+    # Make the planner walk the HNSW index for this user too (as it would for one who owns a
+    # small share of a large table): no user_id index, sequential scans priced out.
+    conn = await asyncpg.connect(lib.url)
+    try:
+        await conn.execute("drop index ix_chunks_user_id")
+        await conn.execute(f'alter database "{await conn.fetchval("select current_database()")}" '
+                           "set enable_seqscan = off")
+    finally:
+        await conn.close()
+    assert settings.database_url
+    async with open_database(settings.database_url, 1) as db, db.session() as session:
+        plan = "\n".join((await session.execute(
+            text(f"explain select {retrieval._ANN}").bindparams(retrieval._MIDS),
+            {"uid": lib.small, "mids": None, "vec": retrieval._vec(query.tolist()), "n": 10})).scalars())
+        assert "ix_chunks_embedding_hnsw" in plan
+        walked = await session.execute(  # the HNSW walk alone: only a few of the user's 12 chunks
+            text(f"select {retrieval._ANN}").bindparams(retrieval._MIDS),
+            {"uid": lib.small, "mids": None, "vec": retrieval._vec(query.tolist()), "n": 10})
+        assert len(walked.scalar_one()) < 10
         got = await vector_search(session, lib.small, query.tolist(), 10)
         exact = await vector_search(session, lib.small, query.tolist(), 10, exact=True)
-    # 12 of 412 chunks: the HNSW walk sees only a few of them, the exact scan finds the 10 nearest.
     assert got == exact == _nearest(lib, query, mine, 10)
 
 
