@@ -1,15 +1,19 @@
 """Retrieval for the tutor: a learner's most relevant passages for a question.
 
 Hybrid search (pgvector cosine + Postgres full-text, fused by reciprocal rank
-fusion), always scoped to one user's own materials.
+fusion), always scoped to one user's own materials. `retrieve` is two round trips: one
+statement sets the search options and reads what the keyword side needs, one does both
+searches, the fusion and loading the hits.
 
 - Vector: `embedding <=> query` on the HNSW index. HNSW filters *after* its graph walk, so
-  for a user who owns a small share of all chunks it may return too few rows; then the
-  exact distance over the user's own chunks (found by the user_id index) is used instead.
+  for a user who owns a small share of all chunks it may return too few rows (pgvector >= 0.8
+  keeps walking: iterative scan); then the exact distance over the user's own chunks (found by
+  the user_id index) is used instead.
 - Keyword: each chunk's `tsv` was built with its own configuration (russian / english /
   simple); the question becomes an OR of its words under both the russian and english
   configurations, so a question in either language (or mixed) matches what it shares
-  with a passage, ranked by ts_rank (at most KEYWORD_SCAN matches are ranked).
+  with a passage, ranked by ts_rank. In a large library the candidates are found by the
+  question's rarer words and pairs of its common ones (at most KEYWORD_SCAN are ranked).
 """
 
 from __future__ import annotations
