@@ -161,6 +161,10 @@ class Settings(BaseSettings):
         16, description="Chunks embedded per batch (local: batches of similar length; small "
         "batches keep every thread busy to the end of a material)."
     )
+    embedding_int8: bool = Field(
+        False, description="Local embeddings with int8 Linear layers: ~1.5x less CPU per chunk, "
+        "vectors differ slightly (switching needs `tutorhub reembed`)."
+    )
     embedding_threads: int = Field(
         0, description="Local embeddings: batches run at once, each on one CPU thread "
         "(0 = one per CPU core)."

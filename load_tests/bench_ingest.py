@@ -1,15 +1,18 @@
 """Ingestion and retrieval benchmark on real parts (pgserver Postgres + pgvector, the app under
 uvicorn with the in-process broker, local MiniLM embeddings on CPU).
 
-1. A 100-page text PDF: POST /materials → material.ready (wall time, pages/s, chunks).
+1. A 100-page text PDF: POST /materials → material.ready on the owner's socket (wall time,
+   pages/s, chunks, CPU, stage times, longest gap between progress events).
 2. Embedding throughput of the local model (chunks/s, 1000-character chunks).
-3. Retrieval latency p50/p99 with 100,000 chunks owned by one user, and with 100,000 chunks
+3. Query embedding: µs per embed_query() for one short question, English and Russian, new
+   and repeated (the cache).
+4. Retrieval latency p50/p99 with 100,000 chunks owned by one user, and with 100,000 chunks
    spread over 1,000 users (100 each). Synthetic chunks (Zipf-distributed pseudo-words,
    random unit vectors) are bulk-loaded with COPY, then the HNSW and GIN indexes built.
    Reported for the SQL part of hybrid search (vector + keyword + fusion, query vector
    given) and for `retrieve()` end to end (including embedding the question).
 
-    .venv/bin/python load_tests/bench_ingest.py [--chunks 100000] [--queries 300]
+    .venv/bin/python load_tests/bench_ingest.py [--chunks 100000] [--queries 300] [--no-retrieval]
 
 Prints a report and writes load_tests/reports/ingest.md.
 """
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -38,10 +43,17 @@ sys.path.insert(0, str(ROOT))
 
 from chat_server.app import create_app  # noqa: E402
 from chat_server.db import migrate  # noqa: E402
-from chat_server.retrieval import fuse, keyword_search, retrieve, vector_search  # noqa: E402
+from chat_server.retrieval import (  # noqa: E402
+    embed_query,
+    fuse,
+    keyword_search,
+    retrieve,
+    vector_search,
+)
 from chat_server.settings import Settings  # noqa: E402
 from tests.support.ingest import make_pdf  # noqa: E402
 from tests.support.services import database_uri, postgres_server, serve_app  # noqa: E402
+from tests.support.ws import new_user, recv, socket  # noqa: E402
 from workers.embeddings import LocalEmbedder, load_local_model  # noqa: E402
 
 REPORT = ROOT / "load_tests" / "reports" / "ingest.md"
@@ -80,40 +92,85 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def bench_pdf(settings: Settings) -> dict[str, float]:
+    """Upload → `material.ready` as the owner's socket sees it (no REST polling competing with
+    the ingestion for the same cores); also the longest gap between progress events."""
     pages = 100
     pdf = make_pdf(lecture_pages(pages, random.Random(1)))
     app = create_app(settings)
     async with serve_app(app) as base, httpx.AsyncClient(base_url=base, timeout=60) as client:
-        await client.post("/auth/register", json={"email": "bench@example.com", "password": "password123"})
-        token = (await client.post("/auth/token", data={"username": "bench@example.com",
-                                                        "password": "password123"})).json()["access_token"]
+        _, token = await new_user(base, "bench@example.com")
         headers = {"Authorization": f"Bearer {token}"}
-        t0 = time.perf_counter()
-        r = await client.post("/materials", headers=headers,
-                              files={"file": ("bench.pdf", pdf, "application/pdf")})
-        assert r.status_code == 202, r.text
-        mid = r.json()["id"]
-        while True:
-            body = (await client.get(f"/materials/{mid}", headers=headers)).json()
-            if body["status"] in ("ready", "failed"):
-                break
-            if time.perf_counter() - t0 > 300:
-                raise RuntimeError("PDF not ready within 300 s")
-            await asyncio.sleep(0.02)
-        wall = time.perf_counter() - t0
-        assert body["status"] == "ready", body
+        async with socket(base, token) as (ws, _):
+            cpu0 = time.process_time()
+            t0 = time.perf_counter()
+            r = await client.post("/materials", headers=headers,
+                                  files={"file": ("bench.pdf", pdf, "application/pdf")})
+            assert r.status_code == 202, r.text
+            mid = r.json()["id"]
+            seen: list[tuple[float, dict[str, object]]] = []
+            while True:
+                event = await recv(ws, 300)
+                if event.get("material_id") != mid:
+                    continue
+                seen.append((time.perf_counter() - t0, event))
+                if event["type"] in ("material.ready", "material.failed"):
+                    break
+            wall = time.perf_counter() - t0
+            cpu = time.process_time() - cpu0
+        assert seen[-1][1]["type"] == "material.ready", seen[-1]
+        stage_at = {}
+        for at, event in seen:
+            stage_at.setdefault(str(event.get("stage", event["type"])), at)
+        gaps = [b[0] - a[0] for a, b in zip(seen, seen[1:], strict=False)]
     return {"pdf_bytes": len(pdf), "pages": pages, "wall_s": wall, "pages_per_s": pages / wall,
-            "chunks": body["chunk_count"]}
+            "chunks": int(seen[-1][1]["chunks"]), "cpu_s": cpu, "max_gap_s": max(gaps),
+            "events": len(seen), **{f"at_{k}": v for k, v in stage_at.items()}}
 
 
-def bench_embedding() -> dict[str, float]:
+def bench_embedding(batch: int) -> dict[str, float]:
     rng = random.Random(2)
     texts = [" ".join(lecture_pages(1, rng)[0].split()[:160])[:1000] for _ in range(256)]
-    embedder = LocalEmbedder(64)
+    embedder = LocalEmbedder(batch)
     embedder.embed_sync(texts[:64])  # warm-up
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     embedder.embed_sync(texts)
-    return {"chunks": len(texts), "chunks_per_s": len(texts) / (time.perf_counter() - t0)}
+    wall = time.perf_counter() - t0
+    return {"chunks": len(texts), "chunks_per_s": len(texts) / wall,
+            "cpu_ms_per_chunk": (time.process_time() - cpu0) * 1000 / len(texts)}
+
+
+def eval_questions() -> dict[str, list[str]]:
+    """The retrieval evaluation's questions (tests/eval), English and Russian."""
+    out: dict[str, list[str]] = {"EN": [], "RU": []}
+    for path in sorted((ROOT / "tests" / "eval").glob("*_questions.json")):
+        for question, _ in json.loads(path.read_text(encoding="utf-8")):
+            out["RU" if re.search("[а-яё]", question, re.I) else "EN"].append(question)
+    return out
+
+
+async def bench_query(settings: Settings, n: int) -> dict[str, float]:
+    """embed_query() for one short question from the event loop, as retrieve() calls it: µs
+    per call for new questions (model + hop to the query thread) and for repeated ones."""
+    out: dict[str, float] = {}
+    for lang, questions in eval_questions().items():
+        # Distinct texts so none is answered by the cache: the question with a counter.
+        fresh = [f"{questions[i % len(questions)]} ({i})" for i in range(n)]
+        for q in questions[:10]:
+            await embed_query(settings, q)  # warm-up
+        # Repeated: the latest 100, still in the cache (an LRU scanned in order keeps the tail).
+        for label, texts in (("new", fresh), ("repeat", fresh[-100:])):
+            us = []
+            cpu0 = time.process_time()
+            for q in texts:
+                t0 = time.perf_counter()
+                await embed_query(settings, q)
+                us.append((time.perf_counter() - t0) * 1e6)
+            out[f"{lang}_{label}_cpu"] = (time.process_time() - cpu0) * 1e6 / len(texts)
+            out[f"{lang}_{label}_p50"] = statistics.median(us)
+            out[f"{lang}_{label}_p99"] = pct(us, 0.99)
+        out[f"{lang}_n"] = len(fresh)
+    return out
 
 
 async def load_chunks(url: str, owners: list[uuid.UUID], per_owner: int, rng: random.Random,
@@ -233,28 +290,50 @@ async def main_async(args: argparse.Namespace) -> str:
             libpq = url.replace("postgresql+asyncpg://", "postgresql://")
 
             t0 = time.perf_counter()
-            await asyncio.to_thread(load_local_model)
+            model = await asyncio.to_thread(load_local_model, settings.embedding_threads)
             model_s = time.perf_counter() - t0
             say(f"# Ingestion benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
             say()
             say(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                 f"Python {platform.python_version()}; Postgres 16 + pgvector (pgserver); "
-                "local all-MiniLM-L6-v2 on CPU (torch threads: "
-                f"{__import__('torch').get_num_threads()}). Model load (sha256 check + load): {model_s:.1f} s.")
+                f"local all-MiniLM-L6-v2 on CPU ({model.pool._max_workers} batches at once, one "
+                f"torch thread each). Model load (sha256 check + load): {model_s:.1f} s.")
             say()
             pdf = await bench_pdf(settings)
             say("## 100-page text PDF, upload → material.ready (in-process broker, local embeddings)")
             say()
-            say("| pages | PDF size | chunks | wall time | pages/s |")
-            say("|---|---|---|---|---|")
+            say("| pages | PDF size | chunks | wall time | pages/s | process CPU | longest gap between events |")
+            say("|---|---|---|---|---|---|---|")
             say(f"| {pdf['pages']} | {pdf['pdf_bytes'] / 1024:.0f} KB | {pdf['chunks']} | "
-                f"{pdf['wall_s']:.1f} s | {pdf['pages_per_s']:.1f} |")
+                f"{pdf['wall_s']:.1f} s | {pdf['pages_per_s']:.1f} | {pdf['cpu_s']:.1f} s | "
+                f"{pdf['max_gap_s']:.2f} s |")
             say()
-            emb = await asyncio.to_thread(bench_embedding)
-            say("## Embedding throughput (local, batch 64, ~1000-character chunks)")
+            say("Stages began at (s after the upload, from the socket's events): " + ", ".join(
+                f"{k.removeprefix('at_')} {v:.1f}" for k, v in pdf.items() if k.startswith("at_"))
+                + f"; {pdf['events']} events. Pages are chunked as they are read and embedded in "
+                "batches while later pages are still being read.")
             say()
-            say(f"{emb['chunks_per_s']:.1f} chunks/s over {emb['chunks']} chunks")
+            emb = await asyncio.to_thread(bench_embedding, settings.embedding_batch_size)
+            say(f"## Embedding throughput (local, batch {settings.embedding_batch_size}, "
+                "~1000-character chunks)")
             say()
+            say(f"{emb['chunks_per_s']:.1f} chunks/s over {emb['chunks']} chunks; "
+                f"{emb['cpu_ms_per_chunk']:.0f} ms of CPU per chunk")
+            say()
+            q = await bench_query(settings, args.queries)
+            say("## Query embedding, one short question (embed_query from the event loop)")
+            say()
+            say("| questions | new: p50 / p99 | new: process CPU per question | "
+                "repeated (cache), 100: p50 / p99 |")
+            say("|---|---|---|---|")
+            for lang in ("EN", "RU"):
+                say(f"| {lang}, {q[f'{lang}_n']:.0f} | {q[f'{lang}_new_p50']:.0f} / "
+                    f"{q[f'{lang}_new_p99']:.0f} µs | {q[f'{lang}_new_cpu']:.0f} µs | "
+                    f"{q[f'{lang}_repeat_p50']:.1f} / {q[f'{lang}_repeat_p99']:.1f} µs |")
+            say()
+            if args.no_retrieval:
+                say(f"Whole benchmark: {time.perf_counter() - started:.0f} s.")
+                return "\n".join(lines) + "\n"
 
             rng = random.Random(6)
             vocab = vocabulary(20_000, rng)
@@ -291,6 +370,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--no-retrieval", action="store_true",
+                        help="stop after ingestion and embedding (retrieval: bench_retrieval.py)")
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
     REPORT.parent.mkdir(parents=True, exist_ok=True)

@@ -145,3 +145,13 @@ async def test_direct_path_gives_sentence_transformers_vectors() -> None:
         assert close((await embedder.embed([one]))[0], expected)
     again = (await embedder.embed([texts[4]]))[0]
     assert close(again, batch[4]) and len(embedder._cache) == 2
+
+
+def test_int8_model_is_close_but_a_different_identity() -> None:
+    texts = ["Entropy of an isolated system never decreases.", "Кто низложил последнего императора?"]
+    float_vectors = LocalEmbedder(8).embed_sync(texts)
+    int8 = LocalEmbedder(8, int8=True)
+    assert int8.identity["model"] == "all-MiniLM-L6-v2-int8" != LocalEmbedder(8).identity["model"]
+    for a, b in zip(float_vectors, int8.embed_sync(texts), strict=True):
+        cosine = sum(x * y for x, y in zip(a, b, strict=True))
+        assert 0.9 < cosine < 0.99999

@@ -73,7 +73,7 @@ def verify_weights(directory: Path) -> None:
 
 
 _model_lock = threading.Lock()
-_model: LocalModel | None = None
+_models: dict[bool, LocalModel] = {}  # by int8
 
 
 class LocalModel:
@@ -81,7 +81,7 @@ class LocalModel:
     L2 normalisation), run directly: encode() adds per-call overhead (progress plumbing,
     feature dicts, a sort and un-sort) that costs more than the model for one short question."""
 
-    def __init__(self, directory: Path, threads: int) -> None:
+    def __init__(self, directory: Path, threads: int, int8: bool = False) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
 
@@ -100,6 +100,8 @@ class LocalModel:
         self.numpy = numpy
         self.tokenizer = st.tokenizer
         self.bert = modules[0].auto_model.eval()
+        if int8:
+            self.bert = _quantize(self.bert)
         self.max_tokens = int(st.max_seq_length or 256)
         self.sentence_transformer = st  # kept for the equivalence test
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="embed")
@@ -137,25 +139,42 @@ def by_length(texts: list[str], size: int) -> list[list[int]]:
     return [order[i:i + size] for i in range(0, len(order), size)]
 
 
-def load_local_model(threads: int = 0) -> LocalModel:
+def _quantize(bert: Any) -> Any:
+    """int8 weights (one scale per output channel) and int8 activations for every Linear:
+    ~1.5x less CPU per chunk on AVX2; vectors move (cosine ~0.98 to the float model's)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        # Eager-mode quantization is deprecated in favour of torchao, which we don't ship.
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(
+            bert, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig},
+            dtype=torch.qint8)
+
+
+def load_local_model(threads: int = 0, int8: bool = False) -> LocalModel:
     """The local model, loaded once per process after checking the weights' sha256.
     `threads`: batches run at once (0: one per CPU core); the first load decides."""
-    global _model
     with _model_lock:
-        if _model is not None:
-            return _model
-        directory = local_model_dir()
-        verify_weights(directory)
-        _model = LocalModel(directory, threads or os.cpu_count() or 1)
-        return _model
+        model = _models.get(int8)
+        if model is None:
+            directory = local_model_dir()
+            verify_weights(directory)
+            model = _models[int8] = LocalModel(directory, threads or os.cpu_count() or 1, int8)
+        return model
 
 
 class LocalEmbedder:
-    identity = {"provider": "local", "model": LOCAL_MODEL, "dim": EMBEDDING_DIM}
-
-    def __init__(self, batch_size: int, threads: int = 0, cache_size: int = 256) -> None:
+    def __init__(self, batch_size: int, threads: int = 0, cache_size: int = 256,
+                 int8: bool = False) -> None:
+        # int8 vectors are not the float model's: a deployment switching must re-embed.
+        self.identity = {"provider": "local", "model": LOCAL_MODEL + ("-int8" if int8 else ""),
+                         "dim": EMBEDDING_DIM}
         self.batch_size = max(1, batch_size)
         self.threads = threads
+        self.int8 = int8
         self.cache_size = cache_size
         # Recent questions: a learner's follow-up turn often retrieves for the same text again.
         self._cache: OrderedDict[str, list[float]] = OrderedDict()
@@ -180,7 +199,7 @@ class LocalEmbedder:
         return vector
 
     def embed_sync(self, texts: list[str]) -> list[list[float]]:
-        model = load_local_model(self.threads)
+        model = load_local_model(self.threads, self.int8)
         if len(texts) == 1:
             return [self._cached(texts[0]) or self._query(model, texts[0])]
         return model.encode_many(texts, self.batch_size).tolist()  # type: ignore[no-any-return]
@@ -188,8 +207,9 @@ class LocalEmbedder:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        model = _model if _model is not None else await asyncio.to_thread(
-            load_local_model, self.threads)
+        model = _models.get(self.int8)
+        if model is None:
+            model = await asyncio.to_thread(load_local_model, self.threads, self.int8)
         loop = asyncio.get_running_loop()
         if len(texts) == 1:
             # One text is a question (or a one-chunk material): a recent one is answered from
@@ -244,18 +264,20 @@ def _normalise(vector: list[float]) -> list[float]:
     return [x / norm for x in vector]
 
 
-_embedders: dict[tuple[str, str, str | None], Embedder] = {}
+_embedders: dict[tuple[str, str, str | None, bool], Embedder] = {}
 
 
 def get_embedder(settings: Settings) -> Embedder:
     """One embedder per provider configuration per process (the local model loads once)."""
-    key = (settings.embedding_provider, settings.openai_embedding_model, settings.openai_base_url)
+    key = (settings.embedding_provider, settings.openai_embedding_model, settings.openai_base_url,
+           settings.embedding_int8)
     embedder = _embedders.get(key)
     if embedder is None:
         if settings.embedding_provider == "openai":
             embedder = OpenAIEmbedder(settings)
         else:
-            embedder = LocalEmbedder(settings.embedding_batch_size, settings.embedding_threads)
+            embedder = LocalEmbedder(settings.embedding_batch_size, settings.embedding_threads,
+                                     int8=settings.embedding_int8)
         _embedders[key] = embedder
     return embedder
 
