@@ -16,6 +16,7 @@ from tests.support.ingest import (
     youtube_server,
 )
 from workers.chunking import Chunker, chunk, detect_language, split_sentences
+from workers.embeddings import LocalEmbedder
 from workers.extract import (
     CORRUPT,
     ENCRYPTED,
@@ -183,3 +184,24 @@ def test_pages_fed_one_by_one_chunk_like_the_whole_document(tmp_path: Path) -> N
     streamed = [c for segment in fed for c in chunker.feed([segment])] + chunker.finish()
     assert streamed == whole and len(whole) > 8
     assert chunker.finish() == []
+
+
+def test_chunks_fit_what_the_local_model_reads() -> None:
+    # 1000 characters of Russian are ~850 word pieces; the model reads 254 (+ [CLS]/[SEP]).
+    embedder = LocalEmbedder(8)
+    russian = " ".join(f"Предложение номер {i} рассказывает о митохондриях и клеточном дыхании."
+                       for i in range(60))
+    russian += " " + "длинноесловобезпробелов " * 120  # one "sentence" far longer than 254
+    plain = chunk([Segment(russian, page=1)], 1000, 150)
+    assert max(embedder.count([c.text for c in plain])) > 600
+    chunker = Chunker(1000, 150, embedder.max_tokens, embedder.count)
+    fitted = chunker.feed([Segment(russian, page=1)]) + chunker.finish()
+    assert len(fitted) > len(plain)
+    assert all(0 < n <= embedder.max_tokens for n in embedder.count([c.text for c in fitted]))
+    joined = " ".join(c.text for c in fitted)
+    assert all(f"Предложение номер {i} " in joined for i in range(60))
+    assert joined.count("длинноесловобезпробелов") >= 120
+    # English lecture text of the same size already fits: the same chunks as without a count.
+    english = " ".join(f"Sentence {i} explains how the cell membrane controls ions." for i in range(60))
+    fit_en = Chunker(1000, 150, embedder.max_tokens, embedder.count)
+    assert fit_en.feed([Segment(english)]) + fit_en.finish() == chunk([Segment(english)], 1000, 150)

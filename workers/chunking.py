@@ -7,7 +7,8 @@ digit or quote in Latin or Cyrillic, so Russian, English and mixed text split al
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from workers.extract import Segment
 
@@ -26,6 +27,12 @@ class Unit:
     page: int | None
     start_s: float | None
     end_s: float | None
+    tokens: int = 0  # the embedding model's word pieces (0 when nobody counts)
+
+
+# Word pieces per text, without [CLS]/[SEP]. WordPiece splits at spaces and punctuation first,
+# so the pieces of sentences joined by a space are the sum of each sentence's pieces.
+Counter = Callable[[list[str]], list[int]]
 
 
 @dataclass(frozen=True)
@@ -115,43 +122,72 @@ class Chunker:
     """Packs sentences into chunks of about `size` characters; consecutive chunks share whole
     trailing sentences of up to `overlap` characters. A new paragraph closes a chunk that is
     already more than half full. Fed segment by segment (pages as they are extracted), it
-    gives the same chunks as one call over all segments: an emitted chunk is final."""
+    gives the same chunks as one call over all segments: an emitted chunk is final.
 
-    def __init__(self, size: int = 1000, overlap: int = 150) -> None:
+    With `max_tokens` and `count`, a chunk also closes before it outgrows what the embedding
+    model reads (all-MiniLM-L6-v2 cuts at 256 word pieces: 1000 characters of Russian are
+    ~850 of them, so most of such a chunk would be missing from its vector)."""
+
+    def __init__(self, size: int = 1000, overlap: int = 150, max_tokens: int | None = None,
+                 count: Counter | None = None) -> None:
         self.size = max(size, 50)
         self.overlap = max(0, min(overlap, self.size // 2))
+        self.max_tokens = max_tokens if count is not None and max_tokens else None
+        self.count = count
         self.current: list[Unit] = []
         self.length = 0
+        self.tokens = 0
         self.fresh = 0  # units in `current` not carried over from the previous chunk
+
+    def _units(self, segments: list[Segment]) -> list[Unit]:
+        found = units(segments, self.size)
+        if self.max_tokens is None or self.count is None or not found:
+            return found
+        out: list[Unit] = []
+        for unit, tokens in zip(found, self.count([u.text for u in found]), strict=True):
+            if tokens <= self.max_tokens:
+                out.append(replace(unit, tokens=tokens))
+                continue
+            # One sentence longer than the model reads: split it at words, by its own density.
+            pieces = _split_long(unit.text, max(20, len(unit.text) * self.max_tokens // tokens))
+            for i, (piece, n) in enumerate(zip(pieces, self.count(pieces), strict=True)):
+                out.append(replace(unit, text=piece, tokens=n,
+                                   paragraph_start=unit.paragraph_start and i == 0))
+        return out
+
+    def _over(self, length: int, tokens: int) -> bool:
+        return length > self.size or (self.max_tokens is not None and tokens > self.max_tokens)
 
     def feed(self, segments: list[Segment]) -> list[TextChunk]:
         size, overlap = self.size, self.overlap
         out: list[TextChunk] = []
-        for unit in units(segments, size):
+        for unit in self._units(segments):
             extra = len(unit.text) + (1 if self.current else 0)
-            full = self.length + extra > size
+            full = self._over(self.length + extra, self.tokens + unit.tokens)
             paragraph_break = unit.paragraph_start and self.length >= size // 2
             if self.current and self.fresh and (full or paragraph_break):
                 out.append(_emit(self.current))
                 tail: list[Unit] = []
-                kept = 0
+                kept = kept_tokens = 0
                 for previous in reversed(self.current):
                     if kept + len(previous.text) + 1 > overlap:
                         break
                     tail.insert(0, previous)
                     kept += len(previous.text) + 1
-                if kept + len(unit.text) + 1 > size:
-                    tail, kept = [], 0
-                self.current, self.length, self.fresh = tail, kept, 0
+                    kept_tokens += previous.tokens
+                if self._over(kept + len(unit.text) + 1, kept_tokens + unit.tokens):
+                    tail, kept, kept_tokens = [], 0, 0
+                self.current, self.length, self.tokens, self.fresh = tail, kept, kept_tokens, 0
                 extra = len(unit.text) + (1 if self.current else 0)
             self.current.append(unit)
             self.length += extra
+            self.tokens += unit.tokens
             self.fresh += 1
         return out
 
     def finish(self) -> list[TextChunk]:
         last = [_emit(self.current)] if self.current and self.fresh else []
-        self.current, self.length, self.fresh = [], 0, 0
+        self.current, self.length, self.tokens, self.fresh = [], 0, 0, 0
         return last
 
 

@@ -102,15 +102,17 @@ class LocalModel:
         self.bert = modules[0].auto_model.eval()
         if int8:
             self.bert = _quantize(self.bert)
-        self.max_tokens = int(st.max_seq_length or 256)
+        self.max_tokens = int(st.max_seq_length or 0)
+        if self.max_tokens != LocalEmbedder.max_tokens + 2:
+            raise EmbeddingError(f"{directory} reads {self.max_tokens} word pieces, expected 256.")
         self.sentence_transformer = st  # kept for the equivalence test
         self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="embed")
         # Questions get their own thread: they must not queue behind an ingestion's batches.
         self.query_pool = ThreadPoolExecutor(1, thread_name_prefix="embed-query")
 
-    def tokens(self, texts: list[str]) -> list[int]:
-        """Word pieces per text, [CLS]/[SEP] included and untruncated (what the model would cut)."""
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+    def count(self, texts: list[str]) -> list[int]:
+        """Word pieces per text, untruncated, without [CLS]/[SEP]."""
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit vectors for one batch (float32, one row per text, in order)."""
@@ -167,6 +169,9 @@ def load_local_model(threads: int = 0, int8: bool = False) -> LocalModel:
 
 
 class LocalEmbedder:
+    # Word pieces of text the model reads: 256 (sentence_bert_config) minus [CLS] and [SEP].
+    max_tokens = 254
+
     def __init__(self, batch_size: int, threads: int = 0, cache_size: int = 256,
                  int8: bool = False) -> None:
         # int8 vectors are not the float model's: a deployment switching must re-embed.
@@ -197,6 +202,10 @@ class LocalEmbedder:
         vector: list[float] = model.encode([text])[0].tolist()
         self._remember(text, vector)
         return vector
+
+    def count(self, texts: list[str]) -> list[int]:
+        """For the chunker (blocking: may load the model)."""
+        return load_local_model(self.threads, self.int8).count(texts)
 
     def embed_sync(self, texts: list[str]) -> list[list[float]]:
         model = load_local_model(self.threads, self.int8)

@@ -29,7 +29,7 @@ from chat_server.db import Database
 from chat_server.hub.bus import Bus
 from chat_server.settings import Settings
 from workers.chunking import Chunker, TextChunk
-from workers.embeddings import Embedder, get_embedder, vector_literal
+from workers.embeddings import Embedder, LocalEmbedder, get_embedder, vector_literal
 from workers.extract import (
     Extracted,
     MaterialFailed,
@@ -168,7 +168,10 @@ class Pipeline:
         self.embedder = embedder
         self.reporter = reporter
         self.batch = max(1, settings.embedding_batch_size)
-        self.chunker = Chunker(settings.chunk_size_chars, settings.chunk_overlap_chars)
+        # Chunks no longer than the local model reads (OpenAI's model reads 8k tokens).
+        local = embedder if isinstance(embedder, LocalEmbedder) else None
+        self.chunker = Chunker(settings.chunk_size_chars, settings.chunk_overlap_chars,
+                               local.max_tokens if local else None, local.count if local else None)
         self.chunks: list[TextChunk] = []
         self.embedded = 0
         self.streamed = False
