@@ -52,6 +52,13 @@ bus_publish_seconds = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
     registry=REGISTRY,
 )
+tutor_first_delta_seconds = Histogram(
+    "tutorhub_tutor_first_delta_seconds",
+    "chat.send handed to the tutor → its first reply.delta published (retrieval included)",
+    buckets=(0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25,
+             0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)
 bus_reconnects = Counter(
     "tutorhub_bus_reconnects_total", "Redis pub/sub connection losses and failed reconnects",
     registry=REGISTRY,

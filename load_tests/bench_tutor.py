@@ -5,8 +5,13 @@
 1. chat.send → first reply.delta at the client, p50/p99, with 1 and with 200 concurrent
    conversations (each on its own user and socket). The provider answers at once, so this is
    the server's own overhead: persisting, ack, retrieval, prompt, provider request, bus, socket.
+   The 200 conversations each send their next message a think time (uniform 1–3 s) after the
+   previous reply ended, for a fixed time; the server-side histogram (chat.send handed to the
+   tutor → first delta published) is read from /metrics around that phase. A stress line
+   sends all 200 at the same instant.
 2. 500 concurrent replies of 300 tokens, each emitted by the provider at 50 tokens/s: every
    token must arrive; latency = provider emit time (carried in the token text) → client receive.
+   CPU seconds of each process (server, provider, redis, clients) are read around the phase.
 
 Processes: PostgreSQL (pgserver), redis-server if the bus has a Redis engine (else the server
 runs the in-process bus — the report says which), the loopback provider, the server (uvicorn),
@@ -20,6 +25,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import subprocess
 import sys
 import tempfile
@@ -33,15 +39,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+import psutil  # noqa: E402
+import uvloop  # noqa: E402
 from jose import jwt  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
 from tests.support.fake_providers import (  # noqa: E402
     FakeProvider,
+    Paced,
     Recorded,
     Scripted,
     openai_stream,
-    paced_openai_tokens,
 )
 from tests.support.services import free_port, postgres_server, redis_server  # noqa: E402
 
@@ -50,6 +58,7 @@ EMBED_SECRET = "bench-embed-secret-0123456789abcdef"
 PACED_TOKENS = 300
 PACED_RATE = 50.0
 PHASE_TIMEOUT_S = 300.0
+THINK_S = (1.0, 3.0)
 
 
 # --- the loopback provider (its own process) ------------------------------------------------
@@ -57,12 +66,12 @@ PHASE_TIMEOUT_S = 300.0
 def _provider_reply(rec: Recorded) -> Scripted:
     last = rec.body["messages"][-1]["content"] if rec.body else ""
     if "PACED" in last:
-        return Scripted(stream=paced_openai_tokens(PACED_TOKENS, PACED_RATE))
+        return Scripted(paced=Paced(PACED_TOKENS, PACED_RATE))
     return openai_stream(["Zero ", "latency ", "answer."])
 
 
 async def _run_provider() -> None:
-    async with FakeProvider(default=_provider_reply) as fake:
+    async with FakeProvider(default=_provider_reply) as fake:  # one pacer task writes all
         print(fake.base_url, flush=True)
         await asyncio.Event().wait()
 
@@ -92,6 +101,7 @@ class Client:
         self.tokens: dict[str, int] = {}
         self.changed = asyncio.Event()
         self.reader: asyncio.Task[None] | None = None
+        self.conversation: str | None = None
 
     async def read(self) -> None:
         async for raw in self.ws:
@@ -102,6 +112,7 @@ class Client:
                 await self.ws.send('{"type":"pong"}')
             elif kind == "chat.ack":
                 self.acks[frame["id"]] = frame["reply_id"]
+                self.conversation = frame["conversation_id"]
             elif kind == "reply.delta":
                 rid = frame["reply_id"]
                 self.first_delta.setdefault(rid, now)
@@ -116,10 +127,13 @@ class Client:
                 print("error frame:", frame, file=sys.stderr)
             self.changed.set()
 
-    async def send(self, text: str) -> tuple[str, int]:
+    async def send(self, text: str, conversation_id: str | None = None) -> tuple[str, int]:
         cid = uuid.uuid4().hex
+        frame = {"type": "chat.send", "id": cid, "text": text}
+        if conversation_id:
+            frame["conversation_id"] = conversation_id
         t0 = time.time_ns()
-        await self.ws.send(json.dumps({"type": "chat.send", "id": cid, "text": text}))
+        await self.ws.send(json.dumps(frame))
         return cid, t0
 
     async def until(self, pred: Any) -> None:
@@ -172,15 +186,92 @@ async def first_delta_round(clients: list[Client], rounds: int) -> list[float]:
     return latencies
 
 
-async def paced_phase(clients: list[Client]) -> dict[str, Any]:
+async def think_time_phase(clients: list[Client], duration_s: float) -> tuple[list[float], int]:
+    """Each conversation sends, waits for the reply's end, thinks 1–3 s, sends again."""
+    latencies: list[float] = []
+    sends = 0
+    rng = random.Random(4)
+    stop_at = time.monotonic() + duration_s
+
+    async def conversation(c: Client) -> None:
+        nonlocal sends
+        await asyncio.sleep(rng.uniform(*THINK_S))  # spread the first sends
+        while time.monotonic() < stop_at:
+            cid, t0 = await c.send("What is the main idea?", c.conversation)
+            sends += 1
+            await c.until(lambda cid=cid: cid in c.acks and c.acks[cid] in c.ended)
+            rid = c.acks[cid]
+            if rid in c.first_delta:
+                latencies.append((c.first_delta[rid] - t0) / 1e6)
+            await asyncio.sleep(rng.uniform(*THINK_S))
+
+    async with asyncio.timeout(duration_s + PHASE_TIMEOUT_S):
+        await asyncio.gather(*(conversation(c) for c in clients))
+    return latencies, sends
+
+
+def histogram(metrics_text: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts of a Prometheus histogram: upper bound → count."""
+    out: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The bucket upper bound (ms) holding quantile q of what was observed in between."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if total and count >= q * total:
+            return bound * 1000
+    return float("nan")
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    out = {}
+    for name, pid in pids.items():
+        t = psutil.Process(pid).cpu_times()
+        out[name] = t.user + t.system
+    return out
+
+
+async def paced_phase(clients: list[Client], pids: dict[str, int]) -> dict[str, Any]:
+    """All replies start together; besides the totals, a steady-state window (every reply
+    streaming: from the last first delta to the first reply.end) gives CPU per token."""
     t0 = time.monotonic()
     sent = await asyncio.gather(*(c.send("PACED: tell me everything") for c in clients))
 
     async def wait(c: Client, cid: str) -> None:
         await c.until(lambda: cid in c.acks and c.acks[cid] in c.ended)
 
+    def tokens() -> int:
+        return sum(sum(c.tokens.values()) for c in clients)
+
+    def latencies() -> int:
+        return sum(len(c.token_latencies_ms) for c in clients)
+
+    async def window() -> dict[str, Any]:
+        async def started(c: Client, cid: str) -> None:
+            await c.until(lambda: cid in c.acks and c.acks[cid] in c.first_delta)
+
+        await asyncio.gather(*(started(c, cid) for c, (cid, _) in zip(clients, sent, strict=True)))
+        cpu0, n0, l0, w0 = cpu_seconds(pids), tokens(), latencies(), time.monotonic()
+        ends = [asyncio.create_task(c.until(lambda c=c: bool(c.ended))) for c in clients]
+        await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+        for task in ends:
+            task.cancel()
+        cpu1, n1, w1 = cpu_seconds(pids), tokens(), time.monotonic()
+        return {"cpu": {k: cpu1[k] - cpu0[k] for k in cpu0}, "tokens": n1 - n0,
+                "seconds": w1 - w0, "first_latency": l0, "last_latency": latencies()}
+
     async with asyncio.timeout(PHASE_TIMEOUT_S):
+        steady_task = asyncio.create_task(window())
         await asyncio.gather(*(wait(c, cid) for c, (cid, _) in zip(clients, sent, strict=True)))
+        steady = await steady_task
     elapsed = time.monotonic() - t0
     got = sum(c.tokens.get(c.acks[cid], 0) for c, (cid, _) in zip(clients, sent, strict=True))
     finishes: dict[str, int] = {}
@@ -188,9 +279,16 @@ async def paced_phase(clients: list[Client]) -> dict[str, Any]:
         reason = c.ended[c.acks[cid]]["finish_reason"]
         finishes[reason] = finishes.get(reason, 0) + 1
     lat = [x for c in clients for x in c.token_latencies_ms]
+    # Latencies recorded inside the steady window, in arrival order per client: approximate
+    # the window by each client's share (the lists grow in time order).
+    total = len(lat)
+    lo, hi = steady["first_latency"] / max(1, total), steady["last_latency"] / max(1, total)
+    in_window = [x for c in clients for x in c.token_latencies_ms[
+        int(lo * len(c.token_latencies_ms)):int(hi * len(c.token_latencies_ms))]]
     return {"expected": len(clients) * PACED_TOKENS, "received": got, "elapsed_s": elapsed,
             "tokens_per_s": got / elapsed, "p50": pct(lat, 50), "p99": pct(lat, 99),
-            "max": max(lat) if lat else float("nan"), "finishes": finishes}
+            "max": max(lat) if lat else float("nan"), "finishes": finishes, "steady": steady,
+            "steady_p50": pct(in_window, 50), "steady_p99": pct(in_window, 99)}
 
 
 # --- orchestration ----------------------------------------------------------------------------
@@ -219,6 +317,20 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("the server did not become ready")
 
 
+_PROFILED_UVICORN = """
+import cProfile, os, signal, sys
+import uvicorn.main
+profile = cProfile.Profile()
+def dump(*_):  # uvicorn shuts down, restores this handler and re-raises SIGTERM
+    profile.disable()
+    profile.dump_stats(os.environ["BENCH_PROFILE"])
+    os._exit(0)
+signal.signal(signal.SIGTERM, dump)
+profile.enable()
+uvicorn.main.main(args=sys.argv[1:])
+"""
+
+
 def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
                  workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
@@ -236,8 +348,10 @@ def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
            "TUTORHUB_LOG_LEVEL": "warning"}
     if engine == "redis":
         env["TUTORHUB_REDIS_URL"] = redis_url
+    # BENCH_PROFILE=<file>: run the server under cProfile (written when it is terminated).
+    profile = ["-c", _PROFILED_UVICORN] if os.environ.get("BENCH_PROFILE") else ["-m", "uvicorn"]
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "chat_server.app:create_app", "--factory",
+        [sys.executable, *profile, "chat_server.app:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
          "--ws-ping-interval", "0", "--no-access-log"], env=env, cwd=ROOT)
     try:
@@ -249,21 +363,53 @@ def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
     return server, port
 
 
-async def bench(args: argparse.Namespace, port: int, engine: str) -> str:
+async def bench(args: argparse.Namespace, port: int, engine: str,
+                pids: dict[str, int]) -> str:
     ws_url = f"ws://127.0.0.1:{port}/ws/v1"
-    one = await open_clients(ws_url, 1, "one")
-    await first_delta_round(one, 5)  # warm-up
-    lat1 = await first_delta_round(one, 20 if args.quick else 100)
-    await close_clients(one)
+    base = f"http://127.0.0.1:{port}"
     n_conc = 50 if args.quick else 200
-    many = await open_clients(ws_url, n_conc, "many")
-    await first_delta_round(many, 1)  # warm-up
-    lat200 = await first_delta_round(many, 2 if args.quick else 5)
-    await close_clients(many)
+    lat1: list[float] = []
+    lat_think: list[float] = []
+    lat_burst: list[float] = []
+    sends, think_elapsed, server_p50, server_p99 = 0, 1.0, float("nan"), float("nan")
+    h0: dict[float, float] = {}
+    h1: dict[float, float] = {}
+    if not args.paced_only:
+        one = await open_clients(ws_url, 1, "one")
+        await first_delta_round(one, 5)  # warm-up
+        lat1 = await first_delta_round(one, 20 if args.quick else 100)
+        await close_clients(one)
+        many = await open_clients(ws_url, n_conc, "many")
+        await first_delta_round(many, 1)  # warm-up
+        think_s = 15.0 if args.quick else 40.0
+        async with httpx.AsyncClient() as http:
+            m0 = (await http.get(base + "/metrics")).text
+            t0 = time.monotonic()
+            lat_think, sends = await think_time_phase(many, think_s)
+            think_elapsed = time.monotonic() - t0
+            m1 = (await http.get(base + "/metrics")).text
+        name = "tutorhub_tutor_first_delta_seconds"
+        h0, h1 = histogram(m0, name), histogram(m1, name)
+        server_p50, server_p99 = histogram_quantile(h0, h1, 0.5), histogram_quantile(h0, h1, 0.99)
+        lat_burst = await first_delta_round(many, 2 if args.quick else 5)
+        await close_clients(many)
     n_paced = 100 if args.quick else 500
     paced_clients = await open_clients(ws_url, n_paced, "paced")
-    paced = await paced_phase(paced_clients)
+    cpu0 = cpu_seconds(pids)
+    paced = await paced_phase(paced_clients, pids)
+    cpu1 = cpu_seconds(pids)
     await close_clients(paced_clients)
+    cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
+    cpu_line = ", ".join(f"{k} {v:.1f} s ({100 * v / paced['elapsed_s']:.0f}% of a core)"
+                         for k, v in cpu.items())
+    per_token_us = 1e6 * cpu["server"] / max(1, paced["received"])
+    st = paced["steady"]
+    steady_line = (
+        f"{st['tokens']} tokens in {st['seconds']:.1f} s ({st['tokens'] / st['seconds']:.0f} "
+        f"tokens/s); CPU " + ", ".join(
+            f"{k} {1e6 * v / max(1, st['tokens']):.0f} µs/token "
+            f"({100 * v / st['seconds']:.0f}% of a core)" for k, v in st["cpu"].items())
+        + f"; token latency p50 {paced['steady_p50']:.1f} ms, p99 {paced['steady_p99']:.1f} ms")
     lines = [
         "# Tutor benchmark",
         "",
@@ -279,8 +425,14 @@ async def bench(args: argparse.Namespace, port: int, engine: str) -> str:
         "| concurrent conversations | samples | p50 ms | p99 ms | goal |",
         "|---|---|---|---|---|",
         f"| 1 | {len(lat1)} | {pct(lat1, 50):.1f} | {pct(lat1, 99):.1f} | |",
-        f"| {n_conc} | {len(lat200)} | {pct(lat200, 50):.1f} | {pct(lat200, 99):.1f} | "
-        "p50 ≤ 10, p99 ≤ 50 at 200 |",
+        f"| {n_conc}, think time {THINK_S[0]:.0f}–{THINK_S[1]:.0f} s after each reply "
+        f"({sends / think_elapsed:.0f} sends/s over {think_elapsed:.0f} s) | {len(lat_think)} | "
+        f"{pct(lat_think, 50):.1f} | {pct(lat_think, 99):.1f} | p50 ≤ 10, p99 ≤ 50 at 200 |",
+        f"| same, server side (send handed to the tutor → first delta published; bucket "
+        f"upper bounds) | {int(h1.get(float('inf'), 0) - h0.get(float('inf'), 0))} | "
+        f"≤ {server_p50:.1f} | ≤ {server_p99:.1f} | |",
+        f"| {n_conc}, all sending at the same instant (stress) | {len(lat_burst)} | "
+        f"{pct(lat_burst, 50):.1f} | {pct(lat_burst, 99):.1f} | |",
         "",
         f"## {n_paced} concurrent replies × {PACED_TOKENS} tokens at {PACED_RATE:.0f} tokens/s",
         "",
@@ -290,6 +442,10 @@ async def bench(args: argparse.Namespace, port: int, engine: str) -> str:
         f"- wall time {paced['elapsed_s']:.1f} s, {paced['tokens_per_s']:.0f} tokens/s delivered",
         f"- token latency provider emit → client receive: p50 {paced['p50']:.1f} ms, "
         f"p99 {paced['p99']:.1f} ms, max {paced['max']:.1f} ms (goal p99 ≤ 100 ms)",
+        f"- CPU during the phase: {cpu_line}; server {per_token_us:.0f} µs per delivered token "
+        "(the phase includes starting every reply: send, DB, retrieval, provider request)",
+        f"- steady state (every reply streaming: last first delta → first reply.end): "
+        f"{steady_line}",
         "",
     ]
     return "\n".join(lines)
@@ -298,10 +454,11 @@ async def bench(args: argparse.Namespace, port: int, engine: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer users (a smoke run)")
+    parser.add_argument("--paced-only", action="store_true", help="only the streaming phase")
     parser.add_argument("--provider", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.provider:
-        asyncio.run(_run_provider())
+        uvloop.run(_run_provider())
         return
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -317,7 +474,10 @@ def main() -> None:
                 engine = asyncio.run(bus_engine(rs.url))
                 server, port = start_server(db_url, rs.url, engine, provider_url, workdir)
                 try:
-                    report = asyncio.run(bench(args, port, engine))
+                    pids = {"server": server.pid, "provider": provider.pid, "clients": os.getpid()}
+                    if engine == "redis" and rs.proc is not None:
+                        pids["redis"] = rs.proc.pid
+                    report = uvloop.run(bench(args, port, engine, pids))
                 finally:
                     server.terminate()
                     server.wait(60)
@@ -325,8 +485,9 @@ def main() -> None:
             provider.terminate()
             provider.wait(30)
     print(report)
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(report, encoding="utf-8")
+    if not args.paced_only:  # a partial run does not replace the report
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text(report, encoding="utf-8")
 
 
 if __name__ == "__main__":

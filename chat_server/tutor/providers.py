@@ -10,6 +10,10 @@ Both SDKs are used for what they are good at — auth, base_url, the request, st
 but the streamed body is read raw (`with_streaming_response`) and parsed here: the SDKs'
 per-event SSE decoding and pydantic models cost 70 µs (anthropic) to 380 µs (openai) of CPU
 per token, more than everything else a token costs; our parser plus `json.loads` is ~20 µs.
+When aiohttp is installed the SDKs' own aiohttp transport is used (C HTTP parser, and one
+read returns every chunk that has arrived). A stream's optional `pace` is awaited after each
+read once tokens flow: the tutor sets it to its flush tick, so a reply's socket is read once
+per tick, however many tokens arrived meanwhile (they would wait for the tick anyway).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import email.utils
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,6 +48,8 @@ class Usage:
 class ReplyStream(Protocol):
     usage: Usage
     finish_reason: str | None
+    # HTTP streams also have `pace`: awaited between network reads once tokens flow (set by
+    # the consumer); None = read on.
 
     def __aiter__(self) -> AsyncIterator[str]: ...
 
@@ -130,19 +136,23 @@ def _transport(provider: str, err: Exception, started: bool) -> ProviderError:
 _CUT = "The {} stream ended before its final event."
 
 
-async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
-    """Server-sent events as (event name or b"", data) from a byte stream.
+class SSEParser:
+    """Server-sent events as (event name or b"", data), fed bytes as they are read.
 
     Lines end with LF, CRLF or CR; events end with a blank line; `data:` lines are joined
     with LF; comments and other fields are skipped; an unterminated last event is dropped.
     """
-    buf = b""
-    async for chunk in chunks:
-        buf += chunk
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, bytes]]:
+        buf = self._buf + chunk
         if b"\r" in buf:
             # A CR at the very end may be the first half of a CRLF: keep it for the next read.
             tail = b"\r" if buf.endswith(b"\r") else b""
             buf = buf[:len(buf) - len(tail)].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + tail
+        events = []
         while (end := buf.find(b"\n\n")) >= 0:
             block, buf = buf[:end], buf[end + 2:]
             event = b""
@@ -153,7 +163,24 @@ async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes,
                 elif line.startswith(b"event:"):
                     event = line[6:].strip()
             if data:
-                yield event, data[0] if len(data) == 1 else b"\n".join(data)
+                events.append((event, data[0] if len(data) == 1 else b"\n".join(data)))
+        self._buf = buf
+        return events
+
+
+async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
+    parser = SSEParser()
+    async for chunk in chunks:
+        for event in parser.feed(chunk):
+            yield event
+
+
+def _http_client(sdk: Any, settings: Settings) -> Any:
+    """The SDK's aiohttp-based client when aiohttp is installed, else None (the SDK default)."""
+    try:
+        return sdk.DefaultAioHttpClient(timeout=_timeout(settings))
+    except RuntimeError:  # the SDK says: install aiohttp
+        return None
 
 
 def _json(provider: str, data: bytes) -> Any:
@@ -182,42 +209,47 @@ class _AnthropicStream:
         self._response = response
         self.usage = Usage()
         self.finish_reason: str | None = None
+        self.pace: Callable[[], Awaitable[None]] | None = None
 
     async def __aiter__(self) -> AsyncIterator[str]:
         stopped = False
         started = False
         usage = self.usage
+        parser = SSEParser()
         try:
-            async for kind, data in sse_events(self._response.aiter_bytes()):
-                if kind == b"ping" or stopped:
-                    continue
-                event = _json("anthropic", data)
-                if not isinstance(event, dict):
-                    continue
-                etype = event.get("type") or kind.decode()
-                if etype == "content_block_delta":
-                    delta = event.get("delta") or {}
-                    if delta.get("type") == "text_delta" and delta.get("text"):
-                        started = True
-                        yield delta["text"]
-                elif etype == "message_start":
-                    u = (event.get("message") or {}).get("usage") or {}
-                    usage.input_tokens = u.get("input_tokens") or 0
-                    usage.output_tokens = u.get("output_tokens") or 0
-                elif etype == "message_delta":
-                    reason = (event.get("delta") or {}).get("stop_reason")
-                    if reason:
-                        self.finish_reason = _ANTHROPIC_FINISH.get(reason, "stop")
-                    u = event.get("usage") or {}
-                    if u.get("output_tokens") is not None:
-                        usage.output_tokens = u["output_tokens"]
-                    if u.get("input_tokens"):
-                        usage.input_tokens = u["input_tokens"]
-                elif etype == "message_stop":
-                    stopped = True  # read on to the end of the body: the connection is reused
-                elif etype == "error":
-                    raise _from_status("anthropic", self._response.status_code, event,
-                                       self._response.headers)
+            async for chunk in self._response.aiter_bytes():
+                for kind, data in parser.feed(chunk):
+                    if kind == b"ping" or stopped:
+                        continue  # after message_stop: read on to the end, the connection is reused
+                    event = _json("anthropic", data)
+                    if not isinstance(event, dict):
+                        continue
+                    etype = event.get("type") or kind.decode()
+                    if etype == "content_block_delta":
+                        delta = event.get("delta") or {}
+                        if delta.get("type") == "text_delta" and delta.get("text"):
+                            started = True
+                            yield delta["text"]
+                    elif etype == "message_start":
+                        u = (event.get("message") or {}).get("usage") or {}
+                        usage.input_tokens = u.get("input_tokens") or 0
+                        usage.output_tokens = u.get("output_tokens") or 0
+                    elif etype == "message_delta":
+                        reason = (event.get("delta") or {}).get("stop_reason")
+                        if reason:
+                            self.finish_reason = _ANTHROPIC_FINISH.get(reason, "stop")
+                        u = event.get("usage") or {}
+                        if u.get("output_tokens") is not None:
+                            usage.output_tokens = u["output_tokens"]
+                        if u.get("input_tokens"):
+                            usage.input_tokens = u["input_tokens"]
+                    elif etype == "message_stop":
+                        stopped = True
+                    elif etype == "error":
+                        raise _from_status("anthropic", self._response.status_code, event,
+                                           self._response.headers)
+                if self.pace is not None and started and not stopped:
+                    await self.pace()
         except httpx2.TransportError as err:
             raise _transport("anthropic", err, started) from err
         if not stopped:
@@ -242,7 +274,7 @@ class AnthropicProvider:
         self._client = anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key or "unset", base_url=settings.anthropic_base_url,
             max_retries=0,  # the tutor retries itself: only before the first token, with events
-            timeout=_timeout(settings),
+            timeout=_timeout(settings), http_client=_http_client(anthropic, settings),
         )
 
     @asynccontextmanager
@@ -280,35 +312,40 @@ class _OpenAIStream:
         self._response = response
         self.usage = Usage()
         self.finish_reason: str | None = None
+        self.pace: Callable[[], Awaitable[None]] | None = None
 
     async def __aiter__(self) -> AsyncIterator[str]:
         started = False
         done = False
+        parser = SSEParser()
         try:
-            async for _, data in sse_events(self._response.aiter_bytes()):
-                if done:
-                    continue  # read on to the end of the body: the connection is reused
-                if data.startswith(b"[DONE]"):
-                    done = True
-                    continue
-                chunk = _json("openai", data)
-                if not isinstance(chunk, dict):
-                    continue
-                if chunk.get("error"):  # an error object inside the stream
-                    raise _from_status("openai", 500, chunk["error"], None)
-                usage = chunk.get("usage")
-                if usage:
-                    self.usage.input_tokens = usage.get("prompt_tokens") or 0
-                    self.usage.output_tokens = usage.get("completion_tokens") or 0
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta")
-                    text = delta.get("content") if delta else None
-                    if text:
-                        started = True
-                        yield text
-                    reason = choice.get("finish_reason")
-                    if reason:
-                        self.finish_reason = "length" if reason == "length" else "stop"
+            async for raw in self._response.aiter_bytes():
+                for _, data in parser.feed(raw):
+                    if done:
+                        continue  # read on to the end of the body: the connection is reused
+                    if data.startswith(b"[DONE]"):
+                        done = True
+                        continue
+                    chunk = _json("openai", data)
+                    if not isinstance(chunk, dict):
+                        continue
+                    if chunk.get("error"):  # an error object inside the stream
+                        raise _from_status("openai", 500, chunk["error"], None)
+                    usage = chunk.get("usage")
+                    if usage:
+                        self.usage.input_tokens = usage.get("prompt_tokens") or 0
+                        self.usage.output_tokens = usage.get("completion_tokens") or 0
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta")
+                        text = delta.get("content") if delta else None
+                        if text:
+                            started = True
+                            yield text
+                        reason = choice.get("finish_reason")
+                        if reason:
+                            self.finish_reason = "length" if reason == "length" else "stop"
+                if self.pace is not None and started and self.finish_reason is None:
+                    await self.pace()
         except httpx2.TransportError as err:
             raise _transport("openai", err, started) from err
         if self.finish_reason is None:
@@ -325,7 +362,7 @@ class OpenAIProvider:
         self._client = openai.AsyncOpenAI(
             api_key=settings.openai_api_key or "unset", base_url=settings.openai_base_url,
             max_retries=0,
-            timeout=_timeout(settings),
+            timeout=_timeout(settings), http_client=_http_client(openai, settings),
         )
 
     @asynccontextmanager

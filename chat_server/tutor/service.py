@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,7 +36,7 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from chat_server import retrieval
+from chat_server import metrics, retrieval
 from chat_server.db import Database
 from chat_server.models import Chunk, Conversation, Message, MessageStatus, Role
 from chat_server.settings import Settings
@@ -82,6 +83,7 @@ class Reply:
     hits: list[retrieval.Hit] = field(default_factory=list)
     provider: str | None = None
     model: str | None = None
+    received: float = 0.0  # time.perf_counter() when send() got the frame
     # Set before the task is cancelled, so the task knows why: cancelled | interrupted.
     stop_reason: str | None = None
     task: asyncio.Task[None] | None = None
@@ -160,6 +162,7 @@ class Tutor:
 
     async def send(self, user_id: uuid.UUID, frame: dict[str, Any]) -> None:
         """Store the message, publish chat.ack, start the reply. Refusals raise TutorError."""
+        received = time.perf_counter()
         if self._closing:
             raise TutorError("unavailable", "The tutor is shutting down; send again in a moment.")
         client_id, text, conversation_id, material_ids, socratic = self._parse(frame)
@@ -176,6 +179,7 @@ class Tutor:
                 if await self._reack(session, user_id, client_id):
                     return
                 raise
+        reply.received = received
         self._replies[reply.reply_id] = reply
         self._by_conversation[reply.conversation_id] = reply.reply_id
         ids = {"message_id": str(reply.message_id),
@@ -427,7 +431,14 @@ class Tutor:
                             reply.usage = stream.usage
                             if reply.pending is None:
                                 reply.pending = self._coalescer.open(reply.user, reply.reply_id)
-                            await self._coalescer.add(reply.pending, delta)
+                                await self._coalescer.add(reply.pending, delta)
+                                if self._coalescer.pacing and hasattr(stream, "pace"):
+                                    # Read the provider once per flush tick from now on.
+                                    stream.pace = self._coalescer.next_tick
+                                metrics.tutor_first_delta_seconds.observe(
+                                    time.perf_counter() - reply.received)
+                            else:
+                                await self._coalescer.add(reply.pending, delta)
                         reply.usage = stream.usage
                         return stream.finish_reason or "stop"
                 except ProviderError as err:

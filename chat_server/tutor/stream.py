@@ -11,6 +11,11 @@ exactly the provider's tokens, then the end.
 
 Under load the tick stretches (it awaits its publish before sleeping again), so deltas
 grow instead of queueing up: backpressure without losing a token.
+
+`next_tick()` lets a reply's provider stream wait for the tick between network reads: what
+arrives meanwhile is read in one go when the tick fires, just before the tick publishes
+(it would not have been published earlier anyway), so a socket read and its trip through
+the HTTP client's layers are paid once per tick, not once per token.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ class Coalescer:
         self._flush_s = flush_s
         self._dirty: dict[str, Pending] = {}  # replies with pending text, oldest first
         self._ticker: asyncio.Task[None] | None = None
+        self._tick_waiters: list[asyncio.Future[None]] = []
 
     def open(self, user: str, reply_id: uuid.UUID) -> Pending:
         return Pending(user, reply_id)
@@ -70,8 +76,22 @@ class Coalescer:
         pending.parts.append(text)
         if pending.reply_id not in self._dirty:
             self._dirty[pending.reply_id] = pending
-            if self._ticker is None or self._ticker.done():
-                self._ticker = asyncio.create_task(self._tick(), name="reply-flush")
+            self._run_ticker()
+
+    @property
+    def pacing(self) -> bool:
+        return self._flush_s > 0
+
+    async def next_tick(self) -> None:
+        """Return when the next flush tick fires (before it takes what is pending)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tick_waiters.append(fut)
+        self._run_ticker()
+        await fut
+
+    def _run_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick(), name="reply-flush")
 
     async def drain(self, pending: Pending) -> None:
         """Publish what is pending for this reply now (before its reply.end)."""
@@ -82,9 +102,19 @@ class Coalescer:
         self._dirty.pop(pending.reply_id, None)
 
     async def _tick(self) -> None:
-        # Runs while some reply has pending text; exits when all is published (no idle wakeups).
-        while self._dirty:
+        # Runs while some reply has pending text or waits for a tick; then exits (no idle
+        # wakeups).
+        while self._dirty or self._tick_waiters:
             await asyncio.sleep(self._flush_s)
+            waiters, self._tick_waiters = self._tick_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            if waiters:
+                # The woken streams read what arrived and queue it (no I/O wait: it is
+                # buffered); then this tick publishes it.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
             batch, self._dirty = list(self._dirty.values()), {}
             events = [p.take() for p in batch if p.parts]
             if not events:

@@ -5,6 +5,10 @@
 and streams the body in HTTP chunks — optionally slowly, optionally cut off mid-way
 (no terminating chunk), optionally paced by an async generator. It notices when the
 client closes the connection before the response is complete (`client_closed`).
+
+Benchmarks use `Paced` bodies instead: one timer task per server writes the due tokens of
+every paced stream each tick (no coroutine per stream), from pre-built byte templates, so
+the fake itself can emit tens of thousands of tokens per second on a shared core.
 The real anthropic and openai SDKs are pointed at `base_url`.
 """
 
@@ -28,6 +32,15 @@ class Scripted:
     stream: Callable[[], AsyncIterator[bytes]] | None = None
     delay_s: float = 0.0  # before each chunk
     cut_after: int | None = None  # close the connection after this many chunks
+    paced: Paced | None = None  # benchmark body written by the server's pacer
+
+
+@dataclass
+class Paced:
+    """OpenAI chunks: `count` tokens at `per_s`, each text `<emit time ns> `, then usage, DONE."""
+
+    count: int
+    per_s: float
 
 
 @dataclass
@@ -47,6 +60,7 @@ class FakeProvider:
         self.closed_event = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._pacer = _Pacer()
 
     @property
     def base_url(self) -> str:
@@ -120,6 +134,15 @@ class FakeProvider:
         if not streaming:
             writer.write(body)
             await writer.drain()
+            return
+        if reply.paced is not None:
+            paced = _PacedStream(writer.transport, reply.paced)
+            self._pacer.add(paced)
+            waits: set[asyncio.Future[Any]] = {paced.done, watcher}
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if paced.done not in done:
+                paced.stop()
+                self._closed()
             return
         sent = 0
 
@@ -255,19 +278,63 @@ def openai_error(status: int, message: str, kind: str = "server_error",
     return Scripted(status=status, headers=headers, chunks=[body])
 
 
-def paced_openai_tokens(count: int, per_s: float) -> Callable[[], AsyncIterator[bytes]]:
-    """Benchmark body: `count` tokens at `per_s`, each text `<emit time ns> `, then usage, DONE."""
+def _http_chunk(piece: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(piece), piece)
 
-    async def body() -> AsyncIterator[bytes]:
-        yield openai_chunk("")
-        start = time.monotonic()
-        for i in range(count):
-            wait = start + i / per_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            yield openai_chunk(f"{time.time_ns()} ")
-        yield openai_chunk(None, "stop")
-        yield openai_usage(10, count)
-        yield DONE
 
-    return body
+# openai_chunk(TOKEN) split around the token text: a token is written without json.dumps.
+_TOKEN_HEAD, _TOKEN_TAIL = openai_chunk("@TOKEN@").split(b"@TOKEN@")
+
+
+class _PacedStream:
+    __slots__ = ("transport", "spec", "start", "sent", "done")
+
+    def __init__(self, transport: Any, spec: Paced) -> None:
+        self.transport = transport
+        self.spec = spec
+        self.start = time.monotonic()
+        self.sent = 0
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport.write(_http_chunk(openai_chunk("")))
+
+    def emit_due(self, now: float, wall_ns: int) -> None:
+        """Write every token whose time has come (one per tick at the usual rates)."""
+        due = min(self.spec.count, int((now - self.start) * self.spec.per_s) + 1)
+        if due > self.sent:
+            piece = _TOKEN_HEAD + b"%d " % wall_ns + _TOKEN_TAIL
+            self.transport.write(_http_chunk(piece) * (due - self.sent))
+            self.sent = due
+        if self.sent >= self.spec.count:
+            self.transport.write(_http_chunk(openai_chunk(None, "stop"))
+                                 + _http_chunk(openai_usage(10, self.spec.count))
+                                 + _http_chunk(DONE) + b"0\r\n\r\n")
+            self.stop()
+
+    def stop(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class _Pacer:
+    """One task writes the due tokens of every paced stream, every TICK_S."""
+
+    TICK_S = 0.005
+
+    def __init__(self) -> None:
+        self.streams: list[_PacedStream] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, stream: _PacedStream) -> None:
+        self.streams.append(stream)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self.streams:
+            started = time.monotonic()
+            wall_ns = time.time_ns()
+            for st in self.streams:
+                if not st.done.done():
+                    st.emit_due(started, wall_ns)
+            self.streams = [st for st in self.streams if not st.done.done()]
+            await asyncio.sleep(max(0.0, self.TICK_S - (time.monotonic() - started)))
