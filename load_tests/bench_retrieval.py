@@ -220,6 +220,12 @@ async def bench_case(settings: Settings, queries: list[Question]) -> dict[str, f
         for q, question in enumerate(queries):
             user, words, vector = question.user, question.text, question.vector
             timings: dict[str, float] = {}
+            # retrieve() first: the embedder keeps recent questions in a small cache, so this
+            # question is embedded here for the first time (as a learner's new question is).
+            async with db.session() as session:
+                t0 = time.perf_counter()
+                assert await retrieve(session, settings, user, words)
+                timings["retrieve"] = (time.perf_counter() - t0) * 1000
             async with db.session() as session:
                 t0 = time.perf_counter()
                 by_vector = await vector_search(session, user, vector, n)
@@ -228,7 +234,8 @@ async def bench_case(settings: Settings, queries: list[Question]) -> dict[str, f
                 t2 = time.perf_counter()
                 hits = await hybrid_search(session, settings, user, words, vector)
                 t3 = time.perf_counter()
-                await embed_query(settings, words)
+                # The same words in reverse order: as long, not in the embedder's cache.
+                await embed_query(settings, " ".join(reversed(words.split())))
                 t4 = time.perf_counter()
                 timings.update(vector=(t1 - t0) * 1000, keyword=(t2 - t1) * 1000,
                                hybrid=(t3 - t2) * 1000, embed=(t4 - t3) * 1000)
@@ -241,10 +248,6 @@ async def bench_case(settings: Settings, queries: list[Question]) -> dict[str, f
                     every = await keyword_search(session, user, words, n, exhaustive=True)
                     overlap["keyword"].append(len(set(every) & set(by_keyword)) / max(1, len(every)))
                     found["keyword_all"].append(question.source in every)
-            async with db.session() as session:
-                t0 = time.perf_counter()
-                assert await retrieve(session, settings, user, words)
-                timings["retrieve"] = (time.perf_counter() - t0) * 1000
             if q >= WARMUP:
                 for name, ms in timings.items():
                     series[name].append(ms)
@@ -322,8 +325,8 @@ async def main_async(args: argparse.Namespace) -> str:
         say()
         say(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}; Postgres {version} (pgserver, shared_buffers "
-            f"{shared_buffers}) + pgvector {pgvector}; local all-MiniLM-L6-v2 on CPU (torch threads: "
-            f"{__import__('torch').get_num_threads()}); model load {model_s:.1f} s.")
+            f"{shared_buffers}) + pgvector {pgvector}; local all-MiniLM-L6-v2 on CPU "
+            f"(workers/embeddings.py); model load {model_s:.1f} s.")
         say()
         say(f"## {args.chunks:,} chunks, {args.queries} queries per case (k={s.retrieval_top_k}, "
             f"{s.retrieval_candidates} candidates per side), p50 / p99 in ms")
@@ -338,8 +341,9 @@ async def main_async(args: argparse.Namespace) -> str:
         say()
         say("vector = `vector_search`, keyword = `keyword_search` (each alone, ids only); hybrid SQL "
             "= `hybrid_search`: both sides, reciprocal rank fusion and the hits with their titles in "
-            "one statement, query vector given; embed question = the local model on one question; "
-            "retrieve() = embed + hybrid SQL, end to end. Each search includes its round trip that "
+            "one statement, query vector given; embed question = the configured embedder on one "
+            "question not seen before; retrieve() = embed + hybrid SQL, end to end, on a new "
+            "question. Each search includes its round trip that "
             "sets the search options. Wall-clock per call from the client (asyncpg + SQLAlchemy).")
         say()
         say(f"## Quality at this scale: the question's source chunk found (vector and keyword: in the "
