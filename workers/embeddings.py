@@ -100,6 +100,10 @@ class LocalModel:
         self.numpy = numpy
         self.tokenizer = st.tokenizer
         self.bert = modules[0].auto_model.eval()
+        # Sentence vectors are the mean of token states (sentence-transformers reads them too),
+        # so BERT's [CLS] pooler layer would be computed for nothing on every call.
+        if getattr(self.bert, "pooler", None) is not None:
+            self.bert.pooler = None
         if int8:
             self.bert = _quantize(self.bert)
         self.max_tokens = int(st.max_seq_length or 0)
