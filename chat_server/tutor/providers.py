@@ -175,6 +175,35 @@ async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes,
             yield event
 
 
+def _socket_of(response: httpx2.Response) -> Any:
+    """The asyncio transport under an aiohttp-backed response, or None (other transports)."""
+    stream = getattr(response, "stream", None)
+    stream = getattr(stream, "_stream", stream)  # httpx2 wraps the transport's stream
+    connection = getattr(getattr(stream, "_aiohttp_response", None), "connection", None)
+    transport = getattr(connection, "transport", None)
+    return transport if hasattr(transport, "pause_reading") else None
+
+
+async def _pace(pace: Callable[[], Awaitable[None]], transport: Any) -> None:
+    """Wait for the consumer's tick with the socket unread: tokens arriving meanwhile stay in
+    the kernel and come in with one recv when reading resumes, not one wakeup each."""
+    paused = False
+    if transport is not None and not transport.is_closing():
+        try:
+            transport.pause_reading()
+            paused = True
+        except RuntimeError:
+            pass
+    try:
+        await pace()
+    finally:
+        if paused and not transport.is_closing():
+            try:
+                transport.resume_reading()
+            except RuntimeError:
+                pass
+
+
 def _http_client(sdk: Any, settings: Settings) -> Any:
     """The SDK's aiohttp-based client when aiohttp is installed, else None (the SDK default)."""
     try:
@@ -216,6 +245,7 @@ class _AnthropicStream:
         started = False
         usage = self.usage
         parser = SSEParser()
+        socket = _socket_of(self._response)
         try:
             async for chunk in self._response.aiter_bytes():
                 for kind, data in parser.feed(chunk):
@@ -249,7 +279,7 @@ class _AnthropicStream:
                         raise _from_status("anthropic", self._response.status_code, event,
                                            self._response.headers)
                 if self.pace is not None and started and not stopped:
-                    await self.pace()
+                    await _pace(self.pace, socket)
         except httpx2.TransportError as err:
             raise _transport("anthropic", err, started) from err
         if not stopped:
@@ -318,6 +348,7 @@ class _OpenAIStream:
         started = False
         done = False
         parser = SSEParser()
+        socket = _socket_of(self._response)
         try:
             async for raw in self._response.aiter_bytes():
                 for _, data in parser.feed(raw):
@@ -345,7 +376,7 @@ class _OpenAIStream:
                         if reason:
                             self.finish_reason = "length" if reason == "length" else "stop"
                 if self.pace is not None and started and self.finish_reason is None:
-                    await self.pace()
+                    await _pace(self.pace, socket)
         except httpx2.TransportError as err:
             raise _transport("openai", err, started) from err
         if self.finish_reason is None:

@@ -110,11 +110,12 @@ class Coalescer:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
-            if waiters:
-                # The woken streams read what arrived and queue it (no I/O wait: it is
-                # buffered); then this tick publishes it.
+            # The woken streams read what arrived and queue it, then wait for the next tick;
+            # this tick publishes it. A few loop turns (socket read, parse) at most.
+            for _ in range(8 if waiters else 0):
                 await asyncio.sleep(0)
-                await asyncio.sleep(0)
+                if len(self._tick_waiters) >= len(waiters):
+                    break
             batch, self._dirty = list(self._dirty.values()), {}
             events = [p.take() for p in batch if p.parts]
             if not events:
