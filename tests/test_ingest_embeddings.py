@@ -155,3 +155,26 @@ def test_int8_model_is_close_but_a_different_identity() -> None:
     for a, b in zip(float_vectors, int8.embed_sync(texts), strict=True):
         cosine = sum(x * y for x, y in zip(a, b, strict=True))
         assert 0.9 < cosine < 0.99999
+
+
+def test_counting_and_embedding_at_once_from_threads() -> None:
+    # Ingestion counts word pieces in the extraction thread while pool threads embed: the
+    # tokenizer keeps padding/truncation state per call, so unguarded calls break each other.
+    model = load_local_model()
+    texts = [f"Sentence {i} " + "about entropy " * (i % 23) for i in range(48)]
+    errors: list[BaseException] = []
+
+    def count() -> None:
+        try:
+            for _ in range(150):
+                model.count(texts)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    for _ in range(6):
+        vectors = model.encode_many(texts, 8)
+        assert vectors.shape == (48, 384)
+    counter.join()
+    assert errors == []

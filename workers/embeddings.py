@@ -99,6 +99,9 @@ class LocalModel:
         self.torch = torch
         self.numpy = numpy
         self.tokenizer = st.tokenizer
+        # The fast tokenizer sets padding/truncation on its shared Rust object for each call:
+        # two threads calling it at once (counting while embedding) corrupt each other's batch.
+        self.tokenizer_lock = threading.Lock()
         self.bert = modules[0].auto_model.eval()
         # Sentence vectors are the mean of token states (sentence-transformers reads them too),
         # so BERT's [CLS] pooler layer would be computed for nothing on every call.
@@ -116,14 +119,17 @@ class LocalModel:
 
     def count(self, texts: list[str]) -> list[int]:
         """Word pieces per text, untruncated, without [CLS]/[SEP]."""
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        with self.tokenizer_lock:
+            ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [len(row) for row in ids]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit vectors for one batch (float32, one row per text, in order)."""
         torch = self.torch
-        with torch.inference_mode():
+        with self.tokenizer_lock:
             enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
                                  return_tensors="pt")
+        with torch.inference_mode():
             hidden = self.bert(**enc).last_hidden_state
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
