@@ -152,7 +152,8 @@ def candidate_query(found: list[str], lexemes: list[str], chunks: int,
     is taken alone. Words without lexemes (stop words) only appear alone.
     """
     share = [max((shares.get(lex, 0.0) for lex in lexs.split()), default=0.0) for lexs in lexemes]
-    clauses = [(share[i] * chunks, (i,)) for i in range(len(found))]
+    clauses: list[tuple[float, tuple[int, ...]]] = [
+        (share[i] * chunks, (i,)) for i in range(len(found))]
     clauses += [(share[a] * share[b] * chunks, (a, b))
                 for a, b in itertools.combinations(range(len(found)), 2)
                 if lexemes[a].strip() and lexemes[b].strip()]

@@ -183,8 +183,8 @@ async def questions(url: str, count: int, seed: int, vocab: list[str],
     try:
         await register_vector(conn)
         rows = await conn.fetch(
-            f"select id, user_id, text, embedding from chunks tablesample system (2) repeatable ({seed}) "
-            f"order by md5(id::text) limit {count}")
+            "select id, user_id, text, embedding from chunks where id in (select id from chunks "
+            "order by md5(id::text || $1) limit $2) order by md5(id::text || $1)", str(seed), count)
     finally:
         await conn.close()
     rng = random.Random(seed)
@@ -274,7 +274,8 @@ async def main_async(args: argparse.Namespace) -> str:
         os.makedirs(os.environ["XDG_RUNTIME_DIR"], mode=0o700, exist_ok=True)
         import pgserver
 
-        server = pgserver.get_server(work / "pg", cleanup_mode=None if keep else "delete")
+        # --keep: stop the server at the end but keep its data for the next run.
+        server = pgserver.get_server(work / "pg", cleanup_mode="stop" if keep else "delete")
         try:
             base_uri = server.get_uri()
             admin = await asyncpg.connect(database_uri(base_uri, "postgres").replace("+asyncpg", ""))
@@ -318,7 +319,7 @@ async def main_async(args: argparse.Namespace) -> str:
                 results.append((f"{users:,} user(s) × {args.chunks // users:,}", load_s, r))
                 print(f"  {users} user(s): {r}", flush=True)
         finally:
-            server._cleanup() if not keep else None
+            server._cleanup()
 
         s = settings
         say(f"# Retrieval benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
