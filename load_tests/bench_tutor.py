@@ -372,12 +372,16 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
     lat_think: list[float] = []
     lat_burst: list[float] = []
     sends, think_elapsed, server_p50, server_p99 = 0, 1.0, float("nan"), float("nan")
+    send_cpu_ms = float("nan")
     h0: dict[float, float] = {}
     h1: dict[float, float] = {}
     if not args.paced_only:
         one = await open_clients(ws_url, 1, "one")
         await first_delta_round(one, 5)  # warm-up
+        cpu_a = cpu_seconds(pids)
         lat1 = await first_delta_round(one, 20 if args.quick else 100)
+        cpu_b = cpu_seconds(pids)
+        send_cpu_ms = 1000 * (cpu_b["server"] - cpu_a["server"]) / max(1, len(lat1))
         await close_clients(one)
         many = await open_clients(ws_url, n_conc, "many")
         await first_delta_round(many, 1)  # warm-up
@@ -404,7 +408,8 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
                          for k, v in cpu.items())
     per_token_us = 1e6 * cpu["server"] / max(1, paced["received"])
     st = paced["steady"]
-    steady_line = (
+    steady_line = "none: starting the replies outlasted the first reply" if st[
+        "tokens"] <= 0 else (
         f"{st['tokens']} tokens in {st['seconds']:.1f} s ({st['tokens'] / st['seconds']:.0f} "
         f"tokens/s); CPU " + ", ".join(
             f"{k} {1e6 * v / max(1, st['tokens']):.0f} µs/token "
@@ -421,6 +426,9 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         f"included). Mode: {'--quick (50 concurrent, 100 paced)' if args.quick else 'full'}.",
         "",
         "## chat.send → first reply.delta (zero-latency provider)",
+        "",
+        f"Server CPU per message (1 conversation: chat.send → stored, acked, prompt built, "
+        f"3-token reply streamed, stored, ended): {send_cpu_ms:.1f} ms.",
         "",
         "| concurrent conversations | samples | p50 ms | p99 ms | goal |",
         "|---|---|---|---|---|",

@@ -167,14 +167,15 @@ class Tutor:
             raise TutorError("unavailable", "The tutor is shutting down; send again in a moment.")
         client_id, text, conversation_id, material_ids, socratic = self._parse(frame)
         async with self.db.session() as session:
-            if await self._reack(session, user_id, client_id):
-                return
-            await self._check_quota(session, user_id)
+            # A resend is rare: it is found by the unique (user, client id) constraint or by a
+            # refusal, then acked again — not looked up before every send (a round trip).
             try:
+                await self._check_quota(session, user_id)
                 reply = await self._store(session, user_id, client_id, text, conversation_id,
                                           material_ids, socratic)
-            except IntegrityError:
-                # The same client id raced in from another socket: the first one answers.
+            except (IntegrityError, TutorError):
+                # A known client id (a resend, or the same id racing in from another socket):
+                # the first one answers, this one is acked again.
                 await session.rollback()
                 if await self._reack(session, user_id, client_id):
                     return
@@ -293,9 +294,9 @@ class Tutor:
                      conversation_id: uuid.UUID | None, material_ids: list[uuid.UUID] | None,
                      socratic: bool | None) -> Reply:
         if conversation_id is None:
-            conv = Conversation(user_id=user_id, title=_title(text), socratic=bool(socratic))
+            conv = Conversation(id=uuid.uuid4(), user_id=user_id, title=_title(text),
+                                socratic=bool(socratic))
             session.add(conv)
-            await session.flush()
         else:
             # Row lock: two sends into one conversation can't both see it idle.
             conv = await session.scalar(select(Conversation).where(
@@ -308,18 +309,19 @@ class Tutor:
             if socratic is not None:
                 conv.socratic = socratic
             conv.updated_at = func.now()
-        user_msg = Message(conversation_id=conv.id, user_id=user_id, role=Role.user,
-                           content=text, status=MessageStatus.complete, client_id=client_id)
+        # Ids made here: the three rows go out in one flush, at the commit.
+        user_msg = Message(id=uuid.uuid4(), conversation_id=conv.id, user_id=user_id,
+                           role=Role.user, content=text, status=MessageStatus.complete,
+                           client_id=client_id)
         session.add(user_msg)
-        await session.flush()
         provider = self.providers[0]
-        reply_msg = Message(conversation_id=conv.id, user_id=user_id, role=Role.assistant,
+        reply_msg = Message(id=uuid.uuid4(), conversation_id=conv.id, user_id=user_id,
+                            role=Role.assistant,
                             content="", status=MessageStatus.streaming, reply_to=user_msg.id,
                             provider=provider.name, model=provider.model,
                             # now() is the transaction's start: make the answer sort after.
                             created_at=func.clock_timestamp())
         session.add(reply_msg)
-        await session.flush()
         await session.commit()
         return Reply(user_id=user_id, reply_id=reply_msg.id, message_id=user_msg.id,
                      conversation_id=conv.id, question=text, material_ids=material_ids,
