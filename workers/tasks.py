@@ -118,11 +118,14 @@ class Reporter:
         self.stage, self.done, self.total = stage, done, total
         await self.flush()
 
-    async def flush(self, *, force: bool = True) -> None:
+    async def flush(self, *, force: bool = True, spacing: float = 0.0) -> None:
         async with self._lock:
             state = (self.stage, self.done, self.total)
             now = time.monotonic()
-            if not force and state == self._sent and now - self._sent_at < 1.0:
+            # An unchanged count is repeated after 0.75 s: with the 0.25 s tick below, no gap
+            # between events exceeds a second. The tick sends a new count at most every `spacing`.
+            wait = 0.75 if state == self._sent else spacing
+            if not force and now - self._sent_at < wait:
                 return
             self._sent, self._sent_at = state, now
             try:
@@ -142,8 +145,8 @@ class Reporter:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(0.5)
-            await self.flush(force=False)
+            await asyncio.sleep(0.25)
+            await self.flush(force=False, spacing=0.5)
 
     async def __aenter__(self) -> Reporter:
         self._task = asyncio.create_task(self._loop())
