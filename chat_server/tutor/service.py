@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chat_server import metrics, retrieval
@@ -294,9 +294,9 @@ class Tutor:
                      conversation_id: uuid.UUID | None, material_ids: list[uuid.UUID] | None,
                      socratic: bool | None) -> Reply:
         if conversation_id is None:
-            conv = Conversation(id=uuid.uuid4(), user_id=user_id, title=_title(text),
-                                socratic=bool(socratic))
-            session.add(conv)
+            conv_id, conv_socratic = uuid.uuid4(), bool(socratic)
+            await session.execute(insert(Conversation).values(
+                id=conv_id, user_id=user_id, title=_title(text), socratic=conv_socratic))
         else:
             # Row lock: two sends into one conversation can't both see it idle.
             conv = await session.scalar(select(Conversation).where(
@@ -309,23 +309,25 @@ class Tutor:
             if socratic is not None:
                 conv.socratic = socratic
             conv.updated_at = func.now()
-        # Ids made here: the three rows go out in one flush, at the commit.
-        user_msg = Message(id=uuid.uuid4(), conversation_id=conv.id, user_id=user_id,
-                           role=Role.user, content=text, status=MessageStatus.complete,
-                           client_id=client_id)
-        session.add(user_msg)
+            conv_id, conv_socratic = conv.id, conv.socratic
+        # Both messages in one statement, ids made here (no ORM unit of work on the hot path).
+        message_id, reply_id = uuid.uuid4(), uuid.uuid4()
         provider = self.providers[0]
-        reply_msg = Message(id=uuid.uuid4(), conversation_id=conv.id, user_id=user_id,
-                            role=Role.assistant,
-                            content="", status=MessageStatus.streaming, reply_to=user_msg.id,
-                            provider=provider.name, model=provider.model,
-                            # now() is the transaction's start: make the answer sort after.
-                            created_at=func.clock_timestamp())
-        session.add(reply_msg)
+        common = {"conversation_id": conv_id, "user_id": user_id, "input_tokens": 0,
+                  "output_tokens": 0}
+        await session.execute(insert(Message).values([
+            {**common, "id": message_id, "role": Role.user, "content": text,
+             "status": MessageStatus.complete, "client_id": client_id, "reply_to": None,
+             "provider": None, "model": None, "created_at": func.now()},
+            {**common, "id": reply_id, "role": Role.assistant, "content": "",
+             "status": MessageStatus.streaming, "client_id": None, "reply_to": message_id,
+             "provider": provider.name, "model": provider.model,
+             # now() is the transaction's start: make the answer sort after.
+             "created_at": func.clock_timestamp()}]))
         await session.commit()
-        return Reply(user_id=user_id, reply_id=reply_msg.id, message_id=user_msg.id,
-                     conversation_id=conv.id, question=text, material_ids=material_ids,
-                     socratic=conv.socratic)
+        return Reply(user_id=user_id, reply_id=reply_id, message_id=message_id,
+                     conversation_id=conv_id, question=text, material_ids=material_ids,
+                     socratic=conv_socratic)
 
     async def _check_idle(self, session: Any, conversation_id: uuid.UUID) -> None:
         busy = self._by_conversation.get(conversation_id)
