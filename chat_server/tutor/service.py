@@ -1,12 +1,13 @@
 """The Tutor: accepts chat.send / chat.cancel for a user and owns every reply being streamed.
 
-Flow of one `chat.send`: validate → (resend? re-ack and stop) → quota → one transaction
-that stores the user's message and a `streaming` assistant row → `chat.ack` → a reply
-task (`chat.ack` and `reply.start` go out together, in one bus round trip). The task
-retrieves passages (skipped when the learner has no passages in scope) while it loads the
-history, builds the prompt, waits for a provider slot (`reply.queued` when it has to),
-streams `reply.delta`s (coalesced: see stream.py), then `reply.citations` and `reply.end`,
-and stores the final text and status. Every way out of
+Flow of one `chat.send`: validate → quota → one transaction that stores the user's message
+and a `streaming` assistant row (a resend hits the unique client id or a refusal and is
+re-acked instead) → `chat.ack` → a reply
+task (`chat.ack` and `reply.start` go out together, in one bus round trip; the same
+transaction also reads the history and whether the learner has passages in scope). The task
+retrieves passages (skipped when there are none), builds the prompt, waits for a provider
+slot (`reply.queued` when it has to), streams `reply.delta`s (coalesced: see stream.py), then
+`reply.citations` and `reply.end`, and stores the final text and status. Every way out of
 the task (done, cancel, fault, shutdown) goes through `_finish`, so a reply is never lost.
 
 Policies:
@@ -79,6 +80,8 @@ class Reply:
     text: list[str] = field(default_factory=list)
     tokens: int = 0  # provider deltas received (the delta seq is the coalescer's)
     pending: Pending | None = None
+    history: list[Turn] = field(default_factory=list)
+    has_chunks: bool = False
     usage: Usage = field(default_factory=Usage)
     hits: list[retrieval.Hit] = field(default_factory=list)
     provider: str | None = None
@@ -173,6 +176,16 @@ class Tutor:
                 await self._check_quota(session, user_id)
                 reply = await self._store(session, user_id, client_id, text, conversation_id,
                                           material_ids, socratic)
+                # The prompt's inputs are read in this transaction too (no second session,
+                # pool checkout and BEGIN per message): whether retrieval has anything to
+                # search (it is skipped otherwise: most of the send path), and the history.
+                scope = Chunk.user_id == user_id
+                if material_ids:
+                    scope = scope & Chunk.material_id.in_(material_ids)
+                reply.has_chunks = bool(await session.scalar(select(exists().where(scope))))
+                if conversation_id is not None:
+                    reply.history = await self._history(session, reply)
+                await session.commit()
             except (IntegrityError, TutorError):
                 # A known client id (a resend, or the same id racing in from another socket):
                 # the first one answers, this one is acked again.
@@ -324,7 +337,6 @@ class Tutor:
              "provider": provider.name, "model": provider.model,
              # now() is the transaction's start: make the answer sort after.
              "created_at": func.clock_timestamp()}]))
-        await session.commit()
         return Reply(user_id=user_id, reply_id=reply_id, message_id=message_id,
                      conversation_id=conv_id, question=text, material_ids=material_ids,
                      socratic=conv_socratic)
@@ -378,26 +390,11 @@ class Tutor:
             raise asyncio.CancelledError
 
     async def _prepare(self, reply: Reply) -> PromptRequest:
-        retrieving: asyncio.Task[list[retrieval.Hit]] | None = None
-        try:
-            async with self.db.session() as session:
-                # Most of the send path is retrieval (query embedding, vector and keyword
-                # search): skip it when the learner has no passages in scope, else run it
-                # on its own connection while this one loads the history.
-                scope = Chunk.user_id == reply.user_id
-                if reply.material_ids:
-                    scope = scope & Chunk.material_id.in_(reply.material_ids)
-                if await session.scalar(select(exists().where(scope))):
-                    retrieving = asyncio.create_task(self._retrieve(reply))
-                history = await self._history(session, reply)
-            if retrieving is not None:
-                reply.hits = await retrieving
-        finally:
-            if retrieving is not None and not retrieving.done():
-                retrieving.cancel()
-                await asyncio.gather(retrieving, return_exceptions=True)
+        if reply.has_chunks:
+            reply.hits = await self._retrieve(reply)
         return build_request(
-            question=reply.question, hits=reply.hits, history=history, socratic=reply.socratic,
+            question=reply.question, hits=reply.hits, history=reply.history,
+            socratic=reply.socratic,
             history_budget=self.settings.history_token_budget,
             max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
 
