@@ -1,9 +1,10 @@
 """Retrieval for the tutor: a learner's most relevant passages for a question.
 
 Hybrid search (pgvector cosine + Postgres full-text, fused by reciprocal rank
-fusion), always scoped to one user's own materials. `retrieve` is two round trips: one
-statement sets the search options and reads what the keyword side needs, one does both
-searches, the fusion and loading the hits.
+fusion), always scoped to one user's own materials. One statement sets the search options
+and reads what the keyword side needs, one does both searches, the fusion and loading the
+hits. `retrieve` runs the keyword side on its own while the question is being embedded (the
+embedding takes a core of ours, the keyword search one of the database's), then the rest.
 
 - Vector: `embedding <=> query` on the HNSW index. HNSW filters *after* its graph walk, so
   for a user who owns a small share of all chunks it may return too few rows (pgvector >= 0.8
@@ -18,11 +19,14 @@ searches, the fusion and loading the hits.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import time
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Text, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
@@ -106,17 +110,25 @@ _PREPARE = text(
 _VECTOR = text(f"select {_VECTOR_IDS}").bindparams(_MIDS)
 _VECTOR_EXACT = text(f"select {_EXACT}").bindparams(_MIDS)
 _KEYWORD = text(f"select {_KEYWORD_IDS}").bindparams(_MIDS)
-# Both sides, reciprocal rank fusion and the hits with their material in one round trip.
-_HYBRID = text(
-    f"with v as (select {_VECTOR_IDS} as ids), k as (select {_KEYWORD_IDS} as ids), "
-    "f as (select r.id, sum(1.0::float8 / (:rrf + r.rank)) as score from ("
-    "select u.id, u.rank from v, unnest(v.ids) with ordinality as u(id, rank) union all "
-    "select u.id, u.rank from k, unnest(k.ids) with ordinality as u(id, rank)) r "
-    "group by r.id order by score desc, r.id limit :k) "
-    "select c.id, f.score, c.material_id, c.text, c.page_start, c.start_s, c.language, "
-    "m.title, m.kind, m.source from f join chunks c on c.id = f.id "
-    "join materials m on m.id = c.material_id order by f.score desc, f.id"
-).bindparams(_MIDS)
+
+
+def _fused(keyword_ids: str) -> str:
+    """Both sides, reciprocal rank fusion and the hits with their material in one statement;
+    `keyword_ids` is the keyword side's array of ids (a subquery or a parameter)."""
+    return (
+        f"with v as (select {_VECTOR_IDS} as ids), k as (select {keyword_ids} as ids), "
+        "f as (select r.id, sum(1.0::float8 / (:rrf + r.rank)) as score from ("
+        "select u.id, u.rank from v, unnest(v.ids) with ordinality as u(id, rank) union all "
+        "select u.id, u.rank from k, unnest(k.ids) with ordinality as u(id, rank)) r "
+        "group by r.id order by score desc, r.id limit :k) "
+        "select c.id, f.score, c.material_id, c.text, c.page_start, c.start_s, c.language, "
+        "m.title, m.kind, m.source from f join chunks c on c.id = f.id "
+        "join materials m on m.id = c.material_id order by f.score desc, f.id")
+
+
+_HYBRID = text(_fused(_KEYWORD_IDS)).bindparams(_MIDS)
+# The keyword side already ran (while the question was being embedded): its ids are given.
+_HYBRID_GIVEN = text(_fused("cast(:kids as bigint[])")).bindparams(_MIDS)
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_QUERY_WORDS = 64
@@ -239,7 +251,7 @@ async def hybrid_search(
     settings: Settings,
     user_id: uuid.UUID,
     query: str,
-    vector: list[float],
+    vector: list[float] | Awaitable[list[float]],
     *,
     material_ids: list[uuid.UUID] | None = None,
     k: int | None = None,
@@ -248,20 +260,28 @@ async def hybrid_search(
 
     Vector and keyword candidates, their fusion (same scores as `fuse`) and the hits with their
     material are one statement, after one that sets the search options and picks the words
-    for the keyword candidates.
+    for the keyword candidates. When `vector` is still being computed (an awaitable), the
+    keyword side runs first, on the database's core, while the question is embedded on ours.
     """
     k = k or settings.retrieval_top_k
     n = max(settings.retrieval_candidates, k)
     found = words(query)
     kq = await _prepare(session, user_id, found, n, material_ids)
-    params = {"uid": user_id, "mids": material_ids or None, "vec": _vec(vector), "n": n,
-              "q": " or ".join(found), "kq": kq, "scan": KEYWORD_SCAN,
-              "rrf": settings.retrieval_rrf_k, "k": k}
+    params: dict[str, Any] = {
+        "uid": user_id, "mids": material_ids or None, "n": n, "q": " or ".join(found),
+        "kq": kq, "scan": KEYWORD_SCAN, "rrf": settings.retrieval_rrf_k, "k": k}
+    statement = _HYBRID
+    if not isinstance(vector, list):
+        params["kids"] = (list((await session.execute(_KEYWORD, params)).scalar_one())
+                          if kq else [])
+        vector = await vector
+        statement = _HYBRID_GIVEN
+    params["vec"] = _vec(vector)
     return [
         Hit(chunk_id=r.id, material_id=r.material_id, title=r.title, kind=str(r.kind),
             source=r.source, text=r.text, page=r.page_start, start_s=r.start_s,
             score=r.score, language=r.language)
-        for r in (await session.execute(_HYBRID, params)).all()
+        for r in (await session.execute(statement, params)).all()
     ]
 
 
@@ -278,6 +298,10 @@ async def retrieve(
     query = query.strip()
     if not query:
         return []
-    vector = await embed_query(settings, query)
-    return await hybrid_search(session, settings, user_id, query, vector,
-                               material_ids=material_ids, k=k)
+    embedding = asyncio.ensure_future(embed_query(settings, query))
+    try:
+        return await hybrid_search(session, settings, user_id, query, embedding,
+                                   material_ids=material_ids, k=k)
+    finally:
+        if not embedding.done():
+            embedding.cancel()  # the search failed first: don't leave the task unowned

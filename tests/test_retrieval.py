@@ -4,6 +4,7 @@ the exact scan, scoping by user and material holds, and word-less questions stil
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -124,6 +125,14 @@ async def test_hybrid_equals_fusing_both_sides_and_loads_the_hits(library: Libra
         by_vector = await vector_search(session, lib.big, query, settings.retrieval_candidates)
         by_keyword = await keyword_search(session, lib.big, question, settings.retrieval_candidates)
         hits = await hybrid_search(session, settings, lib.big, question, query, k=8)
+
+        async def still_embedding() -> list[float]:  # as in retrieve(): the vector comes later
+            await asyncio.sleep(0.01)
+            return query
+
+        overlapped = await hybrid_search(session, settings, lib.big, question, still_embedding(),
+                                         k=8)
+    assert overlapped == hits
     assert by_keyword and all({"entropy", "ribosome"} & set(lib.texts[i].rstrip(".").split())
                               for i in by_keyword)
     scores = fuse([by_vector, by_keyword], settings.retrieval_rrf_k)
