@@ -106,6 +106,10 @@ async def test_normal_stream(settings: Settings, flavour: Flavour) -> None:
             assert row.provider == flavour.name
     (req,) = fake.requests
     assert req.body["stream"] is True
+    # The whole prompt and the sampling settings reach the wire (sent through extra_body).
+    assert req.body["max_tokens"] == settings.llm_max_tokens
+    assert req.body["temperature"] == settings.llm_temperature
+    assert req.body["model"]
     if flavour.name == "anthropic":
         assert req.path == "/v1/messages"
         assert "Cite the passages" in req.body["system"]

@@ -312,10 +312,13 @@ class AnthropicProvider:
         import anthropic
 
         opening = self._client.messages.with_streaming_response.create(
-            model=self.model, max_tokens=request.max_tokens, system=request.system,
-            messages=request.messages,  # type: ignore[arg-type]
-            # This SDK no longer types `temperature`; the Messages API still takes it.
-            extra_body={"temperature": request.temperature}, stream=True,
+            model=self.model, max_tokens=request.max_tokens, messages=[], stream=True,
+            # The prompt goes in extra_body, sent as is (it is plain role/content text, already
+            # the wire format): the SDK's typed transform walks every part of `messages` and
+            # `system` against its TypedDicts, milliseconds of CPU per request. This SDK no
+            # longer types `temperature`; the Messages API still takes it.
+            extra_body={"system": request.system, "messages": request.messages,
+                        "temperature": request.temperature},
         )
         try:
             raw = await opening.__aenter__()
@@ -402,10 +405,14 @@ class OpenAIProvider:
 
         messages = [{"role": "system", "content": request.system}, *request.messages]
         opening = self._client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
-            model=self.model, messages=messages,  # type: ignore[arg-type]
+            model=self.model, messages=[], stream=True,
+            # The body goes in extra_body, sent as is (plain role/content text, already the
+            # wire format): the SDK's typed transform of `messages` walks every part against
+            # its TypedDicts, ~4 ms of CPU per request with a full prompt.
             # max_tokens rather than max_completion_tokens: Ollama, vLLM and LM Studio know it.
-            max_tokens=request.max_tokens, temperature=request.temperature, stream=True,
-            stream_options={"include_usage": True},
+            extra_body={"messages": messages, "max_tokens": request.max_tokens,
+                        "temperature": request.temperature,
+                        "stream_options": {"include_usage": True}},
         )
         try:
             raw = await opening.__aenter__()
