@@ -229,3 +229,25 @@ async def test_publish_many_keeps_list_order_across_users_and_before_later_publi
             got = [(o, e["n"]) for u, o, e in sink.got if u == user]
             want = [n for n in range(11) if f"u{1 + n % 2}" == user]
             assert got == list(zip(range(1, len(want) + 1), want, strict=True))
+
+
+async def test_signals_reach_every_handler_and_are_not_user_events(open_test_bus: OpenBus) -> None:
+    async with open_test_bus() as (bus, sink):
+        got: list[dict[str, Any]] = []
+        arrived = asyncio.Event()
+
+        def handler(message: dict[str, Any]) -> None:
+            got.append(message)
+            arrived.set()
+
+        bus.on_signal(lambda m: 1 / 0)  # a failing handler does not stop the others
+        bus.on_signal(handler)
+        if isinstance(bus, RedisBus):
+            assert await bus.wait_ready(10)
+        await bus.subscribe("u1")
+        await bus.signal({"type": "reply.cancel", "reply_id": "r1", "user_id": "u1", "t": "ё"})
+        async with asyncio.timeout(10):
+            await arrived.wait()
+        assert got == [{"type": "reply.cancel", "reply_id": "r1", "user_id": "u1", "t": "ё"}]
+        assert sink.got == []  # no user saw it, nothing went into any history
+        assert (await bus.head("u1")).offset == 0

@@ -131,7 +131,7 @@ async def test_429_with_retry_after_then_success(settings: Settings, flavour: Fl
             arrivals.append(time.monotonic())
             return fake_next(rec)
 
-        fake._next = timed  # type: ignore[method-assign]
+        fake._next = timed  # type: ignore[method-assign,assignment]
         async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
             uid, frame, ack, end = await _ask(h)
             assert end["finish_reason"] == "stop"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -112,3 +113,47 @@ async def test_redis_restart_mid_traffic_recovers_and_readyz_reflects_it(
         assert done == sorted(set(done))  # never a duplicate or a reordering
         # Events published after Redis came back all arrived (nothing was lost then).
         assert set(range(sent[mark], done[-1] + 1)) <= set(done)
+
+
+async def test_cancel_from_another_instance_stops_the_reply_where_it_streams(
+        settings: Settings, redis_url: str) -> None:
+    from tests.support.fake_providers import FakeProvider, openai_stream
+
+    pieces = [f"w{i} " for i in range(400)]
+    async with FakeProvider() as fake:
+        fake.script.append(openai_stream(pieces, delay_s=0.05))  # ~20 s if nobody cancels
+        s = settings.model_copy(update={
+            "redis_url": redis_url, "llm_provider": "openai", "llm_retries": 0,
+            "openai_base_url": fake.base_url + "/v1", "openai_api_key": "sk-test"})
+        app_a, app_b = create_app(s), create_app(s)
+        async with serve_app(app_a) as base_a, serve_app(app_b) as base_b:
+            _, token = await new_user(base_a)
+            async with socket(base_a, token) as (a, _), socket(base_b, token) as (b, _):
+                await a.send(json.dumps({"type": "chat.send", "id": "q1",
+                                         "text": "Tell me a long story"}))
+                frames: list[dict[str, Any]] = []
+                while sum(f["type"] == "reply.delta" for f in frames) < 2:
+                    frames.append(await recv(a))
+                rid = next(f["reply_id"] for f in frames if f["type"] == "chat.ack")
+                # Streaming on A, not on B.
+                assert uuid.UUID(rid) in app_a.state.tutor._replies
+                assert uuid.UUID(rid) not in app_b.state.tutor._replies
+
+                await b.send(json.dumps({"type": "chat.cancel", "id": "c1", "reply_id": rid}))
+                async with asyncio.timeout(10):
+                    await fake.closed_event.wait()  # A closed the provider's HTTP stream
+                for ws in (a, b):  # every socket of the user sees the end, on both instances
+                    end = await recv(ws)
+                    while end["type"] != "reply.end":
+                        assert end["type"] in ("reply.delta", "reply.citations", "chat.ack",
+                                               "reply.start"), end
+                        end = await recv(ws)
+                    assert end["reply_id"] == rid and end["finish_reason"] == "cancelled"
+                async with httpx.AsyncClient(base_url=base_b, timeout=30) as client:
+                    headers = {"Authorization": f"Bearer {token}"}
+                    conv = (await client.get("/conversations", headers=headers)).json()[0]
+                    stored = (await client.get(f"/conversations/{conv['id']}",
+                                               headers=headers)).json()["messages"][-1]
+                assert stored["status"] == "cancelled" and stored["content"].startswith("w0 w1 ")
+                assert len(stored["content"].split()) < len(pieces)
+    assert fake.client_closed == 1

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[str, int, str], None]
 # Called before the first delivered event of a new epoch: (user_id, new epoch).
 OnEpoch = Callable[[str, str], None]
+# Called for every control message sent with Bus.signal, from any instance.
+OnSignal = Callable[[dict[str, Any]], None]
 
 
 class ResumeFailed(Exception):
@@ -89,6 +91,24 @@ class Bus:
     async def ready(self) -> bool:
         return True
 
+    async def signal(self, message: dict[str, Any]) -> None:
+        """Send a control message to the `on_signal` handlers of every instance (this one
+        too). Fire and forget: no history, an instance that is down never sees it."""
+        raise NotImplementedError
+
+    def on_signal(self, handler: OnSignal) -> None:
+        """Call `handler(message)` for every signal from any instance (synchronously)."""
+        self._signal_handlers.append(handler)
+
+    _signal_handlers: list[OnSignal]
+
+    def _signalled(self, message: dict[str, Any]) -> None:
+        for handler in self._signal_handlers:
+            try:
+                handler(message)
+            except Exception:  # one bad handler must not stop the others or the reader
+                log.exception("bus signal handler failed")
+
 
 def event_json(event: dict[str, Any]) -> str:
     """The event as compact JSON with "type" first (the hub peeks at it without parsing)."""
@@ -117,12 +137,16 @@ def _check_since(epoch: str, head: StreamHead, offset: int) -> None:
 
 class MemoryBus(Bus):
     def __init__(self, deliver: Deliver, max_events: int) -> None:
+        self._signal_handlers = []
         self._deliver = deliver
         self._max = max_events
         self._epochs: dict[str, str] = {}
         self._offsets: dict[str, int] = {}
         self._history: dict[str, deque[tuple[int, str]]] = {}
         self._subscribed: dict[str, int] = {}
+
+    async def signal(self, message: dict[str, Any]) -> None:
+        self._signalled(json.loads(json.dumps(message)))  # the same copy semantics as Redis
 
     async def publish(self, user_id: str, event: dict[str, Any]) -> int:
         started = time.perf_counter()
@@ -229,6 +253,12 @@ return out
 """
 
 
+# Control messages between instances (e.g. cancel a reply streaming elsewhere). Not a user
+# channel: user channels are th:{uid}.
+SIGNAL_CHANNEL = "th:signal"
+_SIGNAL_CHANNEL_B = SIGNAL_CHANNEL.encode()
+
+
 def _keys(user_id: str) -> list[str]:
     return [f"th:{{{user_id}}}:s", f"th:{{{user_id}}}:n", f"th:{{{user_id}}}:e"]
 
@@ -263,6 +293,7 @@ class RedisBus(Bus):
         import redis.asyncio as aioredis
 
         self._url = url
+        self._signal_handlers = []
         self._deliver = deliver
         self._on_epoch = on_epoch
         self._max = max_events
@@ -313,6 +344,14 @@ class RedisBus(Bus):
         with suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), wait_s)
         return self._connected.is_set()
+
+    async def signal(self, message: dict[str, Any]) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            await self._redis.publish(SIGNAL_CHANNEL, json.dumps(message, ensure_ascii=False))
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(f"Redis is unreachable: {exc}") from exc
 
     # publishing and history
     async def publish(self, user_id: str, event: dict[str, Any]) -> int:
@@ -455,6 +494,7 @@ class RedisBus(Bus):
         deaf_users = list(self._subs)  # subscribed before: may have missed events
         # Live messages are held while we catch up, then released in order (deduped).
         pubsub.holding = self._ever_connected
+        pubsub.command(b"SUBSCRIBE", SIGNAL_CHANNEL.encode())
         if deaf_users:
             pubsub.command(b"SUBSCRIBE", *[_channel(u).encode() for u in deaf_users])
         await pubsub.roundtrip()  # Redis answered: every SUBSCRIBE above is in effect
@@ -486,7 +526,15 @@ class RedisBus(Bus):
 
     def _on_message(self, msg: list[Any]) -> None:
         kind = msg[0]
-        if kind == b"message":
+        if kind == b"message" and msg[1] == _SIGNAL_CHANNEL_B:
+            try:
+                message = json.loads(msg[2])
+            except ValueError:
+                log.warning("bus: a signal that is not JSON was ignored")
+                return
+            if isinstance(message, dict):
+                self._signalled(message)
+        elif kind == b"message":
             user_id = msg[1][4:-1].decode()
             offset_b, epoch_b, frame_b = msg[2].split(b" ", 2)
             self._dispatch(user_id, int(offset_b), epoch_b.decode(), frame_b.decode())

@@ -33,7 +33,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 "memory://", _drop, max_events=settings.history_max_events,
                 ttl_s=settings.history_ttl_s))
         providers = await stack.enter_async_context(open_providers(settings))
-        tutor = Tutor(settings, app.state.db, bus.publish, providers, bus.publish_many)
+        tutor = Tutor(settings, app.state.db, bus.publish, providers, bus.publish_many,
+                      signal=bus.signal)
+        bus.on_signal(tutor.on_signal)
         app.state.tutor = tutor
         log.info("tutor ready: providers %s", ", ".join(p.name for p in providers))
         try:

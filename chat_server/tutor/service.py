@@ -56,6 +56,7 @@ from chat_server.tutor.stream import Coalescer, Event, Pending, PublishMany
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, dict[str, Any]], Awaitable[int]]
+Signal = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_TEXT_CHARS = 16_000
 MAX_CLIENT_ID_CHARS = 100
@@ -147,13 +148,17 @@ def _frame_uuid(value: Any, name: str) -> uuid.UUID:
 
 class Tutor:
     def __init__(self, settings: Settings, db: Database, publish: Publish,
-                 providers: list[Provider], publish_many: PublishMany | None = None) -> None:
+                 providers: list[Provider], publish_many: PublishMany | None = None,
+                 signal: Signal | None = None) -> None:
         if not providers:
             raise ValueError("The tutor needs at least one provider.")
         self.settings = settings
         self.db = db
         self._publish = publish
         self._publish_many = publish_many or self._publish_each
+        # Reaches the tutors of every instance (Bus.signal): a cancel for a reply streaming on
+        # another instance. None: this process is the only one.
+        self._signal = signal
         self._coalescer = Coalescer(self._publish_many, settings.reply_flush_ms / 1000)
         self.providers = providers
         self._slots = _Slots(settings.llm_max_concurrent_streams)
@@ -222,9 +227,29 @@ class Tutor:
         if row is None:
             raise TutorError("reply_not_found", "No such reply.", reply_id=reply_id)
         if row.status == MessageStatus.streaming:
-            raise TutorError("reply_not_found",
-                             "This reply is not streaming on this server.", reply_id=reply_id)
+            if self._signal is None:
+                raise TutorError("reply_not_found",
+                                 "This reply is not streaming on this server.", reply_id=reply_id)
+            # Streaming on another instance: its tutor cancels it, and its reply.end (finish
+            # reason `cancelled`) reaches every socket of the user through the bus.
+            await self._signal({"type": "reply.cancel", "reply_id": str(rid),
+                                "user_id": str(user_id)})
         # Already finished: cancelling it again is a no-op.
+
+    def on_signal(self, message: dict[str, Any]) -> None:
+        """A control message from any instance (Bus.on_signal): cancel a reply if it is ours."""
+        if message.get("type") != "reply.cancel":
+            return
+        try:
+            rid, uid = uuid.UUID(str(message["reply_id"])), uuid.UUID(str(message["user_id"]))
+        except (KeyError, ValueError):
+            return
+        reply = self._replies.get(rid)
+        if reply is None or reply.user_id != uid or reply.task is None:
+            return
+        if reply.stop_reason is None:
+            reply.stop_reason = "cancelled"
+        reply.task.cancel()
 
     async def aclose(self, timeout_s: float) -> None:
         """Refuse new sends, give running replies `timeout_s` to finish, then interrupt the rest."""

@@ -114,7 +114,7 @@ async def serve_app(app: FastAPI, port: int | None = None, **config: object) -> 
         **options,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(cfg)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign,attr-defined]
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
