@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -125,7 +126,9 @@ async def test_another_users_conversation_is_404_like_a_missing_one(
     missing = str(uuid.uuid4())
 
     assert (await client.get("/conversations", headers=bob)).json() == []
-    for method, kwargs in (("GET", {}), ("PATCH", {"json": {"title": "stolen"}}), ("DELETE", {})):
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("GET", {}), ("PATCH", {"json": {"title": "stolen"}}), ("DELETE", {})]
+    for method, kwargs in cases:
         theirs = await client.request(method, f"/conversations/{conv_id}", headers=bob, **kwargs)
         nobody = await client.request(method, f"/conversations/{missing}", headers=bob, **kwargs)
         assert theirs.status_code == nobody.status_code == 404, method

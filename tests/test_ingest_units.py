@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ from workers.extract import (
 )
 
 
-def _settings(tmp_path: Path, **kw: object) -> Settings:
+def _settings(tmp_path: Path, **kw: Any) -> Settings:
     return Settings(_env_file=None, data_dir=tmp_path, **kw)  # type: ignore[call-arg]
 
 

@@ -119,7 +119,7 @@ def test_readme_embed_token_example_is_accepted() -> None:
     settings = Settings(_env_file=None, embed_secret="shared-secret-0123456789")  # type: ignore[call-arg]
     scope = {"user": types.SimpleNamespace(id=42, name="Анна"), "EMBED_SECRET": settings.embed_secret}
     exec(code, scope)
-    external_id, name, exp = decode_embed_token(settings, scope["token"])
+    external_id, name, exp = decode_embed_token(settings, str(scope["token"]))
     assert (external_id, name) == ("embed:42", "Анна")
     assert time.time() < exp <= time.time() + 31 * 60
 

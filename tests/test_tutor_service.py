@@ -78,7 +78,7 @@ async def test_repeated_client_id_is_acked_again_not_answered_twice(settings: Se
 async def test_refusals_have_stable_codes(settings: Settings) -> None:
     async with tutor_harness(settings) as h:
         alice, bob = await h.user(), await h.user()
-        bad = [({"id": "", "text": "x"}, "invalid_request"),
+        bad: list[tuple[dict[str, Any], str]] = [({"id": "", "text": "x"}, "invalid_request"),
                ({"id": "a", "text": "   "}, "invalid_request"),
                ({"id": "b", "text": "x" * 20_000}, "invalid_request"),
                ({"id": "c", "text": "x", "conversation_id": "nope"}, "invalid_request"),

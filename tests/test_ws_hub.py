@@ -227,7 +227,7 @@ async def test_plain_websocket_send_is_used_without_the_framing_extension(hub_se
             assert [c.raw for c in app.state.hub.conns()] == [False]
             for i in range(3):
                 await app.state.bus.publish(uid, {"type": "reply.delta", "reply_id": "r", "seq": i + 1, "text": "слово "})
-            got = []
+            got: list[dict[str, Any]] = []
             while sum(f.get("parts", 1) for f in got) < 3:
                 got.append(await recv(ws))
             assert "".join(f["text"] for f in got) == "слово " * 3 and got[-1]["o"] == 3
