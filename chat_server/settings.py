@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         30, description="Provider tokens of a reply are sent as one reply.delta at most this "
         "often, milliseconds (the first token at once; 0 = one delta per token)."
     )
+    reply_checkpoint_s: float = Field(
+        5.0, ge=0, description="While a reply streams, its text so far is stored this often, "
+        "seconds (one statement for every reply of the process), so a crashed process loses at "
+        "most this much of it; 0 = stored only when the reply ends.",
+    )
     daily_token_quota: int = Field(
         0, description="Tokens a user may use per day (0 = unlimited)."
     )

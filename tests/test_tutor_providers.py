@@ -257,3 +257,32 @@ async def test_sse_parser_handles_split_reads_line_endings_and_multiline_data() 
                 yield body[i:i + size]
 
         assert [e async for e in sse_events(chunks())] == want, size
+
+
+async def test_text_so_far_is_stored_while_the_reply_streams(settings: Settings,
+                                                             flavour: Flavour) -> None:
+    """Checkpoints: a process that dies mid-reply loses at most TUTORHUB_REPLY_CHECKPOINT_S."""
+    pieces = [f"слово{i} " for i in range(200)]
+    async with FakeProvider() as fake:
+        fake.script.append(flavour.stream(pieces, delay_s=0.05))  # ~10 s in all
+        async with tutor_harness(flavour.settings(settings, fake.base_url,
+                                                  reply_checkpoint_s=0.2)) as h:
+            uid = await h.user()
+            frame = _send()
+            await h.tutor.send(uid, frame)
+            rid = (await h.frames.ack(uid, frame["id"]))["reply_id"]
+            await h.frames.wait(uid, lambda fs: len(h.frames.of(uid, rid, "reply.delta")) >= 3)
+            row = await _row(h, rid)
+            async with asyncio.timeout(10):
+                while not row.content:  # the next checkpoint tick stores it
+                    await asyncio.sleep(0.05)
+                    row = await _row(h, rid)
+            assert row.status == MessageStatus.streaming
+            assert row.content.startswith("слово0 слово1 ")
+            assert len(row.content.split()) < len(pieces)
+            await h.tutor.cancel(uid, rid)
+            row = await _row(h, rid)
+            assert row.status == MessageStatus.cancelled and row.content == h.frames.text(uid, rid)
+            # Nothing streams any more: a checkpoint stores nothing and keeps the final text.
+            assert await h.tutor.checkpoint() == 0
+            assert (await _row(h, rid)).content == row.content

@@ -34,7 +34,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import Text, bindparam, exists, func, insert, select, update
+from sqlalchemy import text as sql_text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.exc import IntegrityError
 
 from chat_server import metrics, retrieval
@@ -80,6 +83,7 @@ class Reply:
     socratic: bool
     text: list[str] = field(default_factory=list)
     tokens: int = 0  # provider deltas received (the delta seq is the coalescer's)
+    checkpointed: int = 0  # `tokens` when its text was last stored while streaming
     pending: Pending | None = None
     history: list[Turn] = field(default_factory=list)
     has_chunks: bool = False
@@ -165,6 +169,7 @@ class Tutor:
         self._replies: dict[uuid.UUID, Reply] = {}
         self._by_conversation: dict[uuid.UUID, uuid.UUID] = {}
         self._closing = False
+        self._checkpointer: asyncio.Task[None] | None = None
 
     # --- the contract --------------------------------------------------------------------
 
@@ -200,6 +205,7 @@ class Tutor:
                 raise
         reply.received = received
         self._replies[reply.reply_id] = reply
+        self._start_checkpoints()
         self._by_conversation[reply.conversation_id] = reply.reply_id
         ids = {"message_id": str(reply.message_id),
                "conversation_id": str(reply.conversation_id), "reply_id": str(reply.reply_id)}
@@ -264,6 +270,9 @@ class Tutor:
         tasks = {r.task for r in self._replies.values() if r.task is not None}
         if tasks:
             await asyncio.wait(tasks)
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            await asyncio.wait({self._checkpointer})
 
     @property
     def active(self) -> int:
@@ -398,6 +407,41 @@ class Tutor:
             await self._end(reply, "failed", code="internal",
                             message=f"The tutor failed unexpectedly ({type(err).__name__}).")
 
+    # --- checkpoints: the text of streaming replies, stored while they stream -----------------
+
+    def _start_checkpoints(self) -> None:
+        if self.settings.reply_checkpoint_s > 0 and (
+                self._checkpointer is None or self._checkpointer.done()):
+            self._checkpointer = asyncio.create_task(self._checkpoint_forever(),
+                                                     name="reply-checkpoints")
+
+    async def _checkpoint_forever(self) -> None:
+        # Runs while replies stream and ends with the last (send() starts it again): no task
+        # ticks on an idle server.
+        while self._replies:
+            await asyncio.sleep(self.settings.reply_checkpoint_s)
+            try:
+                await self.checkpoint()
+            except Exception:
+                log.exception("could not store the text of streaming replies")
+
+    async def checkpoint(self) -> int:
+        """Store the text so far of every streaming reply that got tokens since the last time;
+        returns how many. The end of a reply (`_finish`) always stores its final text; a row
+        that already ended is left alone."""
+        changed = [r for r in self._replies.values()
+                   if r.ending is None and r.tokens != r.checkpointed]
+        if not changed:
+            return 0
+        counts = [r.tokens for r in changed]
+        async with self.db.session() as session:
+            await session.execute(_CHECKPOINT, {"ids": [r.reply_id for r in changed],
+                                                "texts": ["".join(r.text) for r in changed]})
+            await session.commit()
+        for reply, count in zip(changed, counts, strict=True):
+            reply.checkpointed = count
+        return len(changed)
+
     async def _end(self, reply: Reply, finish: str, *, code: str | None = None,
                    message: str | None = None) -> None:
         """Run `_finish` once, shielded: a cancel arriving while the end is stored can't cut it."""
@@ -528,6 +572,15 @@ class Tutor:
             self._replies.pop(reply.reply_id, None)
             if self._by_conversation.get(reply.conversation_id) == reply.reply_id:
                 del self._by_conversation[reply.conversation_id]
+
+
+# One statement for every streaming reply of the process; `status = 'streaming'` keeps a reply
+# that ended meanwhile (its final text is stored by _finish) from being overwritten.
+_CHECKPOINT = sql_text(
+    "update messages m set content = v.content from unnest(cast(:ids as uuid[]), "
+    "cast(:texts as text[])) as v(id, content) where m.id = v.id and m.status = 'streaming'"
+).bindparams(bindparam("ids", type_=ARRAY(PG_UUID(as_uuid=True))),
+             bindparam("texts", type_=ARRAY(Text)))
 
 
 def _delay(err: ProviderError, attempt: int) -> float:
