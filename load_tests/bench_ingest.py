@@ -41,6 +41,7 @@ from chat_server.retrieval import (  # noqa: E402
     embed_query,
 )
 from chat_server.settings import Settings  # noqa: E402
+from load_tests.report import Report, pct  # noqa: E402
 from tests.support.ingest import make_pdf  # noqa: E402
 from tests.support.services import database_uri, postgres_server, serve_app  # noqa: E402
 from tests.support.ws import new_user, recv, socket  # noqa: E402
@@ -62,11 +63,6 @@ def lecture_pages(pages: int, rng: random.Random) -> list[str]:
         paragraphs = [" ".join(sentences[i:i + 5]) for i in range(0, len(sentences), 5)]
         out.append("\n\n".join(paragraphs))
     return out
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 async def bench_pdf(settings: Settings) -> dict[str, float]:
@@ -152,12 +148,8 @@ async def bench_query(settings: Settings, n: int) -> dict[str, float]:
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    lines: list[str] = []
-
-    def say(line: str = "") -> None:
-        print(line, flush=True)
-        lines.append(line)
-
+    report = Report()
+    say = report.say
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
@@ -214,7 +206,7 @@ async def main_async(args: argparse.Namespace) -> str:
                     f"{q[f'{lang}_repeat_p50']:.1f} / {q[f'{lang}_repeat_p99']:.1f} µs |")
             say()
             say(f"Whole benchmark: {time.perf_counter() - started:.0f} s.")
-    return "\n".join(lines) + "\n"
+    return report.text()
 
 
 def main() -> None:

@@ -55,6 +55,7 @@ from chat_server.retrieval import (  # noqa: E402
     vector_search,
 )
 from chat_server.settings import Settings  # noqa: E402
+from load_tests.report import Report, pct  # noqa: E402
 from tests.support.services import database_uri  # noqa: E402
 
 REPORT = ROOT / "load_tests" / "reports" / "retrieval.md"
@@ -76,11 +77,6 @@ def zipf_weights(n: int) -> list[float]:
     # Zipf-like, without the top 200 ranks: in real text those are stop words, which the text
     # search configuration drops.
     return [0.0 if r < 200 else 1.0 / (r + 1) ** 1.07 for r in range(n)]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -260,12 +256,8 @@ async def bench_case(settings: Settings, queries: list[Question]) -> dict[str, f
 
 
 async def main_async(args: argparse.Namespace) -> str:
-    lines: list[str] = []
-
-    def say(line: str = "") -> None:
-        print(line, flush=True)
-        lines.append(line)
-
+    report = Report()
+    say = report.say
     started = time.perf_counter()
     keep = Path(args.keep) if args.keep else None
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
@@ -368,7 +360,7 @@ async def main_async(args: argparse.Namespace) -> str:
             "noise (cosine ≈ 0.8), asked by its owner.")
         say()
         say(f"Whole benchmark: {time.perf_counter() - started:.0f} s.")
-    return "\n".join(lines) + "\n"
+    return report.text()
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ import uvloop  # noqa: E402
 from jose import jwt  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
+from load_tests.report import pct  # noqa: E402
 from tests.support.fake_providers import (  # noqa: E402
     FakeProvider,
     Paced,
@@ -77,13 +78,6 @@ async def _run_provider() -> None:
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
-
 
 def embed_token(sub: str) -> str:
     return str(jwt.encode({"sub": sub, "exp": int(time.time()) + 3600}, EMBED_SECRET, "HS256"))
@@ -286,9 +280,9 @@ async def paced_phase(clients: list[Client], pids: dict[str, int]) -> dict[str, 
     in_window = [x for c in clients for x in c.token_latencies_ms[
         int(lo * len(c.token_latencies_ms)):int(hi * len(c.token_latencies_ms))]]
     return {"expected": len(clients) * PACED_TOKENS, "received": got, "elapsed_s": elapsed,
-            "tokens_per_s": got / elapsed, "p50": pct(lat, 50), "p99": pct(lat, 99),
+            "tokens_per_s": got / elapsed, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
             "max": max(lat) if lat else float("nan"), "finishes": finishes, "steady": steady,
-            "steady_p50": pct(in_window, 50), "steady_p99": pct(in_window, 99)}
+            "steady_p50": pct(in_window, 0.5), "steady_p99": pct(in_window, 0.99)}
 
 
 # --- orchestration ----------------------------------------------------------------------------
@@ -432,15 +426,15 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         "",
         "| concurrent conversations | samples | p50 ms | p99 ms | goal |",
         "|---|---|---|---|---|",
-        f"| 1 | {len(lat1)} | {pct(lat1, 50):.1f} | {pct(lat1, 99):.1f} | |",
+        f"| 1 | {len(lat1)} | {pct(lat1, 0.5):.1f} | {pct(lat1, 0.99):.1f} | |",
         f"| {n_conc}, think time {THINK_S[0]:.0f}–{THINK_S[1]:.0f} s after each reply "
         f"({sends / think_elapsed:.0f} sends/s over {think_elapsed:.0f} s) | {len(lat_think)} | "
-        f"{pct(lat_think, 50):.1f} | {pct(lat_think, 99):.1f} | p50 ≤ 10, p99 ≤ 50 at 200 |",
+        f"{pct(lat_think, 0.5):.1f} | {pct(lat_think, 0.99):.1f} | p50 ≤ 10, p99 ≤ 50 at 200 |",
         f"| same, server side (send handed to the tutor → first delta published; bucket "
         f"upper bounds) | {int(h1.get(float('inf'), 0) - h0.get(float('inf'), 0))} | "
         f"≤ {server_p50:.1f} | ≤ {server_p99:.1f} | |",
         f"| {n_conc}, all sending at the same instant (stress) | {len(lat_burst)} | "
-        f"{pct(lat_burst, 50):.1f} | {pct(lat_burst, 99):.1f} | |",
+        f"{pct(lat_burst, 0.5):.1f} | {pct(lat_burst, 0.99):.1f} | |",
         "",
         f"## {n_paced} concurrent replies × {PACED_TOKENS} tokens at {PACED_RATE:.0f} tokens/s",
         "",

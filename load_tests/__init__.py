@@ -1,0 +1,1 @@
+"""Benchmarks that print a report (see README: Benchmarks)."""
