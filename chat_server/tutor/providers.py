@@ -168,13 +168,6 @@ class SSEParser:
         return events
 
 
-async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
-    parser = SSEParser()
-    async for chunk in chunks:
-        for event in parser.feed(chunk):
-            yield event
-
-
 def _socket_of(response: httpx2.Response) -> Any:
     """The asyncio transport under an aiohttp-backed response, or None (other transports)."""
     stream = getattr(response, "stream", None)

@@ -152,14 +152,14 @@ def _frame_uuid(value: Any, name: str) -> uuid.UUID:
 
 class Tutor:
     def __init__(self, settings: Settings, db: Database, publish: Publish,
-                 providers: list[Provider], publish_many: PublishMany | None = None,
+                 providers: list[Provider], publish_many: PublishMany,
                  signal: Signal | None = None) -> None:
         if not providers:
             raise ValueError("The tutor needs at least one provider.")
         self.settings = settings
         self.db = db
         self._publish = publish
-        self._publish_many = publish_many or self._publish_each
+        self._publish_many = publish_many
         # Reaches the tutors of every instance (Bus.signal): a cancel for a reply streaming on
         # another instance. None: this process is the only one.
         self._signal = signal
@@ -277,9 +277,6 @@ class Tutor:
     @property
     def active(self) -> int:
         return len(self._replies)
-
-    async def _publish_each(self, events: list[Event]) -> list[int]:
-        return [await self._publish(user, event) for user, event in events]
 
     # --- send, step by step ------------------------------------------------------------------
 
@@ -499,16 +496,16 @@ class Tutor:
                             reply.tokens += 1
                             reply.text.append(delta)
                             reply.usage = stream.usage
+                            first = reply.pending is None
                             if reply.pending is None:
                                 reply.pending = self._coalescer.open(reply.user, reply.reply_id)
-                                await self._coalescer.add(reply.pending, delta)
+                            await self._coalescer.add(reply.pending, delta)
+                            if first:
                                 if self._coalescer.pacing and hasattr(stream, "pace"):
                                     # Read the provider once per flush tick from now on.
                                     stream.pace = self._coalescer.next_tick
                                 metrics.tutor_first_delta_seconds.observe(
                                     time.perf_counter() - reply.received)
-                            else:
-                                await self._coalescer.add(reply.pending, delta)
                         reply.usage = stream.usage
                         return stream.finish_reason or "stop"
                 except ProviderError as err:
