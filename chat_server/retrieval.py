@@ -140,11 +140,6 @@ def words(question: str) -> list[str]:
     return found[:MAX_QUERY_WORDS]
 
 
-def or_query(question: str) -> str:
-    """websearch_to_tsquery input that ORs the question's words (operators stripped)."""
-    return " or ".join(words(question))
-
-
 def _vec(vector: list[float]) -> str:
     return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
 
