@@ -23,6 +23,7 @@ from sqlalchemy import (
     false,
     func,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -101,6 +102,9 @@ class Message(Base):
         UniqueConstraint("user_id", "client_id", name="uq_messages_user_client_id"),
         Index("ix_messages_conversation_created", "conversation_id", "created_at"),
         Index("ix_messages_user_created", "user_id", "created_at"),
+        # One streaming reply per conversation, on every instance (migration 0002).
+        Index("uq_messages_one_streaming", "conversation_id", unique=True,
+              postgresql_where=sql_text("status = 'streaming'")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)

@@ -1,18 +1,19 @@
 """The Tutor: accepts chat.send / chat.cancel for a user and owns every reply being streamed.
 
-Flow of one `chat.send`: validate → quota → one transaction that stores the user's message
-and a `streaming` assistant row (a resend hits the unique client id or a refusal and is
-re-acked instead) → `chat.ack` → a reply
-task (`chat.ack` and `reply.start` go out together, in one bus round trip; the same
-transaction also reads the history and whether the learner has passages in scope). The task
+Flow of one `chat.send`: validate → quota → one statement (store.py) that stores the user's
+message and a `streaming` assistant row and reads the history and whether the learner has
+passages in scope (a resend hits the unique client id or a refusal and is re-acked instead)
+→ `chat.ack` and `reply.start`, together in one bus round trip → a reply task. The task
 retrieves passages (skipped when there are none), builds the prompt, waits for a provider
 slot (`reply.queued` when it has to), streams `reply.delta`s (coalesced: see stream.py), then
 `reply.citations` and `reply.end`, and stores the final text and status. Every way out of
 the task (done, cancel, fault, shutdown) goes through `_finish`, so a reply is never lost.
 
 Policies:
-- One streaming reply per conversation: a second `chat.send` into it is refused with
-  `reply_in_progress` (the client can cancel or wait; queueing would hide a stuck reply).
+- One streaming reply per conversation (a unique index: store.py): a second `chat.send` into
+  it is refused with `reply_in_progress` (the client can cancel or wait; queueing would hide a
+  stuck reply). A `streaming` row older than STALE_STREAMING_S that blocks a send was left by
+  a process that died mid-reply: it is marked `interrupted` and the send goes ahead.
 - Provider slots: `llm_max_concurrent_streams` per process, FIFO; waiting replies get
   `reply.queued {position}` once, when they start to wait.
 - Retries: `llm_retries` on retryable faults before the first token (retry-after honoured,
@@ -31,19 +32,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
-
-from sqlalchemy import Text, bindparam, exists, func, insert, select, update
-from sqlalchemy import text as sql_text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import UUID as PG_UUID
-from sqlalchemy.exc import IntegrityError
 
 from chat_server import metrics, retrieval
 from chat_server.db import Database
-from chat_server.models import Chunk, Conversation, Message, MessageStatus, Role
+from chat_server.models import MessageStatus
 from chat_server.settings import Settings
+from chat_server.tutor import store
 from chat_server.tutor.errors import ProviderError, TutorError
 from chat_server.tutor.prompt import (
     PromptRequest,
@@ -179,30 +174,28 @@ class Tutor:
         if self._closing:
             raise TutorError("unavailable", "The tutor is shutting down; send again in a moment.")
         client_id, text, conversation_id, material_ids, socratic = self._parse(frame)
-        async with self.db.session() as session:
-            # A resend is rare: it is found by the unique (user, client id) constraint or by a
-            # refusal, then acked again — not looked up before every send (a round trip).
-            try:
-                await self._check_quota(session, user_id)
-                reply = await self._store(session, user_id, client_id, text, conversation_id,
-                                          material_ids, socratic)
-                # The prompt's inputs are read in this transaction too (no second session,
-                # pool checkout and BEGIN per message): whether retrieval has anything to
-                # search (it is skipped otherwise: most of the send path), and the history.
-                scope = Chunk.user_id == user_id
-                if material_ids:
-                    scope = scope & Chunk.material_id.in_(material_ids)
-                reply.has_chunks = bool(await session.scalar(select(exists().where(scope))))
-                if conversation_id is not None:
-                    reply.history = await self._history(session, reply)
-                await session.commit()
-            except (IntegrityError, TutorError):
-                # A known client id (a resend, or the same id racing in from another socket):
-                # the first one answers, this one is acked again.
-                await session.rollback()
-                if await self._reack(session, user_id, client_id):
-                    return
-                raise
+        message_id, reply_id = uuid.uuid4(), uuid.uuid4()
+        try:
+            sent = await self._store(user_id, client_id, text, conversation_id, material_ids,
+                                     socratic, message_id, reply_id)
+        except TutorError:
+            # A resend of a stored message can be refused too (its own reply still streams):
+            # it is acked again instead.
+            if await self._reack(user_id, client_id):
+                return
+            raise
+        if sent is None:
+            # A known client id (a resend, or the same id racing in from another socket): the
+            # first one answers, this one is acked again.
+            if await self._reack(user_id, client_id):
+                return
+            raise TutorError("unavailable", "That message could not be stored; send it again.")
+        reply = Reply(user_id=user_id, reply_id=reply_id, message_id=message_id,
+                      conversation_id=sent.conversation_id, question=text,
+                      material_ids=material_ids, socratic=sent.socratic,
+                      has_chunks=sent.has_chunks,
+                      history=[Turn(role="assistant" if role == "assistant" else "user",
+                                   content=content) for role, content in sent.history])
         reply.received = received
         self._replies[reply.reply_id] = reply
         self._start_checkpoints()
@@ -227,12 +220,10 @@ class Tutor:
                 reply.task.cancel()
                 await asyncio.wait({reply.task})
             return
-        async with self.db.session() as session:
-            row = await session.scalar(select(Message).where(
-                Message.id == rid, Message.user_id == user_id, Message.role == Role.assistant))
-        if row is None:
+        status = await store.reply_status(self.db.pool, user_id, rid)
+        if status is None:
             raise TutorError("reply_not_found", "No such reply.", reply_id=reply_id)
-        if row.status == MessageStatus.streaming:
+        if status == MessageStatus.streaming.value:
             if self._signal is None:
                 raise TutorError("reply_not_found",
                                  "This reply is not streaming on this server.", reply_id=reply_id)
@@ -308,78 +299,50 @@ class Tutor:
             raise TutorError("invalid_request", "socratic must be true or false.")
         return client_id, text.strip(), conversation_id, material_ids, socratic
 
-    async def _reack(self, session: Any, user_id: uuid.UUID, client_id: str) -> bool:
-        msg = await session.scalar(select(Message).where(
-            Message.user_id == user_id, Message.client_id == client_id))
-        if msg is None:
+    async def _store(self, user_id: uuid.UUID, client_id: str, text: str,
+                     conversation_id: uuid.UUID | None, material_ids: list[uuid.UUID] | None,
+                     socratic: bool | None, message_id: uuid.UUID, reply_id: uuid.UUID
+                     ) -> store.Sent | None:
+        if conversation_id is not None:
+            self._refuse_if_streaming(self._by_conversation.get(conversation_id))
+        await self._check_quota(user_id)
+        provider = self.providers[0]
+        for _ in range(2):  # a second time only after an orphaned reply was marked interrupted
+            try:
+                return await store.send(
+                    self.db.pool, user_id=user_id, client_id=client_id, text=text,
+                    message_id=message_id, reply_id=reply_id, provider=provider.name,
+                    model=provider.model, material_ids=material_ids,
+                    conversation_id=conversation_id, socratic=socratic, title=_title(text))
+            except store.Busy:
+                assert conversation_id is not None
+                self._refuse_if_streaming(await store.streaming_reply(
+                    self.db.pool, conversation_id, STALE_STREAMING_S))
+        raise TutorError("unavailable", "The conversation is busy; send again in a moment.")
+
+    async def _reack(self, user_id: uuid.UUID, client_id: str) -> bool:
+        known = await store.known_send(self.db.pool, user_id, client_id)
+        if known is None:
             return False
-        reply_id = await session.scalar(select(Message.id).where(
-            Message.reply_to == msg.id, Message.role == Role.assistant))
-        event: dict[str, Any] = {"type": "chat.ack", "id": client_id, "message_id": str(msg.id),
-                                 "conversation_id": str(msg.conversation_id),
-                                 "reply_id": str(reply_id) if reply_id else None, "duplicate": True}
+        event: dict[str, Any] = {
+            "type": "chat.ack", "id": client_id, "message_id": str(known.message_id),
+            "conversation_id": str(known.conversation_id),
+            "reply_id": str(known.reply_id) if known.reply_id else None, "duplicate": True}
         await self._publish(str(user_id), event)
         return True
 
-    async def _check_quota(self, session: Any, user_id: uuid.UUID) -> None:
+    async def _check_quota(self, user_id: uuid.UUID) -> None:
         quota = self.settings.daily_token_quota
         if quota <= 0:
             return
-        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        used = await session.scalar(
-            select(func.coalesce(func.sum(Message.input_tokens + Message.output_tokens), 0))
-            .where(Message.user_id == user_id, Message.created_at >= midnight))
-        if int(used or 0) >= quota:
+        used = await store.tokens_used_since(self.db.pool, user_id, store.utc_midnight())
+        if used >= quota:
             raise TutorError("quota_exceeded",
                              f"You have used your {quota} tokens for today; the quota resets at "
-                             "midnight UTC.", used=int(used or 0), quota=quota)
+                             "midnight UTC.", used=used, quota=quota)
 
-    async def _store(self, session: Any, user_id: uuid.UUID, client_id: str, text: str,
-                     conversation_id: uuid.UUID | None, material_ids: list[uuid.UUID] | None,
-                     socratic: bool | None) -> Reply:
-        if conversation_id is None:
-            conv_id, conv_socratic = uuid.uuid4(), bool(socratic)
-            await session.execute(insert(Conversation).values(
-                id=conv_id, user_id=user_id, title=_title(text), socratic=conv_socratic))
-        else:
-            # Row lock: two sends into one conversation can't both see it idle.
-            conv = await session.scalar(select(Conversation).where(
-                Conversation.id == conversation_id, Conversation.user_id == user_id
-            ).with_for_update())
-            if conv is None:
-                raise TutorError("conversation_not_found", "Conversation not found.",
-                                 conversation_id=str(conversation_id))
-            await self._check_idle(session, conv.id)
-            if socratic is not None:
-                conv.socratic = socratic
-            conv.updated_at = func.now()
-            conv_id, conv_socratic = conv.id, conv.socratic
-        # Both messages in one statement, ids made here (no ORM unit of work on the hot path).
-        message_id, reply_id = uuid.uuid4(), uuid.uuid4()
-        provider = self.providers[0]
-        common = {"conversation_id": conv_id, "user_id": user_id, "input_tokens": 0,
-                  "output_tokens": 0}
-        await session.execute(insert(Message).values([
-            {**common, "id": message_id, "role": Role.user, "content": text,
-             "status": MessageStatus.complete, "client_id": client_id, "reply_to": None,
-             "provider": None, "model": None, "created_at": func.now()},
-            {**common, "id": reply_id, "role": Role.assistant, "content": "",
-             "status": MessageStatus.streaming, "client_id": None, "reply_to": message_id,
-             "provider": provider.name, "model": provider.model,
-             # now() is the transaction's start: make the answer sort after.
-             "created_at": func.clock_timestamp()}]))
-        return Reply(user_id=user_id, reply_id=reply_id, message_id=message_id,
-                     conversation_id=conv_id, question=text, material_ids=material_ids,
-                     socratic=conv_socratic)
-
-    async def _check_idle(self, session: Any, conversation_id: uuid.UUID) -> None:
-        busy = self._by_conversation.get(conversation_id)
-        if busy is None:
-            busy = await session.scalar(select(Message.id).where(
-                Message.conversation_id == conversation_id,
-                Message.status == MessageStatus.streaming,
-                Message.created_at > func.now() - func.make_interval(0, 0, 0, 0, 0, 0,
-                                                                     STALE_STREAMING_S)))
+    @staticmethod
+    def _refuse_if_streaming(busy: uuid.UUID | None) -> None:
         if busy is not None:
             raise TutorError("reply_in_progress",
                              "A reply is still streaming in this conversation: wait for its "
@@ -431,10 +394,8 @@ class Tutor:
         if not changed:
             return 0
         counts = [r.tokens for r in changed]
-        async with self.db.session() as session:
-            await session.execute(_CHECKPOINT, {"ids": [r.reply_id for r in changed],
-                                                "texts": ["".join(r.text) for r in changed]})
-            await session.commit()
+        await store.checkpoint(self.db.pool, [r.reply_id for r in changed],
+                               ["".join(r.text) for r in changed])
         for reply, count in zip(changed, counts, strict=True):
             reply.checkpointed = count
         return len(changed)
@@ -469,19 +430,6 @@ class Tutor:
             return list(await retrieval.retrieve(
                 session, self.settings, reply.user_id, reply.question,
                 material_ids=reply.material_ids, k=self.settings.retrieval_top_k))
-
-    async def _history(self, session: Any, reply: Reply) -> list[Turn]:
-        rows = await session.execute(
-            select(Message.role, Message.content).where(
-                Message.conversation_id == reply.conversation_id,
-                Message.user_id == reply.user_id,
-                Message.id.not_in([reply.message_id, reply.reply_id]),
-                Message.content != "")
-            # Newest first; on a created_at tie the answer (it has reply_to) is the newer.
-            .order_by(Message.created_at.desc(), Message.reply_to.is_(None).asc())
-            # Enough rows for any budget; trim_history cuts to the token budget.
-            .limit(200))
-        return [Turn(role=r.value, content=c) for r, c in reversed(rows.all())]
 
     async def _stream(self, reply: Reply, request: PromptRequest) -> str:
         last: ProviderError | None = None
@@ -536,15 +484,12 @@ class Tutor:
                   "interrupted": MessageStatus.interrupted}[finish]
         rid = str(reply.reply_id)
         try:
-            async with self.db.session() as session:
-                await session.execute(update(Message).where(Message.id == reply.reply_id).values(
-                    content=text, status=status, citations=citations,
-                    usage={**reply.usage.as_dict(), "finish_reason": finish},
-                    input_tokens=reply.usage.input_tokens,
-                    output_tokens=reply.usage.output_tokens,
-                    provider=reply.provider, model=reply.model,
-                    error=f"{code}: {message}" if code else None, finished_at=func.now()))
-                await session.commit()
+            await store.finish(
+                self.db.pool, reply_id=reply.reply_id, text=text, status=status.value,
+                citations=citations, usage={**reply.usage.as_dict(), "finish_reason": finish},
+                input_tokens=reply.usage.input_tokens, output_tokens=reply.usage.output_tokens,
+                provider=reply.provider, model=reply.model,
+                error=f"{code}: {message}" if code else None)
         except Exception:
             log.exception("could not store reply %s (%s)", rid, finish)
         try:
@@ -569,15 +514,6 @@ class Tutor:
             self._replies.pop(reply.reply_id, None)
             if self._by_conversation.get(reply.conversation_id) == reply.reply_id:
                 del self._by_conversation[reply.conversation_id]
-
-
-# One statement for every streaming reply of the process; `status = 'streaming'` keeps a reply
-# that ended meanwhile (its final text is stored by _finish) from being overwritten.
-_CHECKPOINT = sql_text(
-    "update messages m set content = v.content from unnest(cast(:ids as uuid[]), "
-    "cast(:texts as text[])) as v(id, content) where m.id = v.id and m.status = 'streaming'"
-).bindparams(bindparam("ids", type_=ARRAY(PG_UUID(as_uuid=True))),
-             bindparam("texts", type_=ARRAY(Text)))
 
 
 def _delay(err: ProviderError, attempt: int) -> float:

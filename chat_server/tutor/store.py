@@ -1,0 +1,179 @@
+"""The tutor's SQL: every statement of the chat hot path, on plain asyncpg (Database.pool).
+
+One `chat.send` is one statement (its conversation, both messages, whether the learner has
+passages in scope, and the history, in one round trip and one implicit transaction); one
+reply's end is one statement. The REST API reads the same rows through SQLAlchemy
+(models.py is the schema); here each statement is written out so that a message costs
+~0.2 ms of client CPU per round trip instead of a SQLAlchemy session's ~6 ms.
+
+One streaming reply per conversation is the database's rule (the partial unique index
+`uq_messages_one_streaming`, migration 0002): a second send into a conversation whose reply
+still streams fails its insert on any instance, with no lock or look-up before each send.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from chat_server.tutor.errors import TutorError
+
+HISTORY_ROWS = 200  # enough rows for any history budget; prompt.trim_history cuts to it
+CLIENT_ID_CONSTRAINT = "uq_messages_user_client_id"
+STREAMING_CONSTRAINT = "uq_messages_one_streaming"
+
+# $1 user, $2 client id, $3 message id, $4 text, $5 reply id, $6 provider, $7 model,
+# $8 material ids in scope (null: all), $9 conversation id, $10 socratic (null: keep),
+# $11 title (new conversations only).
+_SEND = """
+with conv as ({conv}),
+ins as (
+    insert into messages (id, conversation_id, user_id, role, content, status, client_id,
+                          reply_to, provider, model, input_tokens, output_tokens, created_at)
+    select $3::uuid, conv.id, $1::uuid, 'user'::message_role, $4::text,
+           'complete'::message_status, $2::text, null::uuid, null::text, null::text, 0, 0,
+           now() from conv
+    union all
+    -- now() is the transaction's start: clock_timestamp() makes the answer sort after.
+    select $5::uuid, conv.id, $1::uuid, 'assistant'::message_role, '',
+           'streaming'::message_status, null, $3::uuid, $6::text, $7::text, 0, 0,
+           clock_timestamp() from conv
+)
+select conv.id, conv.socratic,
+       exists(select 1 from chunks c where c.user_id = $1
+              and ($8::uuid[] is null or c.material_id = any($8::uuid[]))) as has_chunks,
+       -- The statement's snapshot predates `ins`: the history is everything before this send.
+       -- Newest first; on a created_at tie the answer (it has reply_to) is the newer.
+       array(select row(h.role::text, h.content) from messages h
+             where h.conversation_id = conv.id and h.user_id = $1 and h.content <> ''
+             order by h.created_at desc, h.reply_to is null asc
+             limit {history}) as history
+from conv
+"""
+_NEW_CONVERSATION = ("insert into conversations (id, user_id, title, socratic, created_at, "
+                     "updated_at) values ($9, $1, $11, coalesce($10, false), now(), now()) "
+                     "returning id, socratic")
+_EXISTING_CONVERSATION = ("update conversations set updated_at = now(), "
+                          "socratic = coalesce($10, socratic) where id = $9 and user_id = $1 "
+                          "returning id, socratic")
+SEND_NEW = _SEND.format(conv=_NEW_CONVERSATION, history=HISTORY_ROWS)
+SEND_EXISTING = _SEND.format(conv=_EXISTING_CONVERSATION, history=HISTORY_ROWS)
+
+
+@dataclass
+class Sent:
+    conversation_id: uuid.UUID
+    socratic: bool
+    has_chunks: bool
+    history: list[tuple[str, str]]  # (role, content), oldest first
+
+
+class Busy(Exception):
+    """The conversation already has a streaming reply (the unique index said so)."""
+
+
+async def send(pool: asyncpg.Pool, *, user_id: uuid.UUID, client_id: str, text: str,
+               message_id: uuid.UUID, reply_id: uuid.UUID, provider: str,
+               model: str | None, material_ids: list[uuid.UUID] | None,
+               conversation_id: uuid.UUID | None, socratic: bool | None,
+               title: str) -> Sent | None:
+    """Store a user message and its `streaming` answer. None: a new client id that is already
+    known (a resend; the caller re-acks). Raises Busy, or TutorError for a missing
+    conversation."""
+    args: list[Any] = [user_id, client_id, message_id, text, reply_id, provider, model,
+                       material_ids]
+    if conversation_id is None:
+        sql, args = SEND_NEW, [*args, uuid.uuid4(), socratic, title]
+    else:
+        sql, args = SEND_EXISTING, [*args, conversation_id, socratic]
+    try:
+        row = await pool.fetchrow(sql, *args)
+    except asyncpg.UniqueViolationError as err:
+        if err.constraint_name == CLIENT_ID_CONSTRAINT:
+            return None
+        if err.constraint_name == STREAMING_CONSTRAINT:
+            raise Busy from err
+        raise
+    if row is None:
+        raise TutorError("conversation_not_found", "Conversation not found.",
+                         conversation_id=str(conversation_id))
+    history = [(role, content) for role, content in reversed(row["history"])]
+    return Sent(row["id"], row["socratic"], row["has_chunks"], history)
+
+
+async def streaming_reply(pool: asyncpg.Pool, conversation_id: uuid.UUID,
+                          stale_after_s: float) -> uuid.UUID | None:
+    """The conversation's streaming reply, after marking it `interrupted` if it is older than
+    `stale_after_s` (its process died mid-reply: nothing will ever end it). None: no live one."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "update messages set status = 'interrupted', finished_at = now(), "
+            "error = 'interrupted: the server streaming this reply stopped' "
+            "where conversation_id = $1 and status = 'streaming' "
+            "and created_at < now() - make_interval(secs => $2)",
+            conversation_id, float(stale_after_s))
+        found: uuid.UUID | None = await conn.fetchval(
+            "select id from messages where conversation_id = $1 and status = 'streaming'",
+            conversation_id)
+        return found
+
+
+async def tokens_used_since(pool: asyncpg.Pool, user_id: uuid.UUID, since: datetime) -> int:
+    used = await pool.fetchval(
+        "select coalesce(sum(input_tokens + output_tokens), 0) from messages "
+        "where user_id = $1 and created_at >= $2", user_id, since)
+    return int(used or 0)
+
+
+def utc_midnight() -> datetime:
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class Known:
+    message_id: uuid.UUID
+    conversation_id: uuid.UUID
+    reply_id: uuid.UUID | None
+
+
+async def known_send(pool: asyncpg.Pool, user_id: uuid.UUID, client_id: str) -> Known | None:
+    """The message a client id already stored, and its answer (a resend is acked with them)."""
+    row = await pool.fetchrow(
+        "select m.id, m.conversation_id, (select r.id from messages r where r.reply_to = m.id "
+        "and r.role = 'assistant' limit 1) as reply_id from messages m "
+        "where m.user_id = $1 and m.client_id = $2", user_id, client_id)
+    return None if row is None else Known(row["id"], row["conversation_id"], row["reply_id"])
+
+
+async def reply_status(pool: asyncpg.Pool, user_id: uuid.UUID, reply_id: uuid.UUID) -> str | None:
+    """The status of one of the user's replies (None: no such reply of theirs)."""
+    status: str | None = await pool.fetchval(
+        "select status::text from messages where id = $1 and user_id = $2 "
+        "and role = 'assistant'", reply_id, user_id)
+    return status
+
+
+async def finish(pool: asyncpg.Pool, *, reply_id: uuid.UUID, text: str, status: str,
+                 citations: list[dict[str, Any]], usage: dict[str, Any], input_tokens: int,
+                 output_tokens: int, provider: str | None, model: str | None,
+                 error: str | None) -> None:
+    await pool.execute(
+        "update messages set content = $2, status = $3::message_status, citations = $4::jsonb, "
+        "usage = $5::jsonb, input_tokens = $6, output_tokens = $7, provider = $8, model = $9, "
+        "error = $10, finished_at = now() where id = $1",
+        reply_id, text, status, json.dumps(citations, ensure_ascii=False),
+        json.dumps(usage, ensure_ascii=False), input_tokens, output_tokens, provider, model,
+        error)
+
+
+async def checkpoint(pool: asyncpg.Pool, ids: list[uuid.UUID], texts: list[str]) -> None:
+    """Store the text so far of streaming replies, one statement for all; `status =
+    'streaming'` keeps a reply that ended meanwhile (its final text is stored) as it is."""
+    await pool.execute(
+        "update messages m set content = v.content from unnest($1::uuid[], $2::text[]) "
+        "as v(id, content) where m.id = v.id and m.status = 'streaming'", ids, texts)
