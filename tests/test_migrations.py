@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -105,3 +106,34 @@ async def test_vector_extension_and_dimension(database_url: str) -> None:
             assert typ == "vector(384)"
     finally:
         await engine.dispose()
+
+
+async def test_0002_keeps_the_newest_streaming_reply_of_a_conversation(
+    empty_database_url: str,
+) -> None:
+    """Replies a crashed process left `streaming` would break the new unique index: all but the
+    newest of a conversation are marked interrupted first; a second one can't be stored after."""
+    url = empty_database_url
+    await asyncio.to_thread(migrate, url, "0001")
+    conn = await asyncpg.connect(_libpq(url))
+    try:
+        user = await conn.fetchval("insert into users (id) values (gen_random_uuid()) returning id")
+        conv = await conn.fetchval("insert into conversations (id, user_id, title) values "
+                                   "(gen_random_uuid(), $1, 't') returning id", user)
+        for hours in (3, 2, 1):
+            await conn.execute(
+                "insert into messages (id, conversation_id, user_id, role, content, status, "
+                "created_at) values (gen_random_uuid(), $1, $2, 'assistant', '', 'streaming', "
+                "now() - $3::interval)",
+                conv, user, timedelta(hours=hours))
+        await asyncio.to_thread(migrate, url)
+        rows = await conn.fetch("select status::text, finished_at is not null as ended "
+                                "from messages order by created_at")
+        assert [(r["status"], r["ended"]) for r in rows] == [
+            ("interrupted", True), ("interrupted", True), ("streaming", False)]
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await conn.execute(
+                "insert into messages (id, conversation_id, user_id, role, content, status) "
+                "values (gen_random_uuid(), $1, $2, 'assistant', '', 'streaming')", conv, user)
+    finally:
+        await conn.close()

@@ -122,6 +122,40 @@ async def test_one_streaming_reply_per_conversation(settings: Settings) -> None:
             assert (await h.frames.end_of(uid, ack2["reply_id"]))["finish_reason"] == "stop"
 
 
+async def test_a_reply_streaming_elsewhere_blocks_its_conversation_until_it_is_stale(
+    settings: Settings,
+) -> None:
+    """The database's rule, not this process's memory: a `streaming` row written by another
+    instance refuses a send; one left by a process that died long ago is marked interrupted."""
+    async with tutor_harness(settings) as h:
+        uid = await h.user()
+        first = _send()
+        await h.tutor.send(uid, first)
+        ack = await h.frames.ack(uid, first["id"])
+        await h.frames.end_of(uid, ack["reply_id"])
+        conv, other = uuid.UUID(ack["conversation_id"]), uuid.uuid4()
+        await h.db.pool.execute(
+            "insert into messages (id, conversation_id, user_id, role, content, status, "
+            "created_at) values ($1, $2, $3, 'assistant', 'half an ans', 'streaming', "
+            "now() - interval '10 minutes')", other, conv, uid)
+        with pytest.raises(TutorError) as err:
+            await h.tutor.send(uid, _send(conversation_id=str(conv)))
+        assert err.value.code == "reply_in_progress"
+        assert err.value.extra["reply_id"] == str(other)
+
+        await h.db.pool.execute("update messages set created_at = now() - interval '16 minutes' "
+                                "where id = $1", other)
+        again = _send("And the thylakoid?", conversation_id=str(conv))
+        await h.tutor.send(uid, again)
+        ack2 = await h.frames.ack(uid, again["id"])
+        assert (await h.frames.end_of(uid, ack2["reply_id"]))["finish_reason"] == "stop"
+        orphan = await h.db.pool.fetchrow("select status::text, content, error from messages "
+                                          "where id = $1", other)
+        assert orphan is not None
+        assert orphan["status"] == "interrupted" and orphan["content"] == "half an ans"
+        assert "stopped" in orphan["error"]
+
+
 async def test_global_stream_cap_queues_and_tells_the_waiter(settings: Settings) -> None:
     async with FakeProvider() as fake:
         fake.script.append(anthropic_stream([f"t{i} " for i in range(400)], delay_s=0.02))
