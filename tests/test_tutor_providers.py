@@ -121,6 +121,22 @@ async def test_normal_stream(settings: Settings, flavour: Flavour) -> None:
         assert req.body["messages"][-1]["content"].endswith(frame["text"])
 
 
+async def test_consecutive_replies_reuse_the_provider_connection(
+    settings: Settings, flavour: Flavour,
+) -> None:
+    """A finished stream hands its connection back to the SDK's pool: no new TCP (and, with a
+    real provider, TLS) handshake per reply."""
+    async with FakeProvider() as fake:
+        fake.script.extend([flavour.stream(PIECES), flavour.stream(["Again", "."])])
+        async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
+            for _ in range(2):
+                *_, end = await _ask(h)
+                assert end["finish_reason"] == "stop"
+    assert len(fake.requests) == 2
+    assert fake.connections == 1
+    assert fake.client_closed == 0
+
+
 async def test_429_with_retry_after_then_success(settings: Settings, flavour: Flavour) -> None:
     async with FakeProvider() as fake:
         fake.script.extend([flavour.error(429, 0.3), flavour.stream(PIECES)])

@@ -4,7 +4,9 @@
 `Scripted` response from its script (or the default), records the request body,
 and streams the body in HTTP chunks — optionally slowly, optionally cut off mid-way
 (no terminating chunk), optionally paced by an async generator. It notices when the
-client closes the connection before the response is complete (`client_closed`).
+client closes the connection before the response is complete (`client_closed`). A complete
+streamed response keeps its connection open for the client's next request, as real
+providers do; error responses close it.
 
 Benchmarks use `Paced` bodies instead: one timer task per server writes the due tokens of
 every paced stream each tick (no coroutine per stream), from pre-built byte templates, so
@@ -57,6 +59,7 @@ class FakeProvider:
         self.default = default
         self.requests: list[Recorded] = []
         self.client_closed = 0  # responses abandoned by the client before their end
+        self.connections = 0  # TCP connections accepted
         self.closed_event = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -82,26 +85,41 @@ class FakeProvider:
         await self._server.wait_closed()
 
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         task = asyncio.create_task(self._handle(reader, writer))
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Keep-alive, as real providers do: after a complete streamed response the client may
+        # send its next request on the same connection (the SDKs pool their connections).
         watcher: asyncio.Task[bytes] | None = None
+        carry = b""  # the first byte of the next request, read by the last watcher
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            method, path, _ = lines[0].split(" ", 2)
-            headers = {k.strip().lower(): v.strip()
-                       for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
-            raw = await reader.readexactly(int(headers.get("content-length", "0")))
-            body = json.loads(raw) if raw else None
-            recorded = Recorded(method, path, headers, body)
-            self.requests.append(recorded)
-            reply = self._next(recorded)
-            # EOF from the client while we still owe it data = it closed the stream.
-            watcher = asyncio.create_task(reader.read(1))
-            await self._respond(reply, writer, watcher)
+            while True:
+                head = carry + await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {k.strip().lower(): v.strip()
+                           for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+                raw = await reader.readexactly(int(headers.get("content-length", "0")))
+                body = json.loads(raw) if raw else None
+                recorded = Recorded(method, path, headers, body)
+                self.requests.append(recorded)
+                reply = self._next(recorded)
+                # EOF from the client while we still owe it data = it closed the stream.
+                watcher = asyncio.create_task(reader.read(1))
+                if not await self._respond(reply, writer, watcher):
+                    return
+                if watcher.done():
+                    carry = watcher.result()
+                    if not carry:
+                        return  # the client closed the connection after the response
+                else:
+                    watcher.cancel()
+                    await asyncio.gather(watcher, return_exceptions=True)
+                    carry = b""
+                watcher = None
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -120,21 +138,22 @@ class FakeProvider:
         return Scripted(status=500, chunks=[b'{"error":{"type":"api_error","message":"no script"}}'])
 
     async def _respond(self, reply: Scripted, writer: asyncio.StreamWriter,
-                       watcher: asyncio.Task[bytes]) -> None:
+                       watcher: asyncio.Task[bytes]) -> bool:
+        """Write the response; True if it was complete (the connection can serve another)."""
         streaming = reply.status == 200
-        head = [f"HTTP/1.1 {reply.status} {'OK' if streaming else 'Error'}",
-                "connection: close"]
+        head = [f"HTTP/1.1 {reply.status} {'OK' if streaming else 'Error'}"]
         if streaming:
             head += ["content-type: text/event-stream", "transfer-encoding: chunked"]
         else:
             body = b"".join(reply.chunks)
-            head += ["content-type: application/json", f"content-length: {len(body)}"]
+            head += ["connection: close", "content-type: application/json",
+                     f"content-length: {len(body)}"]
         head += [f"{k}: {v}" for k, v in reply.headers.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
         if not streaming:
             writer.write(body)
             await writer.drain()
-            return
+            return False
         if reply.paced is not None:
             paced = _PacedStream(writer.transport, reply.paced)
             self._pacer.add(paced)
@@ -143,7 +162,8 @@ class FakeProvider:
             if paced.done not in done:
                 paced.stop()
                 self._closed()
-            return
+                return False
+            return True
         sent = 0
 
         async def pieces() -> AsyncIterator[bytes]:
@@ -157,20 +177,21 @@ class FakeProvider:
         async for piece in pieces():
             if reply.cut_after is not None and sent >= reply.cut_after:
                 writer.transport.abort()  # mid-stream: no terminating chunk
-                return
+                return False
             if reply.delay_s:
                 done, _ = await asyncio.wait({watcher}, timeout=reply.delay_s)
                 if done:
                     self._closed()
-                    return
+                    return False
             elif watcher.done():
                 self._closed()
-                return
+                return False
             writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
             await writer.drain()
             sent += 1
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+        return True
 
     def _closed(self) -> None:
         self.client_closed += 1
