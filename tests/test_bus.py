@@ -231,6 +231,24 @@ async def test_publish_many_keeps_list_order_across_users_and_before_later_publi
             assert got == list(zip(range(1, len(want) + 1), want, strict=True))
 
 
+async def test_redis_batch_publish_survives_a_script_cache_flush(redis_url: str) -> None:
+    """Batches go out as EVALSHA in one pipeline; a Redis that lost its scripts (a restart,
+    SCRIPT FLUSH) answers NOSCRIPT, and the batch is sent again with the script loaded."""
+    sink = Sink()
+    async with open_bus(redis_url, sink, max_events=100, ttl_s=30) as bus:
+        await bus.subscribe("u1")
+        assert await bus.publish_many([("u1", {"type": "x", "n": n}) for n in range(3)]) == [1, 2, 3]
+        client = aioredis.from_url(redis_url)
+        try:
+            await client.script_flush()
+        finally:
+            await client.aclose()
+        assert await bus.publish_many([("u1", {"type": "x", "n": n}) for n in range(3, 6)]) == [
+            4, 5, 6]
+        await sink.wait_for(6)
+        assert [e["n"] for _, _, e in sink.got] == list(range(6))
+
+
 async def test_signals_reach_every_handler_and_are_not_user_events(open_test_bus: OpenBus) -> None:
     async with open_test_bus() as (bus, sink):
         got: list[dict[str, Any]] = []

@@ -387,10 +387,7 @@ class RedisBus(Bus):
                     keys, args, _ = batch[0]
                     results = [await self._publish(keys=keys, args=args)]
                 else:
-                    pipe = self._redis.pipeline(transaction=False)
-                    for keys, args, _ in batch:
-                        await self._publish(keys=keys, args=args, client=pipe)  # queues it
-                    results = await pipe.execute()
+                    results = await self._publish_pipelined(batch)
                 if len(results) != len(batch):
                     raise RuntimeError(f"{len(results)} results for {len(batch)} publishes")
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
@@ -409,6 +406,25 @@ class RedisBus(Bus):
                 _observe_publish(elapsed)
                 if not fut.done():
                     fut.set_result(int(offset))
+
+    async def _publish_pipelined(self, batch: list[tuple[list[str], list[Any], Any]]
+                                 ) -> list[Any]:
+        # EVALSHA queued directly: a Script object queued on a pipeline makes execute() send
+        # SCRIPT EXISTS first, a second round trip per flush. A Redis that lost its scripts
+        # (restarted) answers NOSCRIPT: load the script and send the batch again.
+        from redis.exceptions import NoScriptError
+
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for keys, args, _ in batch:
+                pipe.evalsha(self._publish.sha, len(keys), *keys, *args)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt:
+                    raise
+                await self._redis.script_load(_PUBLISH)
+        raise AssertionError("unreachable")
 
     async def head(self, user_id: str) -> StreamHead:
         epoch, offset = await self._head(keys=_keys(user_id), args=[new_epoch(), self._ttl])
