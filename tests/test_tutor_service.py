@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from chat_server.models import Conversation, Message, MessageStatus, Role
 from chat_server.settings import Settings
 from chat_server.tutor.errors import TutorError
+from chat_server.tutor.service import STARTING_MAX
 from tests.support.fake_providers import FakeProvider, anthropic_stream
 from tests.support.tutor_harness import Harness, tutor_harness
 
@@ -179,6 +180,34 @@ async def test_global_stream_cap_queues_and_tells_the_waiter(settings: Settings)
             end = await h.frames.end_of(uid, ack2["reply_id"])
             assert end["finish_reason"] == "stop"
             assert h.frames.text(uid, ack2["reply_id"]) == "second answer"
+
+
+async def test_sends_beyond_the_start_permits_are_all_answered(settings: Settings) -> None:
+    """Only STARTING_MAX replies start at once; refused sends and replies waiting for a provider
+    slot give their permit back, so a burst larger than that still gets every answer."""
+    burst = STARTING_MAX + 4
+    async with FakeProvider(default=anthropic_stream(["ok"])) as fake:
+        # Streams far longer than the test waits: only a cancel ends it.
+        fake.script.append(anthropic_stream([f"t{i} " for i in range(3000)], delay_s=0.02))
+        async with tutor_harness(_anthropic(settings, fake.base_url,
+                                            llm_max_concurrent_streams=1)) as h:
+            uid = await h.user()
+            for _ in range(STARTING_MAX + 1):
+                with pytest.raises(TutorError):
+                    await h.tutor.send(uid, _send(conversation_id=str(uuid.uuid4())))
+            slow = _send()
+            await h.tutor.send(uid, slow)
+            ack = await h.frames.ack(uid, slow["id"])
+            await h.frames.wait(uid, lambda fs: bool(h.frames.of(uid, ack["reply_id"],
+                                                                 "reply.delta")))
+            frames = [_send(f"Question {n}") for n in range(burst)]
+            async with asyncio.timeout(15):
+                await asyncio.gather(*(h.tutor.send(uid, f) for f in frames))
+                acks = [await h.frames.ack(uid, f["id"]) for f in frames]
+            assert all(h.frames.of(uid, a["reply_id"], "reply.queued") for a in acks)
+            await h.tutor.cancel(uid, ack["reply_id"])
+            ends = [await h.frames.end_of(uid, a["reply_id"]) for a in acks]
+            assert [e["finish_reason"] for e in ends] == ["stop"] * burst
 
 
 async def test_daily_token_quota(settings: Settings) -> None:

@@ -65,6 +65,11 @@ RETRY_AFTER_MAX_S = 30.0
 # A `streaming` row older than this is treated as an orphan (its process died) and does
 # not block its conversation; live replies on this process are tracked in memory anyway.
 STALE_STREAMING_S = 15 * 60
+# Replies being started at once: stored, acked, prompt built, provider request sent, first token
+# not yet in. A burst of sends is let in this many at a time, so each turn of the event loop
+# stays short and the tokens of replies already streaming are not held up behind hundreds of
+# starts (load_tests/bench_tutor.py: 500 sends at the same instant). Rarely binds otherwise.
+STARTING_MAX = 16
 
 
 @dataclass
@@ -87,6 +92,7 @@ class Reply:
     provider: str | None = None
     model: str | None = None
     received: float = 0.0  # time.perf_counter() when send() got the frame
+    starting: bool = False  # holds one of the tutor's STARTING_MAX permits
     # Set before the task is cancelled, so the task knows why: cancelled | interrupted.
     stop_reason: str | None = None
     task: asyncio.Task[None] | None = None
@@ -161,6 +167,7 @@ class Tutor:
         self._coalescer = Coalescer(self._publish_many, settings.reply_flush_ms / 1000)
         self.providers = providers
         self._slots = _Slots(settings.llm_max_concurrent_streams)
+        self._starting = asyncio.Semaphore(STARTING_MAX)
         self._replies: dict[uuid.UUID, Reply] = {}
         self._by_conversation: dict[uuid.UUID, uuid.UUID] = {}
         self._closing = False
@@ -175,6 +182,19 @@ class Tutor:
             raise TutorError("unavailable", "The tutor is shutting down; send again in a moment.")
         client_id, text, conversation_id, material_ids, socratic = self._parse(frame)
         message_id, reply_id = uuid.uuid4(), uuid.uuid4()
+        await self._starting.acquire()
+        try:
+            await self._start(user_id, client_id, text, conversation_id, material_ids, socratic,
+                              message_id, reply_id, received)
+        finally:
+            reply = self._replies.get(reply_id)
+            if reply is None or reply.task is None:
+                self._starting.release()  # refused, re-acked or failed: no reply task to hold it
+
+    async def _start(self, user_id: uuid.UUID, client_id: str, text: str,
+                     conversation_id: uuid.UUID | None, material_ids: list[uuid.UUID] | None,
+                     socratic: bool | None, message_id: uuid.UUID, reply_id: uuid.UUID,
+                     received: float) -> None:
         try:
             sent = await self._store(user_id, client_id, text, conversation_id, material_ids,
                                      socratic, message_id, reply_id)
@@ -197,6 +217,7 @@ class Tutor:
                       history=[Turn(role="assistant" if role == "assistant" else "user",
                                    content=content) for role, content in sent.history])
         reply.received = received
+        reply.starting = True
         self._replies[reply.reply_id] = reply
         self._start_checkpoints()
         self._by_conversation[reply.conversation_id] = reply.reply_id
@@ -353,8 +374,7 @@ class Tutor:
     async def _run(self, reply: Reply) -> None:
         try:
             request = await self._prepare(reply)
-            async with self._slots.hold(lambda pos: self._publish(reply.user, {
-                    "type": "reply.queued", "reply_id": str(reply.reply_id), "position": pos})):
+            async with self._slots.hold(lambda pos: self._queued(reply, pos)):
                 finish = await self._stream(reply, request)
             await self._end(reply, finish)
         except asyncio.CancelledError:
@@ -366,6 +386,19 @@ class Tutor:
             log.exception("reply %s failed", reply.reply_id)
             await self._end(reply, "failed", code="internal",
                             message=f"The tutor failed unexpectedly ({type(err).__name__}).")
+        finally:
+            self._started(reply)
+
+    def _started(self, reply: Reply) -> None:
+        """The reply no longer counts as starting (first token in, queued for a slot, or ended)."""
+        if reply.starting:
+            reply.starting = False
+            self._starting.release()
+
+    async def _queued(self, reply: Reply, position: int) -> None:
+        self._started(reply)  # waiting for a provider slot must not hold up other starts
+        await self._publish(reply.user, {"type": "reply.queued",
+                                         "reply_id": str(reply.reply_id), "position": position})
 
     # --- checkpoints: the text of streaming replies, stored while they stream -----------------
 
@@ -449,6 +482,7 @@ class Tutor:
                                 reply.pending = self._coalescer.open(reply.user, reply.reply_id)
                             await self._coalescer.add(reply.pending, delta)
                             if first:
+                                self._started(reply)
                                 if self._coalescer.pacing and hasattr(stream, "pace"):
                                     # Read the provider once per flush tick from now on.
                                     stream.pace = self._coalescer.next_tick
