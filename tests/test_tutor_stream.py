@@ -206,3 +206,16 @@ async def test_tricky_texts_stream_exactly_through_both_paths(settings: Settings
                 end = await h.frames.end_of(uid, ack["reply_id"])
                 assert end["finish_reason"] == "stop"
                 assert h.frames.text(uid, ack["reply_id"]) == "".join(pieces)
+
+
+def test_a_coalesced_delta_is_encoded_exactly_as_the_bus_encodes_events() -> None:
+    from chat_server.hub.bus import event_json
+
+    pending = Coalescer(publish_many=None, flush_s=0.03).open("u", uuid.uuid4())  # type: ignore[arg-type]
+    for seq, text in enumerate(TRICKY + ["\x00\x1f\x7f", "\\u0041"], start=1):
+        pending.parts = [text[:2], text[2:]]
+        user, event = pending.take()
+        assert user == "u" and isinstance(event, str)
+        assert event == event_json({"type": "reply.delta", "reply_id": pending.reply_id,
+                                    "seq": seq, "text": text})
+        assert event_json(event) == event  # passed through by the bus as is

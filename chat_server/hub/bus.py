@@ -61,12 +61,14 @@ class Bus:
         """Append to the user's history, deliver to every subscriber; return the offset."""
         raise NotImplementedError
 
-    async def publish_many(self, events: list[tuple[str, dict[str, Any]]]) -> list[int]:
+    async def publish_many(self, events: list[tuple[str, dict[str, Any] | str]]) -> list[int]:
         """Publish several (user_id, event) pairs at once, in list order; their offsets.
 
         One Redis round trip for all of them (a flush tick of the tutor publishes every
         streaming reply's pending delta together). Every event is queued before the first
         await, so an event published after this call started is ordered after all of them.
+        An event may be given already encoded (a str, exactly as event_json would encode it:
+        the tutor's deltas skip a dict and json.dumps each).
         """
         raise NotImplementedError
 
@@ -110,8 +112,12 @@ class Bus:
                 log.exception("bus signal handler failed")
 
 
-def event_json(event: dict[str, Any]) -> str:
-    """The event as compact JSON with "type" first (the hub peeks at it without parsing)."""
+def event_json(event: dict[str, Any] | str) -> str:
+    """The event as compact JSON with "type" first (the hub peeks at it without parsing).
+
+    A str is an event encoded so already, passed through as is."""
+    if isinstance(event, str):
+        return event
     if "type" not in event:
         raise ValueError('An event needs a "type".')
     if "o" in event:
@@ -120,7 +126,7 @@ def event_json(event: dict[str, Any]) -> str:
     return json.dumps(ordered, ensure_ascii=False, separators=(",", ":"))
 
 
-def encode(event: dict[str, Any], offset: int) -> str:
+def encode(event: dict[str, Any] | str, offset: int) -> str:
     return event_json(event)[:-1] + f',"o":{offset}}}'
 
 
@@ -154,13 +160,13 @@ class MemoryBus(Bus):
         _observe_publish(time.perf_counter() - started)
         return offset
 
-    async def publish_many(self, events: list[tuple[str, dict[str, Any]]]) -> list[int]:
+    async def publish_many(self, events: list[tuple[str, dict[str, Any] | str]]) -> list[int]:
         started = time.perf_counter()
         offsets = [self._append(user_id, event) for user_id, event in events]
         _observe_publish(time.perf_counter() - started)
         return offsets
 
-    def _append(self, user_id: str, event: dict[str, Any]) -> int:
+    def _append(self, user_id: str, event: dict[str, Any] | str) -> int:
         offset = self._offsets.get(user_id, 0) + 1
         frame = encode(event, offset)
         self._offsets[user_id] = offset
@@ -361,12 +367,12 @@ class RedisBus(Bus):
         self._kick()
         return await fut
 
-    async def publish_many(self, events: list[tuple[str, dict[str, Any]]]) -> list[int]:
+    async def publish_many(self, events: list[tuple[str, dict[str, Any] | str]]) -> list[int]:
         futs = [self._enqueue(user_id, event) for user_id, event in events]
         self._kick()
         return list(await asyncio.gather(*futs))
 
-    def _enqueue(self, user_id: str, event: dict[str, Any]) -> asyncio.Future[int]:
+    def _enqueue(self, user_id: str, event: dict[str, Any] | str) -> asyncio.Future[int]:
         args = [event_json(event), new_epoch(), self._max, self._ttl, _channel(user_id)]
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._outbox.append((_keys(user_id), args, fut))
