@@ -249,6 +249,38 @@ async def test_redis_batch_publish_survives_a_script_cache_flush(redis_url: str)
         assert [e["n"] for _, _, e in sink.got] == list(range(6))
 
 
+async def test_redis_publishes_go_to_the_database_of_the_url(redis_url: str) -> None:
+    """Publishes have a connection of their own: it selects the URL's database too."""
+    db3 = redis_url.rsplit("/", 1)[0] + "/3"
+    sink = Sink()
+    async with open_bus(db3, sink, max_events=100, ttl_s=30) as bus:
+        await bus.subscribe("u1")
+        assert await bus.publish_many([("u1", {"type": "x", "n": n}) for n in range(3)]) == [
+            1, 2, 3]
+        assert len(await bus.since("u1", 0, (await bus.head("u1")).epoch)) == 3
+        await sink.wait_for(3)
+    for url, want in ((db3, b"3"), (redis_url, None)):
+        client = aioredis.from_url(url)
+        try:
+            assert await client.get("th:{u1}:n") == want
+        finally:
+            await client.aclose()
+
+
+async def test_redis_one_event_redis_cannot_take_fails_alone(redis_url: str) -> None:
+    sink = Sink()
+    async with open_bus(redis_url, sink, max_events=100, ttl_s=30) as bus:
+        await bus.subscribe("u1")
+        results = await asyncio.gather(
+            bus.publish("u1", {"type": "x", "n": 0}),
+            bus.publish("u1", {"type": "x", "n": 1, "bad": "\ud800"}),  # not encodable
+            bus.publish("u1", {"type": "x", "n": 2}), return_exceptions=True)
+        assert results[0] == 1 and results[2] == 2
+        assert isinstance(results[1], UnicodeEncodeError)
+        await sink.wait_for(2)
+        assert [e["n"] for _, _, e in sink.got] == [0, 2]
+
+
 async def test_signals_reach_every_handler_and_are_not_user_events(open_test_bus: OpenBus) -> None:
     async with open_test_bus() as (bus, sink):
         got: list[dict[str, Any]] = []

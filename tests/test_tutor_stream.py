@@ -13,7 +13,7 @@ from sqlalchemy import select
 from chat_server.hub.bus import open_bus
 from chat_server.models import Message
 from chat_server.settings import Settings
-from chat_server.tutor.stream import Coalescer
+from chat_server.tutor.stream import Coalescer, Event
 from tests.support.fake_providers import FakeProvider, Scripted, openai_stream
 from tests.support.tutor_harness import tutor_harness
 
@@ -25,7 +25,7 @@ async def test_coalescer_first_token_alone_then_batches_across_replies() -> None
         await bus.subscribe("a")
         await bus.subscribe("b")
 
-        async def publish_many(events: list[tuple[str, dict[str, Any]]]) -> list[int]:
+        async def publish_many(events: list[Event]) -> list[int]:
             calls.append(len(events))
             return await bus.publish_many(events)
 

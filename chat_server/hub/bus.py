@@ -20,7 +20,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +61,7 @@ class Bus:
         """Append to the user's history, deliver to every subscriber; return the offset."""
         raise NotImplementedError
 
-    async def publish_many(self, events: list[tuple[str, dict[str, Any] | str]]) -> list[int]:
+    async def publish_many(self, events: Sequence[tuple[str, dict[str, Any] | str]]) -> list[int]:
         """Publish several (user_id, event) pairs at once, in list order; their offsets.
 
         One Redis round trip for all of them (a flush tick of the tutor publishes every
@@ -160,7 +160,7 @@ class MemoryBus(Bus):
         _observe_publish(time.perf_counter() - started)
         return offset
 
-    async def publish_many(self, events: list[tuple[str, dict[str, Any] | str]]) -> list[int]:
+    async def publish_many(self, events: Sequence[tuple[str, dict[str, Any] | str]]) -> list[int]:
         started = time.perf_counter()
         offsets = [self._append(user_id, event) for user_id, event in events]
         _observe_publish(time.perf_counter() - started)
@@ -290,6 +290,7 @@ class RedisBus(Bus):
     """
 
     BATCH_MAX = 256  # publishes per pipeline
+    SOCKET_TIMEOUT_S = 5.0
     PING_EVERY_S = 5.0  # a silent pub/sub connection is pinged; no pong in time → reconnect
     BACKOFF_MIN_S = 0.05
     BACKOFF_MAX_S = 5.0
@@ -322,6 +323,10 @@ class RedisBus(Bus):
         self._subs: dict[str, _Sub] = {}
         self._pubsub: _PubSub | None = None
         self._outbox: list[tuple[list[str], list[Any], asyncio.Future[int]]] = []
+        # Publishes go out on a connection of their own (_Publisher), not redis-py's pipeline:
+        # its per-command packing and per-reply parsing cost more than the rest of a publish.
+        self._publisher: _Publisher | None = None
+        self._publish_sha = self._publish.sha.encode()
         self._flusher: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -339,6 +344,7 @@ class RedisBus(Bus):
             self._reader.cancel()
             with suppress(asyncio.CancelledError):
                 await self._reader
+        self._drop_publisher()
         await self._redis.aclose()
         # A pool passed in explicitly is not closed by aclose().
         await self._redis.connection_pool.disconnect()
@@ -367,7 +373,7 @@ class RedisBus(Bus):
         self._kick()
         return await fut
 
-    async def publish_many(self, events: list[tuple[str, dict[str, Any] | str]]) -> list[int]:
+    async def publish_many(self, events: Sequence[tuple[str, dict[str, Any] | str]]) -> list[int]:
         futs = [self._enqueue(user_id, event) for user_id, event in events]
         self._kick()
         return list(await asyncio.gather(*futs))
@@ -383,21 +389,12 @@ class RedisBus(Bus):
             self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
-        import redis.exceptions
-
         while self._outbox:
             batch, self._outbox = self._outbox[:self.BATCH_MAX], self._outbox[self.BATCH_MAX:]
             started = time.perf_counter()
             try:
-                if len(batch) == 1:
-                    keys, args, _ = batch[0]
-                    results = [await self._publish(keys=keys, args=args)]
-                else:
-                    results = await self._publish_pipelined(batch)
-                if len(results) != len(batch):
-                    raise RuntimeError(f"{len(results)} results for {len(batch)} publishes")
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                    OSError) as exc:
+                results = await self._publish_batch(batch)
+            except (ConnectionError, TimeoutError, OSError) as exc:
                 for *_, fut in batch:
                     if not fut.done():
                         fut.set_exception(BusUnavailable(f"Bus unavailable: {exc}"))
@@ -408,29 +405,67 @@ class RedisBus(Bus):
                         fut.set_exception(exc)
                 continue
             elapsed = time.perf_counter() - started
-            for (*_, fut), offset in zip(batch, results, strict=True):
+            for (*_, fut), result in zip(batch, results, strict=True):
                 _observe_publish(elapsed)
-                if not fut.done():
-                    fut.set_result(int(offset))
+                if fut.done():
+                    continue
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(int(result))
 
-    async def _publish_pipelined(self, batch: list[tuple[list[str], list[Any], Any]]
-                                 ) -> list[Any]:
-        # EVALSHA queued directly: a Script object queued on a pipeline makes execute() send
-        # SCRIPT EXISTS first, a second round trip per flush. A Redis that lost its scripts
-        # (restarted) answers NOSCRIPT: load the script and send the batch again.
-        from redis.exceptions import NoScriptError
+    async def _publish_batch(self, batch: list[tuple[list[str], list[Any], Any]]
+                             ) -> list[Any]:
+        """Each publish's offset, or the exception for that one publish (Redis refused it)."""
+        import hiredis
+        from redis.exceptions import ResponseError
 
-        for attempt in range(2):
-            pipe = self._redis.pipeline(transaction=False)
-            for keys, args, _ in batch:
-                pipe.evalsha(self._publish.sha, len(keys), *keys, *args)
+        results: list[Any] = [None] * len(batch)
+        commands: list[bytes] = []
+        sent: list[int] = []
+        for i, (keys, args, _) in enumerate(batch):
             try:
-                return list(await pipe.execute())
-            except NoScriptError:
-                if attempt:
-                    raise
-                await self._redis.script_load(_PUBLISH)
-        raise AssertionError("unreachable")
+                commands.append(_evalsha(self._publish_sha, keys, args))
+                sent.append(i)
+            except UnicodeEncodeError as exc:  # text Redis cannot take: only this event fails
+                results[i] = exc
+        if not commands:
+            return results
+        conn = await self._publisher_conn()
+        try:
+            replies = await conn.call(b"".join(commands), len(commands), self.SOCKET_TIMEOUT_S)
+            # A Redis that lost its scripts (SCRIPT FLUSH) answers NOSCRIPT without running
+            # anything: load the script and send those again, in order.
+            again = [k for k, r in enumerate(replies)
+                     if isinstance(r, hiredis.ReplyError) and str(r).startswith("NOSCRIPT")]
+            if again:
+                await conn.call(_command(b"SCRIPT", b"LOAD", _PUBLISH.encode()), 1,
+                                self.SOCKET_TIMEOUT_S)
+                retried = await conn.call(b"".join(commands[k] for k in again), len(again),
+                                          self.SOCKET_TIMEOUT_S)
+                for k, reply in zip(again, retried, strict=True):
+                    replies[k] = reply
+        except BaseException:
+            # Replies may still come for what was sent: this connection is not reused.
+            self._drop_publisher()
+            raise
+        for i, reply in zip(sent, replies, strict=True):
+            results[i] = (ResponseError(str(reply)) if isinstance(reply, hiredis.ReplyError)
+                          else reply)
+        return results
+
+    async def _publisher_conn(self) -> _Publisher:
+        conn = self._publisher
+        if conn is None or conn.closed:
+            self._publisher = None
+            conn = await _Publisher.open(self._url, self.SOCKET_TIMEOUT_S)
+            self._publisher = conn
+        return conn
+
+    def _drop_publisher(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
 
     async def head(self, user_id: str) -> StreamHead:
         epoch, offset = await self._head(keys=_keys(user_id), args=[new_epoch(), self._ttl])
@@ -579,6 +614,120 @@ class RedisBus(Bus):
         self._deliver(user_id, offset, frame)
 
 
+def _command(*args: bytes) -> bytes:
+    """One Redis command in RESP."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def _evalsha(sha: bytes, keys: list[str], args: list[Any]) -> bytes:
+    return _command(b"EVALSHA", sha, b"%d" % len(keys), *[k.encode() for k in keys],
+                    *[a.encode() if isinstance(a, str) else b"%d" % a for a in args])
+
+
+async def _open_connection(url: str, factory: Callable[[], asyncio.Protocol],
+                           timeout_s: float) -> Any:
+    from urllib.parse import urlparse
+
+    loop = asyncio.get_running_loop()
+    u = urlparse(url)
+    if u.scheme == "unix":
+        connect = loop.create_unix_connection(factory, u.path)
+    else:
+        ssl = True if u.scheme == "rediss" else None
+        connect = loop.create_connection(factory, u.hostname or "127.0.0.1", u.port or 6379,
+                                         ssl=ssl)
+    _, proto = await asyncio.wait_for(connect, timeout_s)
+    return proto
+
+
+def _auth(url: str) -> bytes | None:
+    from urllib.parse import unquote, urlparse
+
+    u = urlparse(url)
+    if not u.password:
+        return None
+    auth = [unquote(u.username), unquote(u.password)] if u.username else [unquote(u.password)]
+    return _command(b"AUTH", *[a.encode() for a in auth])
+
+
+def _db(url: str) -> int:
+    """The database number of a redis:// URL (path /N or ?db=N, as redis-py reads it)."""
+    from urllib.parse import parse_qs, urlparse
+
+    u = urlparse(url)
+    if u.scheme == "unix":
+        return int(parse_qs(u.query).get("db", ["0"])[0] or 0)
+    path = u.path.strip("/")
+    return int(path) if path.isdigit() else int(parse_qs(u.query).get("db", ["0"])[0] or 0)
+
+
+class _Publisher(asyncio.Protocol):
+    """A lean Redis connection for the publish pipeline: a batch's commands go out in one
+    write and their replies, parsed by hiredis as they arrive, come back as one list —
+    no per-command packing, per-reply await or timeout context as in redis-py's pipeline.
+    One batch at a time (RedisBus._flush is the only caller); replies are in order."""
+
+    def __init__(self) -> None:
+        import hiredis
+
+        self._reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self._replies: list[Any] = []
+        self._want = 0
+        self._done: asyncio.Future[list[Any]] | None = None
+        self.closed = False
+
+    @classmethod
+    async def open(cls, url: str, timeout_s: float) -> _Publisher:
+        proto: _Publisher = await _open_connection(url, cls, timeout_s)
+        try:
+            hello = [c for c in (_auth(url), _command(b"SELECT", b"%d" % _db(url))) if c]
+            for reply in await proto.call(b"".join(hello), len(hello), timeout_s):
+                if isinstance(reply, Exception):
+                    raise ConnectionError(f"Redis refused the publisher connection: {reply}")
+        except BaseException:
+            proto.close()
+            raise
+        return proto
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(exc or ConnectionError("Redis closed the connection"))
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        replies = self._replies
+        while (reply := reader.gets()) is not False:
+            replies.append(reply)
+        if self._done is not None and len(replies) >= self._want and not self._done.done():
+            self._done.set_result(replies)
+
+    async def call(self, payload: bytes, n: int, timeout_s: float) -> list[Any]:
+        """Send `n` commands; their replies (errors as hiredis.ReplyError), in order."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise ConnectionError("the Redis publisher connection is closed")
+        self._replies, self._want = [], n
+        self._done = asyncio.get_running_loop().create_future()
+        self.transport.write(payload)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._done), timeout_s)
+        finally:
+            self._done = None
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
 class _PubSub(asyncio.Protocol):
     """A lean Redis pub/sub connection: RESP parsed by hiredis in `data_received`.
 
@@ -600,21 +749,10 @@ class _PubSub(asyncio.Protocol):
 
     @classmethod
     async def open(cls, url: str, on_message: Callable[[list[Any]], None]) -> _PubSub:
-        from urllib.parse import unquote, urlparse
-
-        loop = asyncio.get_running_loop()
-        u = urlparse(url)
-        if u.scheme == "unix":
-            connect = loop.create_unix_connection(lambda: cls(on_message), u.path)
-        else:
-            ssl = True if u.scheme == "rediss" else None
-            connect = loop.create_connection(lambda: cls(on_message), u.hostname or "127.0.0.1",
-                                             u.port or 6379, ssl=ssl)
-        _, proto = await asyncio.wait_for(connect, 2.0)
-        if u.password:
-            auth = [unquote(u.username), unquote(u.password)] if u.username else [
-                unquote(u.password)]
-            proto.command(b"AUTH", *[a.encode() for a in auth])
+        proto: _PubSub = await _open_connection(url, lambda: cls(on_message), 2.0)
+        auth = _auth(url)
+        if auth is not None and proto.transport is not None:
+            proto.transport.write(auth)
         return proto
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
