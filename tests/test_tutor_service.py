@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -13,7 +14,8 @@ from sqlalchemy import func, select
 from chat_server.models import Conversation, Message, MessageStatus, Role
 from chat_server.settings import Settings
 from chat_server.tutor.errors import TutorError
-from chat_server.tutor.service import STARTING_MAX
+from chat_server.tutor.providers import open_providers
+from chat_server.tutor.service import STARTING_MAX, Tutor
 from tests.support.fake_providers import FakeProvider, anthropic_stream
 from tests.support.tutor_harness import Harness, tutor_harness
 
@@ -155,6 +157,31 @@ async def test_a_reply_streaming_elsewhere_blocks_its_conversation_until_it_is_s
         assert orphan is not None
         assert orphan["status"] == "interrupted" and orphan["content"] == "half an ans"
         assert "stopped" in orphan["error"]
+
+
+async def test_the_next_send_may_follow_reply_end_at_once(settings: Settings) -> None:
+    """Subscribers can get reply.end before the publisher's own publish returns (Redis answers
+    the publishing connection and the pub/sub one separately): a client that sends its next
+    message the moment it sees reply.end must not be told a reply is still in progress."""
+    async with tutor_harness(settings) as h, open_providers(settings) as providers:
+        async def slow_ack(events: Sequence[tuple[str, Any]]) -> list[int]:
+            offsets = await h.bus.publish_many(events)  # delivered to the subscribers here
+            await asyncio.sleep(0.2)
+            return offsets
+
+        tutor = Tutor(settings, h.db, h.bus.publish, providers, slow_ack)
+        try:
+            uid = await h.user()
+            first = _send()
+            await tutor.send(uid, first)
+            ack = await h.frames.ack(uid, first["id"])
+            await h.frames.end_of(uid, ack["reply_id"])
+            again = _send("And then?", conversation_id=ack["conversation_id"])
+            await tutor.send(uid, again)  # raised reply_in_progress before
+            ack2 = await h.frames.ack(uid, again["id"])
+            assert (await h.frames.end_of(uid, ack2["reply_id"]))["finish_reason"] == "stop"
+        finally:
+            await tutor.aclose(5.0)
 
 
 async def test_global_stream_cap_queues_and_tells_the_waiter(settings: Settings) -> None:

@@ -526,6 +526,10 @@ class Tutor:
                 error=f"{code}: {message}" if code else None)
         except Exception:
             log.exception("could not store reply %s (%s)", rid, finish)
+        # The conversation is free from here: a client may see reply.end (pub/sub) before our
+        # publish returns, and send its next message at once.
+        if self._by_conversation.get(reply.conversation_id) == reply.reply_id:
+            del self._by_conversation[reply.conversation_id]
         try:
             if reply.pending is not None:
                 # Whatever the provider gave is delivered before the end (and is the stored text).
@@ -546,8 +550,6 @@ class Tutor:
             if reply.pending is not None:
                 self._coalescer.discard(reply.pending)
             self._replies.pop(reply.reply_id, None)
-            if self._by_conversation.get(reply.conversation_id) == reply.reply_id:
-                del self._by_conversation[reply.conversation_id]
 
 
 def _delay(err: ProviderError, attempt: int) -> float:
