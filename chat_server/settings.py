@@ -42,7 +42,10 @@ class Settings(BaseSettings):
         description="Apply migrations on start. Unset: yes in embedded mode, no with "
         "database_url (then an unmigrated database refuses to start).",
     )
-    db_pool_size: int = Field(10, description="SQLAlchemy connection pool size per process.")
+    db_pool_size: int = Field(10, description=(
+            "Database connections per pool and process: SQLAlchemy's pool (API, workers; up "
+            "to twice this under bursts) and the chat hot path's asyncpg pool (opened "
+            "lazily), so a process may hold up to three times this many connections."))
 
     # --- auth -----------------------------------------------------------------
     secret_key: str | None = Field(
