@@ -5,6 +5,8 @@
 1. chat.send → first reply.delta at the client, p50/p99, with 1 and with 200 concurrent
    conversations (each on its own user and socket). The provider answers at once, so this is
    the server's own overhead: persisting, ack, retrieval, prompt, provider request, bus, socket.
+   The bench users have no materials (retrieval is skipped for them), except one learner with
+   a seeded material who asks new questions, then one question again: retrieval's cost.
    The 200 conversations each send their next message a think time (uniform 1–3 s) after the
    previous reply ended, for a fixed time; the server-side histogram (chat.send handed to the
    tutor → first delta published) is read from /metrics around that phase. A stress line
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,10 @@ PACED_TOKENS = 300
 PACED_RATE = 50.0
 PHASE_TIMEOUT_S = 300.0
 THINK_S = (1.0, 3.0)
+REFUSED: Counter[str] = Counter()  # error frames the clients got, by code (should stay empty)
+MATERIAL_CHUNKS = 60  # passages of the learner with materials (retrieval runs for them)
+TOPICS = ["photosynthesis", "entropy", "osmosis", "mitochondria", "enzymes", "diffusion",
+          "respiration", "chlorophyll", "glucose", "membranes", "catalysts", "equilibrium"]
 
 
 # --- the loopback provider (its own process) ------------------------------------------------
@@ -91,6 +98,7 @@ class Client:
         self.acks: dict[str, str] = {}  # client id → reply_id
         self.first_delta: dict[str, int] = {}  # reply_id → ns
         self.ended: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, dict[str, Any]] = {}  # client id → error frame (a refused send)
         self.token_latencies_ms: list[float] = []
         self.tokens: dict[str, int] = {}
         self.changed = asyncio.Event()
@@ -119,6 +127,8 @@ class Client:
                 self.ended[frame["reply_id"]] = frame
             elif kind == "error":
                 print("error frame:", frame, file=sys.stderr)
+                self.errors[frame.get("id") or ""] = frame
+                REFUSED[str(frame.get("code"))] += 1
             self.changed.set()
 
     async def send(self, text: str, conversation_id: str | None = None) -> tuple[str, int]:
@@ -129,6 +139,10 @@ class Client:
         t0 = time.time_ns()
         await self.ws.send(json.dumps(frame))
         return cid, t0
+
+    def done(self, cid: str) -> bool:
+        """The send `cid` was refused, or its reply ended."""
+        return cid in self.errors or (cid in self.acks and self.acks[cid] in self.ended)
 
     async def until(self, pred: Any) -> None:
         while not pred():
@@ -169,12 +183,12 @@ async def first_delta_round(clients: list[Client], rounds: int) -> list[float]:
         sent = await asyncio.gather(*(c.send("What is the main idea?") for c in clients))
 
         async def wait(c: Client, cid: str) -> None:
-            await c.until(lambda: cid in c.acks and c.acks[cid] in c.ended)
+            await c.until(lambda: c.done(cid))
 
         async with asyncio.timeout(PHASE_TIMEOUT_S):
             await asyncio.gather(*(wait(c, cid) for c, (cid, _) in zip(clients, sent, strict=True)))
         for c, (cid, t0) in zip(clients, sent, strict=True):
-            rid = c.acks[cid]
+            rid = c.acks.get(cid)
             if rid in c.first_delta:
                 latencies.append((c.first_delta[rid] - t0) / 1e6)
     return latencies
@@ -193,8 +207,8 @@ async def think_time_phase(clients: list[Client], duration_s: float) -> tuple[li
         while time.monotonic() < stop_at:
             cid, t0 = await c.send("What is the main idea?", c.conversation)
             sends += 1
-            await c.until(lambda cid=cid: cid in c.acks and c.acks[cid] in c.ended)
-            rid = c.acks[cid]
+            await c.until(lambda cid=cid: c.done(cid))
+            rid = c.acks.get(cid)
             if rid in c.first_delta:
                 latencies.append((c.first_delta[rid] - t0) / 1e6)
             await asyncio.sleep(rng.uniform(*THINK_S))
@@ -240,7 +254,7 @@ async def paced_phase(clients: list[Client], pids: dict[str, int]) -> dict[str, 
     sent = await asyncio.gather(*(c.send("PACED: tell me everything") for c in clients))
 
     async def wait(c: Client, cid: str) -> None:
-        await c.until(lambda: cid in c.acks and c.acks[cid] in c.ended)
+        await c.until(lambda: c.done(cid))
 
     def tokens() -> int:
         return sum(sum(c.tokens.values()) for c in clients)
@@ -250,7 +264,7 @@ async def paced_phase(clients: list[Client], pids: dict[str, int]) -> dict[str, 
 
     async def window() -> dict[str, Any]:
         async def started(c: Client, cid: str) -> None:
-            await c.until(lambda: cid in c.acks and c.acks[cid] in c.first_delta)
+            await c.until(lambda: cid in c.errors or c.acks.get(cid) in c.first_delta)
 
         await asyncio.gather(*(started(c, cid) for c, (cid, _) in zip(clients, sent, strict=True)))
         cpu0, n0, l0, w0 = cpu_seconds(pids), tokens(), latencies(), time.monotonic()
@@ -267,10 +281,11 @@ async def paced_phase(clients: list[Client], pids: dict[str, int]) -> dict[str, 
         await asyncio.gather(*(wait(c, cid) for c, (cid, _) in zip(clients, sent, strict=True)))
         steady = await steady_task
     elapsed = time.monotonic() - t0
-    got = sum(c.tokens.get(c.acks[cid], 0) for c, (cid, _) in zip(clients, sent, strict=True))
+    got = sum(c.tokens.get(c.acks.get(cid, ""), 0)
+              for c, (cid, _) in zip(clients, sent, strict=True))
     finishes: dict[str, int] = {}
     for c, (cid, _) in zip(clients, sent, strict=True):
-        reason = c.ended[c.acks[cid]]["finish_reason"]
+        reason = c.ended.get(c.acks.get(cid, ""), {}).get("finish_reason", "refused")
         finishes[reason] = finishes.get(reason, 0) + 1
     lat = [x for c in clients for x in c.token_latencies_ms]
     # Latencies recorded inside the steady window, in arrival order per client: approximate
@@ -283,6 +298,50 @@ async def paced_phase(clients: list[Client], pids: dict[str, int]) -> dict[str, 
             "tokens_per_s": got / elapsed, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
             "max": max(lat) if lat else float("nan"), "finishes": finishes, "steady": steady,
             "steady_p50": pct(in_window, 0.5), "steady_p99": pct(in_window, 0.99)}
+
+
+async def seed_materials(db_url: str, sub: str) -> None:
+    """One ready text material of MATERIAL_CHUNKS passages for the embed user `sub`, written
+    straight into the tables (random unit vectors: the server's cost of embedding the question
+    and searching is the same as with real ones; the answers' quality is not measured here)."""
+    import asyncpg
+
+    from chat_server.db import libpq_url
+
+    rng = random.Random(7)
+    conn = await asyncpg.connect(libpq_url(db_url))
+    try:
+        uid = await conn.fetchval("select id from users where external_id = $1", f"embed:{sub}")
+        mid = uuid.uuid4()
+        await conn.execute(
+            "insert into materials (id, user_id, kind, title, status, content_hash, chunk_count) "
+            "values ($1, $2, 'text', 'Bench lecture', 'ready', $3, $4)",
+            mid, uid, mid.hex, MATERIAL_CHUNKS)
+        rows = []
+        for i in range(MATERIAL_CHUNKS):
+            words = [rng.choice(TOPICS) for _ in range(12)]
+            text = (f"Passage {i} explains how {words[0]} relates to {words[1]} and {words[2]}. "
+                    + " ".join(f"The {w} matters." for w in words[3:]))
+            vec = [rng.gauss(0, 1) for _ in range(384)]
+            norm = sum(x * x for x in vec) ** 0.5
+            rows.append((mid, uid, i, text, "[" + ",".join(f"{x / norm:.6f}" for x in vec) + "]"))
+        await conn.executemany(
+            "insert into chunks (material_id, user_id, idx, text, language, embedding, tsv) "
+            "values ($1, $2, $3, $4, 'english', $5::text::vector, to_tsvector('english', $4))",
+            rows)
+    finally:
+        await conn.close()
+
+
+async def materials_round(client: Client, questions: list[str]) -> list[float]:
+    latencies: list[float] = []
+    for q in questions:
+        cid, t0 = await client.send(q, client.conversation)
+        await client.until(lambda cid=cid: client.done(cid))
+        rid = client.acks.get(cid)
+        if rid in client.first_delta:
+            latencies.append((client.first_delta[rid] - t0) / 1e6)
+    return latencies
 
 
 # --- orchestration ----------------------------------------------------------------------------
@@ -358,7 +417,7 @@ def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
 
 
 async def bench(args: argparse.Namespace, port: int, engine: str,
-                pids: dict[str, int]) -> str:
+                pids: dict[str, int], db_url: str) -> str:
     ws_url = f"ws://127.0.0.1:{port}/ws/v1"
     base = f"http://127.0.0.1:{port}"
     n_conc = 50 if args.quick else 200
@@ -369,6 +428,8 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
     send_cpu_ms = float("nan")
     h0: dict[float, float] = {}
     h1: dict[float, float] = {}
+    lat_new_q: list[float] = []
+    lat_same_q: list[float] = []
     if not args.paced_only:
         one = await open_clients(ws_url, 1, "one")
         await first_delta_round(one, 5)  # warm-up
@@ -377,6 +438,18 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         cpu_b = cpu_seconds(pids)
         send_cpu_ms = 1000 * (cpu_b["server"] - cpu_a["server"]) / max(1, len(lat1))
         await close_clients(one)
+        # A learner with materials: retrieval runs (the question is embedded on this CPU, then
+        # the hybrid search); new questions each time, then one question asked again (its
+        # embedding is cached).
+        (reader,) = await open_clients(ws_url, 1, "materials")
+        await seed_materials(db_url, "materials-0")
+        n_q = 20 if args.quick else 100
+        await materials_round(reader, ["Warm-up: what is photosynthesis?"] * 3)
+        lat_new_q = await materials_round(reader, [
+            f"Question {i}: how does {TOPICS[i % len(TOPICS)]} relate to "
+            f"{TOPICS[(i * 5 + 1) % len(TOPICS)]}?" for i in range(n_q)])
+        lat_same_q = await materials_round(reader, ["How does entropy relate to osmosis?"] * n_q)
+        await close_clients([reader])
         many = await open_clients(ws_url, n_conc, "many")
         await first_delta_round(many, 1)  # warm-up
         think_s = 15.0 if args.quick else 40.0
@@ -427,6 +500,11 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         "| concurrent conversations | samples | p50 ms | p99 ms | goal |",
         "|---|---|---|---|---|",
         f"| 1 | {len(lat1)} | {pct(lat1, 0.5):.1f} | {pct(lat1, 0.99):.1f} | |",
+        f"| 1, learner with {MATERIAL_CHUNKS} passages, a new question each time (retrieval: "
+        f"question embedded on this CPU + hybrid search) | {len(lat_new_q)} | "
+        f"{pct(lat_new_q, 0.5):.1f} | {pct(lat_new_q, 0.99):.1f} | |",
+        f"| 1, same learner, one question asked again (embedding cached; the search runs) | "
+        f"{len(lat_same_q)} | {pct(lat_same_q, 0.5):.1f} | {pct(lat_same_q, 0.99):.1f} | |",
         f"| {n_conc}, think time {THINK_S[0]:.0f}–{THINK_S[1]:.0f} s after each reply "
         f"({sends / think_elapsed:.0f} sends/s over {think_elapsed:.0f} s) | {len(lat_think)} | "
         f"{pct(lat_think, 0.5):.1f} | {pct(lat_think, 0.99):.1f} | p50 ≤ 10, p99 ≤ 50 at 200 |",
@@ -435,6 +513,8 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         f"≤ {server_p50:.1f} | ≤ {server_p99:.1f} | |",
         f"| {n_conc}, all sending at the same instant (stress) | {len(lat_burst)} | "
         f"{pct(lat_burst, 0.5):.1f} | {pct(lat_burst, 0.99):.1f} | |",
+        "",
+        f"Error frames received by the clients: {dict(REFUSED) or 'none'}.",
         "",
         f"## {n_paced} concurrent replies × {PACED_TOKENS} tokens at {PACED_RATE:.0f} tokens/s",
         "",
@@ -479,7 +559,7 @@ def main() -> None:
                     pids = {"server": server.pid, "provider": provider.pid, "clients": os.getpid()}
                     if engine == "redis" and rs.proc is not None:
                         pids["redis"] = rs.proc.pid
-                    report = uvloop.run(bench(args, port, engine, pids))
+                    report = uvloop.run(bench(args, port, engine, pids, db_url))
                 finally:
                     server.terminate()
                     server.wait(60)
