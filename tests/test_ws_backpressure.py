@@ -169,3 +169,54 @@ async def test_overflow_during_fan_out_does_not_skip_the_next_socket(settings: S
     assert [c.session_id for c in hub.users["u1"].conns] == ["fast"]
     for conn in (slow, fast):
         await conn.finish()
+
+
+async def test_an_idle_socket_gets_frames_written_at_once_and_in_order(settings: Settings) -> None:
+    """Pre-framed sockets: with nothing queued, fan-out writes the frame itself (no writer
+    task wakeup); when the socket cannot take it, it queues, and what follows queues behind
+    it — the order on the wire is the order of the events."""
+    from chat_server.hub.wsproto import EXTENSION, text_frame
+
+    hub = Hub(settings)
+    wire: list[bytes] = []
+    writable = True
+
+    def write_now(data: bytes) -> bool:
+        if writable:
+            wire.append(data)
+        return writable
+
+    gate, wrote = asyncio.Event(), asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:  # the writer task's way, when queued
+        assert message["type"] == EXTENSION
+        await gate.wait()
+        wire.append(message["data"])
+        wrote.set()
+
+    conn = Conn(hub, send, "u1", "s1", expires_at=2e9, raw=True, write_now=write_now)
+    hub.attach(conn)
+    conn.activate("e1", 0, [], [])
+    conn.start()
+    await asyncio.sleep(0)  # the writer waits for frames
+
+    def push(offset: int) -> bytes:
+        text = encode({"type": "x", "n": offset}, offset)
+        frame = text_frame(text.encode())
+        conn.push(offset, text, len(text.encode()), frame)
+        return frame
+
+    first = push(1)
+    assert wire == [first] and not conn.queue  # written in the fan-out's turn
+    writable = False
+    queued = [push(2), push(3)]
+    writable = True
+    queued.append(push(4))  # writable again, but behind queued frames: queued too
+    assert wire == [first] and len(conn.queue) == 3
+    gate.set()
+    await asyncio.wait_for(wrote.wait(), 10)
+    assert wire[1:] == [b"".join(queued)]  # the writer sends the backlog in one write
+    await asyncio.sleep(0)
+    last = push(5)  # idle again: at once
+    assert wire[-1] == last and hub.frames_out == 5
+    await conn.finish()

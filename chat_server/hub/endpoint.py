@@ -107,8 +107,9 @@ class HubEndpoint:
                 identity = await authenticate(session, settings, token)
         except AuthError as exc:
             raise Refused(Close.AUTH_FAILED, exc.message[:120]) from None
+        frames = (scope_extensions or {}).get(EXTENSION)
         conn = Conn(hub, send, str(identity.user.id), uuid.uuid4().hex, identity.expires_at,
-                    raw=EXTENSION in (scope_extensions or {}))
+                    raw=frames is not None, write_now=(frames or {}).get("write_now"))
         return conn, resume
 
     async def _serve(self, app: Any, hub: Hub, conn: Conn, resume: dict[str, Any] | None,

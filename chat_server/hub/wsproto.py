@@ -107,7 +107,9 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
         response = getattr(self, "response", None)
         if (response is not None and response.status_code == 101
                 and "Sec-WebSocket-Extensions" not in response.headers):
-            self.scope["extensions"][EXTENSION] = {}  # type: ignore[index]
+            # `write_now`: a frame written at once when nothing stops it (see below).
+            self.scope["extensions"][EXTENSION] = {  # type: ignore[index]
+                "write_now": self.write_now}
 
     async def send(self, message: Any) -> None:
         if message["type"] != EXTENSION:
@@ -126,3 +128,12 @@ class HubWebSocketProtocol(WebSocketsSansIOProtocol):
                 f"Unexpected ASGI message '{EXTENSION}' before accept or after close."
             )
         self.transport.write(message["data"])
+
+    def write_now(self, data: bytes) -> bool:
+        """Write pre-framed bytes now if `send` would write them without waiting; False
+        (nothing written) when it would wait or raise: the caller queues them for `send`."""
+        if (not self.writable.is_set() or self.disconnected or self.transport.is_closing()
+                or self.close_sent or not self.handshake_complete):
+            return False
+        self.transport.write(data)
+        return True
