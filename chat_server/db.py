@@ -83,6 +83,13 @@ class Database:
             yield session
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """asyncpg's default reset on release (advisory unlock, CLOSE ALL, UNLISTEN, RESET ALL) is a
+    round trip after every statement. Nothing here changes session state: settings are
+    transaction-local (`set_config(..., true)`), no LISTEN, advisory locks or open cursors;
+    an open transaction is still rolled back by the pool before this runs."""
+
+
 @asynccontextmanager
 async def open_database(url: str, pool_size: int = 10) -> AsyncIterator[Database]:
     engine = create_async_engine(
@@ -92,7 +99,8 @@ async def open_database(url: str, pool_size: int = 10) -> AsyncIterator[Database
         # min_size=0: no connection until the first chat message (CLI commands never open
         # one). asyncpg notices a connection the server closed (its socket sees EOF) and
         # replaces it at acquire, so no ping per checkout is needed.
-        pool = await asyncpg.create_pool(libpq_url(url), min_size=0, max_size=pool_size)
+        pool = await asyncpg.create_pool(libpq_url(url), min_size=0, max_size=pool_size,
+                                         reset=_keep_session)
         try:
             yield Database(engine, async_sessionmaker(engine, expire_on_commit=False), pool)
         finally:
