@@ -30,6 +30,14 @@ def _anthropic(settings: Settings, url: str, **more: Any) -> Settings:
         "anthropic_model": "claude-test", "llm_retries": 0, **more})
 
 
+async def _answered(h: Harness, uid: uuid.UUID, frame: dict[str, Any]) -> dict[str, Any]:
+    """Send, wait for the reply's end; the chat.ack."""
+    await h.tutor.send(uid, frame)
+    ack = await h.frames.ack(uid, frame["id"])
+    await h.frames.end_of(uid, ack["reply_id"])
+    return ack
+
+
 async def _count(h: Harness, *where: Any) -> int:
     async with h.db.session() as session:
         return int(await session.scalar(select(func.count()).select_from(Message).where(*where))
@@ -59,9 +67,7 @@ async def test_repeated_client_id_is_acked_again_not_answered_twice(settings: Se
     async with tutor_harness(settings) as h:
         uid = await h.user()
         frame = _send()
-        await h.tutor.send(uid, frame)
-        first = await h.frames.ack(uid, frame["id"])
-        await h.frames.end_of(uid, first["reply_id"])
+        first = await _answered(h, uid, frame)
         await h.tutor.send(uid, frame)
         again = await h.frames.ack(uid, frame["id"], nth=2)
         for key in ("message_id", "conversation_id", "reply_id"):
@@ -132,10 +138,7 @@ async def test_a_reply_streaming_elsewhere_blocks_its_conversation_until_it_is_s
     instance refuses a send; one left by a process that died long ago is marked interrupted."""
     async with tutor_harness(settings) as h:
         uid = await h.user()
-        first = _send()
-        await h.tutor.send(uid, first)
-        ack = await h.frames.ack(uid, first["id"])
-        await h.frames.end_of(uid, ack["reply_id"])
+        ack = await _answered(h, uid, _send())
         conv, other = uuid.UUID(ack["conversation_id"]), uuid.uuid4()
         await h.db.pool.execute(
             "insert into messages (id, conversation_id, user_id, role, content, status, "
