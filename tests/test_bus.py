@@ -304,3 +304,16 @@ async def test_signals_reach_every_handler_and_are_not_user_events(open_test_bus
         assert got == [{"type": "reply.cancel", "reply_id": "r1", "user_id": "u1", "t": "ё"}]
         assert sink.got == []  # no user saw it, nothing went into any history
         assert (await bus.head("u1")).offset == 0
+
+
+def test_a_publish_is_the_evalsha_command_of_the_script_keys_and_arguments() -> None:
+    from chat_server.hub.bus import _channel, _command, _keys, _publish_command
+
+    sha = b"f" * 40
+    head = b"*11\r\n" + _command(b"EVALSHA", sha, b"3")[4:]
+    tail = _command(b"1000", b"86400")[4:]
+    for user in ("3f2b8a9e-1111-2222-3333-444455556666", "пользователь", "x"):
+        frame = '{"type":"reply.delta","text":"héllo 🧪 \\"q\\""}'
+        assert _publish_command(head, tail, user, frame, "0123456789ab") == _command(
+            b"EVALSHA", sha, b"3", *[k.encode() for k in _keys(user)], frame.encode(),
+            b"0123456789ab", b"1000", b"86400", _channel(user).encode())

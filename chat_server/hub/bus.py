@@ -322,11 +322,16 @@ class RedisBus(Bus):
         self._since = self._redis.register_script(_SINCE)
         self._subs: dict[str, _Sub] = {}
         self._pubsub: _PubSub | None = None
-        self._outbox: list[tuple[list[str], list[Any], asyncio.Future[int]]] = []
+        # (user id, event JSON, epoch candidate, its future)
+        self._outbox: list[tuple[str, str, str, asyncio.Future[int]]] = []
         # Publishes go out on a connection of their own (_Publisher), not redis-py's pipeline:
         # its per-command packing and per-reply parsing cost more than the rest of a publish.
         self._publisher: _Publisher | None = None
-        self._publish_sha = self._publish.sha.encode()
+        sha = self._publish.sha.encode()
+        # A publish is EVALSHA sha 3 <stream> <counter> <epoch> <frame> <epoch candidate>
+        # <maxlen> <ttl> <channel> (see _PUBLISH): the fixed parts in RESP, made once.
+        self._publish_head = b"*11\r\n" + _command(b"EVALSHA", sha, b"3")[4:]  # not *3
+        self._publish_tail = _command(b"%d" % max_events, b"%d" % ttl_s)[4:]  # not *2
         self._flusher: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
@@ -379,9 +384,9 @@ class RedisBus(Bus):
         return list(await asyncio.gather(*futs))
 
     def _enqueue(self, user_id: str, event: dict[str, Any] | str) -> asyncio.Future[int]:
-        args = [event_json(event), new_epoch(), self._max, self._ttl, _channel(user_id)]
+        frame = event_json(event)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._outbox.append((_keys(user_id), args, fut))
+        self._outbox.append((user_id, frame, new_epoch(), fut))
         return fut
 
     def _kick(self) -> None:
@@ -414,8 +419,7 @@ class RedisBus(Bus):
                 else:
                     fut.set_result(int(result))
 
-    async def _publish_batch(self, batch: list[tuple[list[str], list[Any], Any]]
-                             ) -> list[Any]:
+    async def _publish_batch(self, batch: list[tuple[str, str, str, Any]]) -> list[Any]:
         """Each publish's offset, or the exception for that one publish (Redis refused it)."""
         import hiredis
         from redis.exceptions import ResponseError
@@ -423,9 +427,10 @@ class RedisBus(Bus):
         results: list[Any] = [None] * len(batch)
         commands: list[bytes] = []
         sent: list[int] = []
-        for i, (keys, args, _) in enumerate(batch):
+        head, tail = self._publish_head, self._publish_tail
+        for i, (user_id, frame, epoch, _) in enumerate(batch):
             try:
-                commands.append(_evalsha(self._publish_sha, keys, args))
+                commands.append(_publish_command(head, tail, user_id, frame, epoch))
                 sent.append(i)
             except UnicodeEncodeError as exc:  # text Redis cannot take: only this event fails
                 results[i] = exc
@@ -622,9 +627,15 @@ def _command(*args: bytes) -> bytes:
     return b"".join(out)
 
 
-def _evalsha(sha: bytes, keys: list[str], args: list[Any]) -> bytes:
-    return _command(b"EVALSHA", sha, b"%d" % len(keys), *[k.encode() for k in keys],
-                    *[a.encode() if isinstance(a, str) else b"%d" % a for a in args])
+def _publish_command(head: bytes, tail: bytes, user_id: str, frame: str, epoch: str) -> bytes:
+    """One publish in RESP: the keys of _keys(user_id), the frame, the epoch candidate, the
+    fixed maxlen and ttl (tail), the channel of _channel(user_id). One bytes format instead
+    of one per argument (~3 µs instead of ~15)."""
+    u, f, e = user_id.encode(), frame.encode(), epoch.encode()
+    n = len(u) + 7  # th:{<u>}:s
+    return (b"%s$%d\r\nth:{%s}:s\r\n$%d\r\nth:{%s}:n\r\n$%d\r\nth:{%s}:e\r\n"
+            b"$%d\r\n%s\r\n$%d\r\n%s\r\n%s$%d\r\nth:{%s}\r\n") % (
+        head, n, u, n, u, n, u, len(f), f, len(e), e, tail, n - 2, u)
 
 
 async def _open_connection(url: str, factory: Callable[[], asyncio.Protocol],
