@@ -111,7 +111,7 @@ async def test_pdf_upload_to_ready_with_progress_in_order(ctx: Ctx) -> None:
             "tsv is not null as has_tsv from chunks where material_id = :m"), {"m": mid})).all()
         assert all(r.has_vec and r.has_tsv for r in rows)
         assert min(r.page_start for r in rows) == 1 and max(r.page_end for r in rows) == 3
-        hits = await retrieve(session, ctx.settings, uid, "Где происходит клеточное дыхание?", k=1)
+    hits = await retrieve(ctx.app.state.db.pool, ctx.settings, uid, "Где происходит клеточное дыхание?", k=1)
     assert hits and hits[0].material_id == uuid.UUID(mid) and hits[0].title == "Биология / Biology"
     assert "Митохондрии" in hits[0].text and hits[0].page is not None and hits[0].page <= 2
     assert hits[0].kind == "pdf" and hits[0].source == "bio.pdf"
@@ -210,8 +210,7 @@ async def test_youtube_ready_after_transient_faults_and_failed_without_captions(
             assert sum(1 for q in yt.requests if q.startswith("GET /watch")) >= 2
             ready = (await ctx.events(uid))[-1]
             assert ready["type"] == "material.ready" and ready["duration_s"] == 120.0
-            async with ctx.app.state.db.session() as session:
-                hits = await retrieve(session, ctx.settings, uid, "entropy isolated system", k=3)
+            hits = await retrieve(ctx.app.state.db.pool, ctx.settings, uid, "entropy isolated system", k=3)
             assert hits and all(h.start_s is not None and h.kind == "youtube" for h in hits)
 
             r = await ctx.client.post("/materials/youtube", headers=headers, json={"url": "nocaption01"})
@@ -228,12 +227,12 @@ async def test_retrieval_is_scoped_to_the_user_and_chosen_materials(ctx: Ctx) ->
     ra2 = await ctx.client.post("/materials/text", headers=a_headers, json={"title": "A2", "text": "Launch windows depend on orbital mechanics."})
     for h, r in ((b_headers, rb), (a_headers, ra1), (a_headers, ra2)):
         assert (await ctx.wait(h, r.json()["id"]))["status"] == "ready"
-    async with ctx.app.state.db.session() as session:
-        hits_a = await retrieve(session, ctx.settings, a, secret, k=10)
-        hits_b = await retrieve(session, ctx.settings, b, secret, k=10)
-        only_a2 = await retrieve(session, ctx.settings, a, "zebra launch", k=10,
-                                 material_ids=[uuid.UUID(ra2.json()["id"])])
-        none = await retrieve(session, ctx.settings, a, "zebra", material_ids=[uuid.UUID(rb.json()["id"])])
+    pool = ctx.app.state.db.pool
+    hits_a = await retrieve(pool, ctx.settings, a, secret, k=10)
+    hits_b = await retrieve(pool, ctx.settings, b, secret, k=10)
+    only_a2 = await retrieve(pool, ctx.settings, a, "zebra launch", k=10,
+                             material_ids=[uuid.UUID(ra2.json()["id"])])
+    none = await retrieve(pool, ctx.settings, a, "zebra", material_ids=[uuid.UUID(rb.json()["id"])])
     assert {h.title for h in hits_a} == {"A1", "A2"}
     assert all("pineapple" not in h.text for h in hits_a)
     assert hits_b[0].text == secret

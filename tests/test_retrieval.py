@@ -13,7 +13,6 @@ import asyncpg
 import numpy as np
 import pytest
 from pgvector.asyncpg import register_vector
-from sqlalchemy import text
 
 from chat_server import retrieval
 from chat_server.db import Database, open_database
@@ -102,17 +101,17 @@ async def test_small_owner_gets_all_nearest_chunks_despite_the_hnsw_post_filter(
     finally:
         await conn.close()
     assert settings.database_url
-    async with open_database(settings.database_url, 1) as db, db.session() as session:
-        plan = "\n".join((await session.execute(
-            text(f"explain select {retrieval._ANN}").bindparams(retrieval._MIDS),
-            {"uid": lib.small, "mids": None, "vec": retrieval._vec(query.tolist()), "n": 10})).scalars())
+    params = {"uid": lib.small, "mids": None, "vec": retrieval._vec(query.tolist()), "n": 10}
+    explain = retrieval._numbered(f"explain select {retrieval._ANN}")
+    walk = retrieval._numbered(f"select {retrieval._ANN}")
+    async with open_database(settings.database_url, 1) as db, db.pool.acquire() as conn, \
+            conn.transaction():
+        plan = "\n".join(r[0] for r in await conn.fetch(explain.sql, *explain.args(params)))
         assert "ix_chunks_embedding_hnsw" in plan
-        walked = await session.execute(  # the HNSW walk alone: only a few of the user's 12 chunks
-            text(f"select {retrieval._ANN}").bindparams(retrieval._MIDS),
-            {"uid": lib.small, "mids": None, "vec": retrieval._vec(query.tolist()), "n": 10})
-        assert len(walked.scalar_one()) < 10
-        got = await vector_search(session, lib.small, query.tolist(), 10)
-        exact = await vector_search(session, lib.small, query.tolist(), 10, exact=True)
+        # The HNSW walk alone: only a few of the user's 12 chunks.
+        assert len(await conn.fetchval(walk.sql, *walk.args(params))) < 10
+        got = await vector_search(conn, lib.small, query.tolist(), 10)
+        exact = await vector_search(conn, lib.small, query.tolist(), 10, exact=True)
     assert got == exact == _nearest(lib, query, mine, 10)
 
 
@@ -121,16 +120,16 @@ async def test_hybrid_equals_fusing_both_sides_and_loads_the_hits(library: Libra
     lib = library
     query = _unit(np.random.default_rng(6), 1)[0].tolist()
     question = "What does entropy do to the ribosome?"
-    async with lib.db.session() as session:
-        by_vector = await vector_search(session, lib.big, query, settings.retrieval_candidates)
-        by_keyword = await keyword_search(session, lib.big, question, settings.retrieval_candidates)
-        hits = await hybrid_search(session, settings, lib.big, question, query, k=8)
+    async with lib.db.pool.acquire() as conn, conn.transaction():
+        by_vector = await vector_search(conn, lib.big, query, settings.retrieval_candidates)
+        by_keyword = await keyword_search(conn, lib.big, question, settings.retrieval_candidates)
+        hits = await hybrid_search(conn, settings, lib.big, question, query, k=8)
 
         async def still_embedding() -> list[float]:  # as in retrieve(): the vector comes later
             await asyncio.sleep(0.01)
             return query
 
-        overlapped = await hybrid_search(session, settings, lib.big, question, still_embedding(),
+        overlapped = await hybrid_search(conn, settings, lib.big, question, still_embedding(),
                                          k=8)
     assert overlapped == hits
     assert by_keyword and all({"entropy", "ribosome"} & set(lib.texts[i].rstrip(".").split())
@@ -146,16 +145,15 @@ async def test_scoped_to_the_user_and_the_chosen_materials(library: Library, set
     lib = library
     query = _unit(np.random.default_rng(7), 1)[0].tolist()
     small_ids = await _owned(lib, lib.small)
-    async with lib.db.session() as session:
-        hits = await hybrid_search(session, settings, lib.small, "entropy senate orbit", query, k=50)
+    async with lib.db.pool.acquire() as conn, conn.transaction():
+        hits = await hybrid_search(conn, settings, lib.small, "entropy senate orbit", query, k=50)
         assert {h.chunk_id for h in hits} == small_ids
-        one = await hybrid_search(session, settings, lib.small, "entropy senate orbit", query, k=50,
+        one = await hybrid_search(conn, settings, lib.small, "entropy senate orbit", query, k=50,
                                   material_ids=[lib.small_materials[0]])
         assert len(one) == 6 and {h.material_id for h in one} == {lib.small_materials[0]}
         # Someone else's material id gives nothing, not their chunks.
-        big_material = (await session.execute(
-            text("select material_id from chunks where user_id = :u limit 1"), {"u": lib.big})).scalar_one()
-        assert await hybrid_search(session, settings, lib.small, "entropy", query,
+        big_material = await conn.fetchval("select material_id from chunks where user_id = $1 limit 1", lib.big)
+        assert await hybrid_search(conn, settings, lib.small, "entropy", query,
                                    material_ids=[big_material]) == []
 
 
@@ -163,16 +161,14 @@ async def test_question_without_searchable_words_falls_back_to_vectors(library: 
                                                                        settings: Settings) -> None:
     lib = library
     query = _unit(np.random.default_rng(8), 1)[0]
-    async with lib.db.session() as session:
-        assert await keyword_search(session, lib.big, "?!", 5) == []
-        hits = await hybrid_search(session, settings, lib.big, "the of and?", query.tolist(), k=3)
+    async with lib.db.pool.acquire() as conn, conn.transaction():
+        assert await keyword_search(conn, lib.big, "?!", 5) == []
+        hits = await hybrid_search(conn, settings, lib.big, "the of and?", query.tolist(), k=3)
     assert [h.chunk_id for h in hits] == _nearest(lib, query, await _owned(lib, lib.big), 3)
 
 
 async def _owned(lib: Library, user: uuid.UUID) -> set[int]:
-    async with lib.db.session() as session:
-        return set((await session.scalars(text("select id from chunks where user_id = :u"),
-                                           {"u": user})).all())
+    return {r["id"] for r in await lib.db.pool.fetch("select id from chunks where user_id = $1", user)}
 
 
 def test_candidate_query_takes_the_rarest_words_then_pairs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,9 +203,15 @@ async def test_keyword_candidates_skip_words_common_in_a_large_library(
         await conn.close()
     retrieval._shares.clear()
     monkeypatch.setattr(retrieval, "KEYWORD_SCAN", 30)
-    async with lib.db.session() as session:
-        bounded = await keyword_search(session, lib.big, "entropy zyxwort", 40)
-        every = await keyword_search(session, lib.big, "entropy zyxwort", 40, exhaustive=True)
+    async with lib.db.pool.acquire() as conn, conn.transaction():
+        bounded = await keyword_search(conn, lib.big, "entropy zyxwort", 40)
+        every = await keyword_search(conn, lib.big, "entropy zyxwort", 40, exhaustive=True)
     big_rare = [i for i in rare if i in await _owned(lib, lib.big)]
     assert sorted(bounded) == sorted(big_rare)
     assert len(every) == 40 and not set(every) <= set(big_rare)  # "entropy" matches ranked too
+
+
+def test_named_parameters_are_numbered_once_and_casts_left_alone() -> None:
+    numbered = retrieval._numbered("select :a, cast(:b as int[]), (:a + 1.0::float8) where x = any(:b)")
+    assert numbered.sql == "select $1, cast($2 as int[]), ($1 + 1.0::float8) where x = any($2)"
+    assert numbered.args({"b": [1], "a": 2, "unused": 3}) == [2, [1]]

@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-from sqlalchemy import text
 
 from chat_server.app import create_app
 from chat_server.retrieval import embed_query, keyword_search, retrieve, vector_search
@@ -46,7 +45,8 @@ async def test_recall_at_5_hybrid_not_worse_than_either(settings: Settings) -> N
         found = {"vector": 0, "keyword": 0, "hybrid": 0}
         per_lecture: dict[str, dict[str, int]] = {}
         total = 0
-        async with app.state.db.session() as session:
+        pool = app.state.db.pool
+        async with pool.acquire() as conn, conn.transaction():
             chunk_count = sum([(await client.get(f"/materials/{m}", headers=headers)).json()["chunk_count"] for m in ids])
             for name in LECTURES:
                 questions = json.loads((EVAL / f"{name}_questions.json").read_text(encoding="utf-8"))
@@ -54,13 +54,11 @@ async def test_recall_at_5_hybrid_not_worse_than_either(settings: Settings) -> N
                 per_lecture[name] = {"vector": 0, "keyword": 0, "hybrid": 0}
                 for question, answer in questions:
                     total += 1
-                    vec_ids = await vector_search(session, uid, await embed_query(s, question), 5)
-                    kw_ids = await keyword_search(session, uid, question, 5)
-                    texts = {}
-                    for cid in set(vec_ids + kw_ids):
-                        texts[cid] = (await session.execute(
-                            text("select text from chunks where id = :i"), {"i": cid})).scalar_one()
-                    hybrid = [h.text for h in await retrieve(session, s, uid, question, k=5)]
+                    vec_ids = await vector_search(conn, uid, await embed_query(s, question), 5)
+                    kw_ids = await keyword_search(conn, uid, question, 5)
+                    texts = {r["id"]: r["text"] for r in await conn.fetch(
+                        "select id, text from chunks where id = any($1)", vec_ids + kw_ids)}
+                    hybrid = [h.text for h in await retrieve(pool, s, uid, question, k=5)]
                     got = {
                         "vector": any(answer in texts[i] for i in vec_ids),
                         "keyword": any(answer in texts[i] for i in kw_ids),
