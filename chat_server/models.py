@@ -136,6 +136,9 @@ class Message(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Touched by the streaming process at every checkpoint: a `streaming` reply whose heartbeat
+    # stopped belongs to a dead process (tutor/store.py marks it interrupted).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Material(Base):

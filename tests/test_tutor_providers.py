@@ -288,12 +288,19 @@ async def test_text_so_far_is_stored_while_the_reply_streams(settings: Settings,
             await h.frames.wait(uid, lambda fs: len(h.frames.of(uid, rid, "reply.delta")) >= 3)
             row = await _row(h, rid)
             async with asyncio.timeout(10):
-                while not row.content:  # the next checkpoint tick stores it
+                while len(row.content.split()) < 2:  # a checkpoint tick stores it
                     await asyncio.sleep(0.05)
                     row = await _row(h, rid)
             assert row.status == MessageStatus.streaming
             assert row.content.startswith("слово0 слово1 ")
             assert len(row.content.split()) < len(pieces)
+            # Each checkpoint is also the reply's heartbeat (other instances see it alive).
+            assert row.heartbeat_at is not None
+            later = row
+            async with asyncio.timeout(10):
+                while later.heartbeat_at == row.heartbeat_at:
+                    await asyncio.sleep(0.05)
+                    later = await _row(h, rid)
             await h.tutor.cancel(uid, rid)
             row = await _row(h, rid)
             assert row.status == MessageStatus.cancelled and row.content == h.frames.text(uid, rid)

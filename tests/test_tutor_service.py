@@ -131,25 +131,28 @@ async def test_one_streaming_reply_per_conversation(settings: Settings) -> None:
             assert (await h.frames.end_of(uid, ack2["reply_id"]))["finish_reason"] == "stop"
 
 
-async def test_a_reply_streaming_elsewhere_blocks_its_conversation_until_it_is_stale(
+async def test_a_reply_streaming_elsewhere_blocks_its_conversation_until_its_heartbeat_stops(
     settings: Settings,
 ) -> None:
-    """The database's rule, not this process's memory: a `streaming` row written by another
-    instance refuses a send; one left by a process that died long ago is marked interrupted."""
+    """The database's rule, not this process's memory: a `streaming` row whose heartbeat is
+    fresh (another instance streams it) refuses a send; once its heartbeat is older than
+    stale_after_s its process is dead: the send marks it interrupted and goes ahead."""
     async with tutor_harness(settings) as h:
+        assert h.tutor.stale_after_s == 30.0  # 3 missed checkpoints of 5 s, at least 30 s
         uid = await h.user()
         ack = await _answered(h, uid, _send())
         conv, other = uuid.UUID(ack["conversation_id"]), uuid.uuid4()
         await h.db.pool.execute(
             "insert into messages (id, conversation_id, user_id, role, content, status, "
-            "created_at) values ($1, $2, $3, 'assistant', 'half an ans', 'streaming', "
-            "now() - interval '10 minutes')", other, conv, uid)
+            "created_at, heartbeat_at) values ($1, $2, $3, 'assistant', 'half an ans', "
+            "'streaming', now() - interval '10 minutes', now() - interval '5 seconds')",
+            other, conv, uid)
         with pytest.raises(TutorError) as err:
             await h.tutor.send(uid, _send(conversation_id=str(conv)))
         assert err.value.code == "reply_in_progress"
         assert err.value.extra["reply_id"] == str(other)
 
-        await h.db.pool.execute("update messages set created_at = now() - interval '16 minutes' "
+        await h.db.pool.execute("update messages set heartbeat_at = now() - interval '31 seconds' "
                                 "where id = $1", other)
         again = _send("And the thylakoid?", conversation_id=str(conv))
         await h.tutor.send(uid, again)
@@ -160,6 +163,33 @@ async def test_a_reply_streaming_elsewhere_blocks_its_conversation_until_it_is_s
         assert orphan is not None
         assert orphan["status"] == "interrupted" and orphan["content"] == "half an ans"
         assert "stopped" in orphan["error"]
+
+
+async def test_orphans_of_dead_servers_are_interrupted_and_live_replies_left_alone(
+    settings: Settings,
+) -> None:
+    """What runs at start and with every checkpoint: only replies whose heartbeat stopped (or
+    that never had one and began long ago) are marked interrupted, with their text kept."""
+    async with tutor_harness(settings) as h:
+        uid = await h.user()
+        rows = {"dead": ("now() - interval '10 minutes'", "now() - interval '2 minutes'"),
+                "live": ("now() - interval '10 minutes'", "now()"),
+                "young": ("now() - interval '3 seconds'", "null"),
+                "old": ("now() - interval '20 minutes'", "null")}
+        for name, (created, beat) in rows.items():
+            conv = await h.db.pool.fetchval(
+                "insert into conversations (id, user_id, title) values (gen_random_uuid(), $1, "
+                "'t') returning id", uid)
+            await h.db.pool.execute(
+                "insert into messages (id, conversation_id, user_id, role, content, status, "
+                f"created_at, heartbeat_at) values (gen_random_uuid(), $1, $2, 'assistant', $3, "
+                f"'streaming', {created}, {beat})", conv, uid, name)
+        assert await h.tutor.interrupt_orphans() == 2
+        got = {r["content"]: r["status"] for r in await h.db.pool.fetch(
+            "select content, status::text from messages where user_id = $1", uid)}
+        assert got == {"dead": "interrupted", "live": "streaming", "young": "streaming",
+                       "old": "interrupted"}
+        assert await h.tutor.interrupt_orphans() == 0
 
 
 async def test_the_next_send_may_follow_reply_end_at_once(settings: Settings) -> None:

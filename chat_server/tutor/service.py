@@ -62,9 +62,12 @@ MAX_MATERIAL_IDS = 100
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 8.0
 RETRY_AFTER_MAX_S = 30.0
-# A `streaming` row older than this is treated as an orphan (its process died) and does
-# not block its conversation; live replies on this process are tracked in memory anyway.
+# A `streaming` row whose heartbeat is older than this belongs to a dead process: it is marked
+# `interrupted` (store.py). Heartbeats come with the checkpoints; without checkpoints
+# (TUTORHUB_REPLY_CHECKPOINT_S=0) a reply counts as orphaned this long after it began.
 STALE_STREAMING_S = 15 * 60
+MISSED_HEARTBEATS = 3  # a live process is late by a tick or two under load, not by three
+MIN_STALE_S = 30.0
 # Replies being started at once: stored, acked, prompt built, provider request sent, first token
 # not yet in. A burst of sends is let in this many at a time, so each turn of the event loop
 # stays short and the tokens of replies already streaming are not held up behind hundreds of
@@ -172,6 +175,9 @@ class Tutor:
         self._by_conversation: dict[uuid.UUID, uuid.UUID] = {}
         self._closing = False
         self._checkpointer: asyncio.Task[None] | None = None
+        every = settings.reply_checkpoint_s
+        self.stale_after_s = (max(MIN_STALE_S, MISSED_HEARTBEATS * every) if every > 0
+                              else float(STALE_STREAMING_S))
 
     # --- the contract --------------------------------------------------------------------
 
@@ -338,7 +344,7 @@ class Tutor:
             except store.Busy:
                 assert conversation_id is not None
                 self._refuse_if_streaming(await store.streaming_reply(
-                    self.db.pool, conversation_id, STALE_STREAMING_S))
+                    self.db.pool, conversation_id, self.stale_after_s))
         raise TutorError("unavailable", "The conversation is busy; send again in a moment.")
 
     async def _reack(self, user_id: uuid.UUID, client_id: str) -> bool:
@@ -410,28 +416,37 @@ class Tutor:
 
     async def _checkpoint_forever(self) -> None:
         # Runs while replies stream and ends with the last (send() starts it again): no task
-        # ticks on an idle server.
+        # ticks on an idle server. Orphans of dead processes are looked for meanwhile too.
         while self._replies:
             await asyncio.sleep(self.settings.reply_checkpoint_s)
             try:
                 await self.checkpoint()
+                await self.interrupt_orphans()
             except Exception:
                 log.exception("could not store the text of streaming replies")
 
     async def checkpoint(self) -> int:
-        """Store the text so far of every streaming reply that got tokens since the last time;
-        returns how many. The end of a reply (`_finish`) always stores its final text; a row
-        that already ended is left alone."""
-        changed = [r for r in self._replies.values()
-                   if r.ending is None and r.tokens != r.checkpointed]
-        if not changed:
+        """The heartbeat of every streaming reply of this process, with the text so far of
+        those that got tokens since the last time; returns how many texts were stored. The end
+        of a reply (`_finish`) always stores its final text; a row that already ended is left
+        alone."""
+        live = [r for r in self._replies.values() if r.ending is None]
+        if not live:
             return 0
-        counts = [r.tokens for r in changed]
-        await store.checkpoint(self.db.pool, [r.reply_id for r in changed],
-                               ["".join(r.text) for r in changed])
-        for reply, count in zip(changed, counts, strict=True):
+        counts = [r.tokens for r in live]
+        texts = ["".join(r.text) if r.tokens != r.checkpointed else None for r in live]
+        await store.checkpoint(self.db.pool, [r.reply_id for r in live], texts)
+        for reply, count in zip(live, counts, strict=True):
             reply.checkpointed = count
-        return len(changed)
+        return sum(t is not None for t in texts)
+
+    async def interrupt_orphans(self) -> int:
+        """Mark `interrupted` the replies left `streaming` by processes that died (their
+        heartbeat stopped); returns how many. Runs at start and with the checkpoints."""
+        found = await store.interrupt_orphans(self.db.pool, self.stale_after_s)
+        if found:
+            log.warning("marked %d replies of a stopped server interrupted", found)
+        return found
 
     async def _end(self, reply: Reply, finish: str, *, code: str | None = None,
                    message: str | None = None) -> None:

@@ -106,21 +106,31 @@ async def send(pool: asyncpg.Pool, *, user_id: uuid.UUID, client_id: str, text: 
     return Sent(row["id"], row["socratic"], row["has_chunks"], history)
 
 
+# A `streaming` reply whose heartbeat (or, before its first one, its start) is older than
+# $1 seconds: the process streaming it died, nothing will ever end it.
+_ORPHAN = ("status = 'streaming' and coalesce(heartbeat_at, created_at) "
+           "< now() - make_interval(secs => $1)")
+_INTERRUPT = ("update messages set status = 'interrupted', finished_at = now(), "
+              "error = 'interrupted: the server streaming this reply stopped' where ")
+
+
 async def streaming_reply(pool: asyncpg.Pool, conversation_id: uuid.UUID,
                           stale_after_s: float) -> uuid.UUID | None:
-    """The conversation's streaming reply, after marking it `interrupted` if it is older than
-    `stale_after_s` (its process died mid-reply: nothing will ever end it). None: no live one."""
+    """The conversation's streaming reply, after marking it `interrupted` if it is an orphan.
+    None: no live one."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "update messages set status = 'interrupted', finished_at = now(), "
-            "error = 'interrupted: the server streaming this reply stopped' "
-            "where conversation_id = $1 and status = 'streaming' "
-            "and created_at < now() - make_interval(secs => $2)",
-            conversation_id, float(stale_after_s))
+        await conn.execute(_INTERRUPT + _ORPHAN + " and conversation_id = $2",
+                           float(stale_after_s), conversation_id)
         found: uuid.UUID | None = await conn.fetchval(
             "select id from messages where conversation_id = $1 and status = 'streaming'",
             conversation_id)
         return found
+
+
+async def interrupt_orphans(pool: asyncpg.Pool, stale_after_s: float) -> int:
+    """Mark every orphaned `streaming` reply `interrupted` (its partial text is kept); how many."""
+    status = await pool.execute(_INTERRUPT + _ORPHAN, float(stale_after_s))
+    return int(status.rsplit(" ", 1)[-1])
 
 
 async def tokens_used_since(pool: asyncpg.Pool, user_id: uuid.UUID, since: datetime) -> int:
@@ -171,9 +181,11 @@ async def finish(pool: asyncpg.Pool, *, reply_id: uuid.UUID, text: str, status: 
         error)
 
 
-async def checkpoint(pool: asyncpg.Pool, ids: list[uuid.UUID], texts: list[str]) -> None:
-    """Store the text so far of streaming replies, one statement for all; `status =
-    'streaming'` keeps a reply that ended meanwhile (its final text is stored) as it is."""
+async def checkpoint(pool: asyncpg.Pool, ids: list[uuid.UUID], texts: list[str | None]) -> None:
+    """The heartbeat of streaming replies and their text so far (None: unchanged), one
+    statement for all; `status = 'streaming'` keeps a reply that ended meanwhile (its final
+    text is stored) as it is."""
     await pool.execute(
-        "update messages m set content = v.content from unnest($1::uuid[], $2::text[]) "
-        "as v(id, content) where m.id = v.id and m.status = 'streaming'", ids, texts)
+        "update messages m set content = coalesce(v.content, m.content), heartbeat_at = now() "
+        "from unnest($1::uuid[], $2::text[]) as v(id, content) "
+        "where m.id = v.id and m.status = 'streaming'", ids, texts)

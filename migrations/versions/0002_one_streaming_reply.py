@@ -1,9 +1,12 @@
-"""One streaming reply per conversation, enforced by the database.
+"""One streaming reply per conversation, enforced by the database; a heartbeat per reply.
 
 A partial unique index on messages(conversation_id) where status = 'streaming': a second
 `chat.send` into a conversation whose reply still streams fails its insert, on any instance,
 without a lock and a look-up before every send. Older duplicates (left by a crashed process)
 are marked `interrupted` first so the index can be built.
+
+`heartbeat_at`: the process streaming a reply touches it with every checkpoint, so a reply
+whose heartbeat stopped is known to be an orphan of a dead process.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,6 +27,7 @@ INDEX = "uq_messages_one_streaming"
 
 
 def upgrade() -> None:
+    op.add_column("messages", sa.Column("heartbeat_at", sa.DateTime(timezone=True)))
     op.execute(
         "update messages m set status = 'interrupted', finished_at = now() "
         "where m.status = 'streaming' and exists (select 1 from messages n "
@@ -35,3 +39,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index(INDEX, table_name="messages")
+    op.drop_column("messages", "heartbeat_at")
