@@ -145,7 +145,9 @@ class Settings(BaseSettings):
     reply_checkpoint_s: float = Field(
         5.0, ge=0, description="While a reply streams, its text so far is stored this often, "
         "seconds (one statement for every reply of the process), so a crashed process loses at "
-        "most this much of it; 0 = stored only when the reply ends.",
+        "most this much of it; 0 = stored only when the reply ends. Each store is also the "
+        "reply's heartbeat: a reply three of them late (at least 30 s; 15 min when 0) is marked "
+        "interrupted.",
     )
     daily_token_quota: int = Field(
         0, description="Tokens a user may use per day (0 = unlimited)."
