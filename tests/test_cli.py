@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +18,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from websockets.sync.client import connect as ws_connect
 
+from tests.support.fake_providers import FakeProvider, Scripted, openai_stream
 from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +140,73 @@ def test_after_a_kill_9_the_folder_is_reused_and_postgres_still_stops(tmp_path: 
         assert again.stop() == 0, again.output()
     assert _gone(orphan)
     assert not (data / "pg" / "postmaster.pid").exists()
+
+
+@contextmanager
+def provider_in_thread(reply: Scripted) -> Iterator[str]:
+    """A loopback OpenAI-compatible provider on its own event loop thread (these tests are
+    synchronous: the server under test is a subprocess); yields its base URL."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    fake = FakeProvider(default=reply)
+    try:
+        asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
+        yield fake.base_url
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_a_reply_cut_by_a_kill_9_keeps_its_text_and_ends_interrupted(tmp_path: Path) -> None:
+    """The server dies mid-reply (no cleanup at all): the text its last checkpoint stored
+    survives, and the restarted server marks the reply interrupted once its heartbeat is
+    stale, without anyone touching the conversation."""
+    slow = openai_stream([f"w{i} " for i in range(3000)], delay_s=0.02)  # a minute of tokens
+    with provider_in_thread(slow) as provider_url:
+        env = _env(tmp_path / "data", TUTORHUB_LLM_PROVIDER="openai",
+                   TUTORHUB_OPENAI_BASE_URL=provider_url + "/v1",
+                   TUTORHUB_OPENAI_API_KEY="sk-test", TUTORHUB_OPENAI_MODEL="gpt-test",
+                   TUTORHUB_REPLY_CHECKPOINT_S="0.3")
+        with serve(tmp_path, env, "crashing") as crashing:
+            crashing.wait_ready()
+            account = {"email": "crash@example.com", "password": "password-123"}
+            assert httpx.post(f"{crashing.url}/auth/register", json=account).status_code == 201
+            token = httpx.post(f"{crashing.url}/auth/token", data={
+                "username": account["email"], "password": account["password"]}).json()[
+                    "access_token"]
+            with ws_connect(f"ws://127.0.0.1:{crashing.port}/ws/v1", open_timeout=10) as ws:
+                ws.send(json.dumps({"type": "auth", "token": token}))
+                assert json.loads(ws.recv(10))["type"] == "welcome"
+                ws.send(json.dumps({"type": "chat.send", "id": "c1", "text": "Tell me all."}))
+                streamed = ""
+                while len(streamed.split()) < 30:
+                    frame = json.loads(ws.recv(10))
+                    if frame["type"] == "chat.ack":
+                        conversation = frame["conversation_id"]
+                    elif frame["type"] == "reply.delta":
+                        streamed += frame["text"]
+                time.sleep(1.0)  # a few checkpoints (0.3 s) store what streamed
+                crashing.proc.kill()
+                crashing.proc.wait(30)
+
+        with serve(tmp_path, env, "restarted") as again:
+            again.wait_ready()
+            auth = {"authorization": f"Bearer {token}"}
+            deadline = time.monotonic() + 90  # stale after 30 s without a heartbeat
+            while True:
+                messages = httpx.get(f"{again.url}/conversations/{conversation}",
+                                     headers=auth).json()["messages"]
+                answer = messages[-1]
+                if answer["status"] != "streaming" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)  # polling interval, not an assertion
+            assert answer["role"] == "assistant" and answer["status"] == "interrupted"
+            assert answer["content"].startswith(streamed)  # all of it, and what came after
+            assert again.stop() == 0, again.output()
+    assert "marked 1 replies of a stopped server interrupted" in again.output()
 
 
 def _run(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -36,10 +36,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tutor = Tutor(settings, app.state.db, bus.publish, providers, bus.publish_many,
                       signal=bus.signal)
         bus.on_signal(tutor.on_signal)
-        try:
-            await tutor.interrupt_orphans()  # replies a crash of this (or any) server left
-        except Exception:
-            log.exception("could not look for replies left streaming by a stopped server")
+        tutor.start()
         app.state.tutor = tutor
         log.info("tutor ready: providers %s", ", ".join(p.name for p in providers))
         try:

@@ -175,11 +175,27 @@ class Tutor:
         self._by_conversation: dict[uuid.UUID, uuid.UUID] = {}
         self._closing = False
         self._checkpointer: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         every = settings.reply_checkpoint_s
         self.stale_after_s = (max(MIN_STALE_S, MISSED_HEARTBEATS * every) if every > 0
                               else float(STALE_STREAMING_S))
 
     # --- the contract --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Mark the orphans of dead servers interrupted now, and once more when the replies of
+        a server that died just before this start have gone stale (with nothing streaming
+        here, no checkpoint would look for them)."""
+        async def sweep() -> None:
+            for delay in (0.0, self.stale_after_s + 1):
+                await asyncio.sleep(delay)
+                try:
+                    await self.interrupt_orphans()
+                except Exception:
+                    log.exception("could not look for replies left streaming by a stopped "
+                                  "server")
+
+        self._sweeper = asyncio.create_task(sweep(), name="reply-orphans")
 
     async def send(self, user_id: uuid.UUID, frame: dict[str, Any]) -> None:
         """Store the message, publish chat.ack, start the reply. Refusals raise TutorError."""
@@ -288,9 +304,10 @@ class Tutor:
         tasks = {r.task for r in self._replies.values() if r.task is not None}
         if tasks:
             await asyncio.wait(tasks)
-        if self._checkpointer is not None:
-            self._checkpointer.cancel()
-            await asyncio.wait({self._checkpointer})
+        for task in (self._checkpointer, self._sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.wait({task})
 
     @property
     def active(self) -> int:
