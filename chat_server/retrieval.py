@@ -297,8 +297,9 @@ async def hybrid_search(
     Vector and keyword candidates, their fusion (same scores as `fuse`) and the hits with their
     material are one statement, after one that sets the search options and picks the words
     for the keyword candidates. When `vector` is still being computed (an awaitable), the
-    keyword side runs first, on the database's core, while the question is embedded on ours.
-    `conn` is in a transaction (the search options are set for it).
+    keyword side runs first, on the database's core, while the question is embedded on ours
+    (unless a future `vector` is done by then). `conn` is in a transaction (the search options
+    are set for it).
     """
     k = k or settings.retrieval_top_k
     n = max(settings.retrieval_candidates, k)
@@ -308,6 +309,10 @@ async def hybrid_search(
         "uid": user_id, "mids": material_ids or None, "n": n, "q": " or ".join(found),
         "kq": kq, "scan": KEYWORD_SCAN, "rrf": settings.retrieval_rrf_k, "k": k}
     statement = _HYBRID
+    if isinstance(vector, asyncio.Future) and vector.done():
+        # Embedded while the options were set (a question asked again: the embedder's cache):
+        # the keyword side needs no round trip of its own.
+        vector = vector.result()
     if not isinstance(vector, list):
         params["kids"] = await _ids(conn, _KEYWORD, params) if kq else []
         vector = await vector

@@ -131,7 +131,15 @@ async def test_hybrid_equals_fusing_both_sides_and_loads_the_hits(library: Libra
 
         overlapped = await hybrid_search(conn, settings, lib.big, question, still_embedding(),
                                          k=8)
-    assert overlapped == hits
+        # Embedded already (the embedder's cache): the options, then one statement for the rest.
+        embedded = asyncio.get_running_loop().create_future()
+        embedded.set_result(query)
+        statements: list[str] = []
+        conn.add_query_logger(lambda record: statements.append(record.query))
+        cached = await hybrid_search(conn, settings, lib.big, question, embedded, k=8)
+        await asyncio.sleep(0)  # asyncpg calls the logger with call_soon
+        assert statements == [retrieval._PREPARE.sql, retrieval._HYBRID.sql]
+    assert overlapped == hits == cached
     assert by_keyword and all({"entropy", "ribosome"} & set(lib.texts[i].rstrip(".").split())
                               for i in by_keyword)
     scores = fuse([by_vector, by_keyword], settings.retrieval_rrf_k)
