@@ -406,6 +406,9 @@ def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
     server = subprocess.Popen(
         [sys.executable, *profile, "chat_server.app:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         # as `tutorhub serve` runs it: uvloop, httptools and the hub's WebSocket protocol
+         "--loop", "uvloop", "--http", "httptools",
+         "--ws", "chat_server.hub.wsproto:HubWebSocketProtocol",
          "--ws-ping-interval", "0", "--no-access-log"], env=env, cwd=ROOT)
     try:
         wait_ready(f"http://127.0.0.1:{port}", server)
