@@ -217,6 +217,32 @@ async def test_the_next_send_may_follow_reply_end_at_once(settings: Settings) ->
             await tutor.aclose(5.0)
 
 
+async def test_the_reply_starts_while_its_ack_goes_out_and_never_overtakes_it(
+    settings: Settings,
+) -> None:
+    """The prompt and the provider request don't wait for the bus to take chat.ack, but no
+    event of the reply is published before it: a slow ack publish keeps the order."""
+    async with tutor_harness(settings) as h, open_providers(settings) as providers:
+        async def slow_first(events: Sequence[tuple[str, Any]]) -> list[int]:
+            if any("chat.ack" in (e if isinstance(e, str) else str(e.get("type")))
+                   for _, e in events):
+                await asyncio.sleep(0.3)  # the offline answer is ready long before
+            return await h.bus.publish_many(events)
+
+        tutor = Tutor(settings, h.db, h.bus.publish, providers, slow_first)
+        try:
+            uid = await h.user()
+            frame = _send("What is osmosis?")
+            await tutor.send(uid, frame)
+            ack = await h.frames.ack(uid, frame["id"])
+            await h.frames.end_of(uid, ack["reply_id"])
+            kinds = [f["type"] for f in h.frames.by_user[str(uid)]]
+            assert kinds[:3] == ["chat.ack", "reply.start", "reply.delta"], kinds
+            assert kinds[-2:] == ["reply.citations", "reply.end"]
+        finally:
+            await tutor.aclose(5.0)
+
+
 async def test_global_stream_cap_queues_and_tells_the_waiter(settings: Settings) -> None:
     async with FakeProvider() as fake:
         fake.script.append(anthropic_stream([f"t{i} " for i in range(400)], delay_s=0.02))

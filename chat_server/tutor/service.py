@@ -96,6 +96,7 @@ class Reply:
     model: str | None = None
     received: float = 0.0  # time.perf_counter() when send() got the frame
     starting: bool = False  # holds one of the tutor's STARTING_MAX permits
+    acked: asyncio.Future[Any] | None = None  # the publish of chat.ack + reply.start
     # Set before the task is cancelled, so the task knows why: cancelled | interrupted.
     stop_reason: str | None = None
     task: asyncio.Task[None] | None = None
@@ -245,12 +246,14 @@ class Tutor:
         self._by_conversation[reply.conversation_id] = reply.reply_id
         ids = {"message_id": str(reply.message_id),
                "conversation_id": str(reply.conversation_id), "reply_id": str(reply.reply_id)}
-        try:
-            await self._publish_many([
-                (reply.user, {"type": "chat.ack", "id": client_id, **ids}),
-                (reply.user, {"type": "reply.start", **ids})])
-        finally:
-            reply.task = asyncio.create_task(self._run(reply), name=f"reply-{reply.reply_id}")
+        # The reply starts while the ack goes out (the prompt and the provider request need
+        # not wait for Redis); its own first event waits for the ack (_after_ack), so clients
+        # still see chat.ack and reply.start first. A failed ack still reaches the sender.
+        reply.acked = asyncio.ensure_future(self._publish_many([
+            (reply.user, {"type": "chat.ack", "id": client_id, **ids}),
+            (reply.user, {"type": "reply.start", **ids})]))
+        reply.task = asyncio.create_task(self._run(reply), name=f"reply-{reply.reply_id}")
+        await reply.acked
 
     async def cancel(self, user_id: uuid.UUID, reply_id: str) -> None:
         """Stop a streaming reply (its HTTP stream closes); it ends `cancelled`, text kept."""
@@ -420,6 +423,7 @@ class Tutor:
 
     async def _queued(self, reply: Reply, position: int) -> None:
         self._started(reply)  # waiting for a provider slot must not hold up other starts
+        await _after_ack(reply)
         await self._publish(reply.user, {"type": "reply.queued",
                                          "reply_id": str(reply.reply_id), "position": position})
 
@@ -510,6 +514,7 @@ class Tutor:
                             reply.usage = stream.usage
                             first = reply.pending is None
                             if reply.pending is None:
+                                await _after_ack(reply)
                                 reply.pending = self._coalescer.open(reply.user, reply.reply_id)
                             await self._coalescer.add(reply.pending, delta)
                             if first:
@@ -562,6 +567,7 @@ class Tutor:
         if self._by_conversation.get(reply.conversation_id) == reply.reply_id:
             del self._by_conversation[reply.conversation_id]
         try:
+            await _after_ack(reply)
             if reply.pending is not None:
                 # Whatever the provider gave is delivered before the end (and is the stored text).
                 await self._coalescer.drain(reply.pending)
@@ -581,6 +587,13 @@ class Tutor:
             if reply.pending is not None:
                 self._coalescer.discard(reply.pending)
             self._replies.pop(reply.reply_id, None)
+
+
+async def _after_ack(reply: Reply) -> None:
+    """Wait until the reply's chat.ack + reply.start are published (or failed: the sender was
+    told), so that nothing of the reply overtakes them."""
+    if reply.acked is not None and not reply.acked.done():
+        await asyncio.wait({reply.acked})
 
 
 def _delay(err: ProviderError, attempt: int) -> float:
