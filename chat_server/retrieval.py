@@ -216,8 +216,12 @@ async def _ids(conn: asyncpg.Connection, statement: _Statement,
 async def _lexeme_shares(conn: asyncpg.Connection) -> dict[str, float]:
     """Lexeme -> share of chunks containing it (the planner's statistics; cached a while)."""
     # Per database (tests and benchmarks use several in one process). asyncpg has no public
-    # accessor for where a connection points: its address and connect parameters.
-    key = (str(conn._addr), conn._params.database)
+    # accessor for where a connection points: its address and connect parameters; should
+    # those private names go, all databases share one cache (shares only steer candidates).
+    try:
+        key = (str(conn._addr), str(conn._params.database))
+    except AttributeError:
+        key = ("", "")
     now = time.monotonic()
     cached = _shares.get(key)
     if cached is None or now - cached[0] > STATS_TTL_S:
