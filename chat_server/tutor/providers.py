@@ -304,6 +304,12 @@ def _reader(response: httpx2.Response, inner: Any) -> Read:
     return read
 
 
+def _deliverable(texts: list[str], *, paced: bool) -> list[str]:
+    """The texts of one network read to yield: each as it came, or, when paced, joined into one
+    (the coalescer would merge them into one delta anyway)."""
+    return ["".join(texts)] if paced and len(texts) > 1 else texts
+
+
 # What a body read raises when the connection fails: httpx2's own, or aiohttp's when the
 # body is read from aiohttp directly (a server-side read timeout is a TimeoutError).
 _READ_ERRORS = (httpx2.TransportError, aiohttp.ClientError, TimeoutError)
@@ -397,11 +403,8 @@ class _AnthropicStream:
                         texts.append(text)
                 if texts:
                     started = True
-                    if self.pace is None:  # not paced: each token as it came
-                        for text in texts:
-                            yield text
-                    else:  # paced: they would be coalesced into one delta anyway
-                        yield texts[0] if len(texts) == 1 else "".join(texts)
+                    for text in _deliverable(texts, paced=self.pace is not None):
+                        yield text
                     texts = []
                 if self.pace is not None and started and not self._stopped:
                     await _pace(self.pace, socket)
@@ -540,11 +543,8 @@ class _OpenAIStream:
                     texts += got
                 if texts:
                     started = True
-                    if self.pace is None:  # not paced: each token as it came
-                        for text in texts:
-                            yield text
-                    else:  # paced: they would be coalesced into one delta anyway
-                        yield texts[0] if len(texts) == 1 else "".join(texts)
+                    for text in _deliverable(texts, paced=self.pace is not None):
+                        yield text
                     texts = []
                 if self.pace is not None and started and self.finish_reason is None:
                     await _pace(self.pace, socket)
