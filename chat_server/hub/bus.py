@@ -810,10 +810,7 @@ class _PubSub(asyncio.Protocol):
     def command(self, *args: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
             return  # the reader notices the loss and resubscribes everyone
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.transport.write(b"".join(out))
+        self.transport.write(_command(*args))
 
     async def roundtrip(self, wait_s: float = 5.0) -> None:
         """PING and wait for its PONG: everything sent before has been processed."""
