@@ -46,7 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chat_server.db import migrate, open_database  # noqa: E402
+from chat_server.db import libpq_url, migrate, open_database  # noqa: E402
 from chat_server.retrieval import (  # noqa: E402
     KEYWORD_SCAN,
     embed_query,
@@ -298,7 +298,7 @@ async def main_async(args: argparse.Namespace) -> str:
             pgvector = "?"
             for users in CASES:
                 url = database_uri(base_uri, f"bench_{users}")
-                libpq = url.replace("postgresql+asyncpg://", "postgresql://")
+                libpq = libpq_url(url)
                 await asyncio.to_thread(migrate, url)
                 load_s: float | None = None
                 if not await loaded(libpq, args.chunks, users):

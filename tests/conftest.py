@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from chat_server.app import create_app
-from chat_server.db import migrate
+from chat_server.db import libpq_url, migrate
 from chat_server.settings import Settings
 from tests.support.services import (
     RedisServer,
@@ -39,7 +39,7 @@ def _create_template(uri: str) -> str:
     import asyncio
 
     async def create() -> None:
-        conn = await asyncpg.connect(_libpq(database_uri(uri, "postgres")))
+        conn = await asyncpg.connect(libpq_url(database_uri(uri, "postgres")))
         try:
             await conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
         finally:
@@ -49,15 +49,11 @@ def _create_template(uri: str) -> str:
     return database_uri(uri, TEMPLATE)
 
 
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 @pytest.fixture
 async def database_url(pg_base_uri: str) -> str:
     """A fresh, migrated database for one test (cloned from the template: fast)."""
     name = f"t_{os.getpid()}_{next(_db_counter)}"
-    conn = await asyncpg.connect(_libpq(database_uri(pg_base_uri, "postgres")))
+    conn = await asyncpg.connect(libpq_url(database_uri(pg_base_uri, "postgres")))
     try:
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
     finally:
@@ -69,7 +65,7 @@ async def database_url(pg_base_uri: str) -> str:
 async def empty_database_url(pg_base_uri: str) -> AsyncIterator[str]:
     """A brand-new database with nothing in it: not migrated, not even the vector extension."""
     name = f"e_{os.getpid()}_{next(_db_counter)}"
-    admin = _libpq(database_uri(pg_base_uri, "postgres"))
+    admin = libpq_url(database_uri(pg_base_uri, "postgres"))
     conn = await asyncpg.connect(admin)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')

@@ -18,6 +18,7 @@ from chat_server.db import (
     current_revision,
     downgrade,
     head_revision,
+    libpq_url,
     migrate,
 )
 from chat_server.models import Base
@@ -26,12 +27,8 @@ TABLES = {"users", "conversations", "messages", "materials", "chunks", "meta"}
 ENUMS = {"message_role", "message_status", "material_kind", "material_status"}
 
 
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
 async def _schema(url: str) -> tuple[set[str], set[str], set[str]]:
-    conn = await asyncpg.connect(_libpq(url))
+    conn = await asyncpg.connect(libpq_url(url))
     try:
         tables = {r["tablename"] for r in await conn.fetch(
             "select tablename from pg_tables where schemaname = 'public'")}
@@ -115,7 +112,7 @@ async def test_0002_keeps_the_newest_streaming_reply_of_a_conversation(
     newest of a conversation are marked interrupted first; a second one can't be stored after."""
     url = empty_database_url
     await asyncio.to_thread(migrate, url, "0001")
-    conn = await asyncpg.connect(_libpq(url))
+    conn = await asyncpg.connect(libpq_url(url))
     try:
         user = await conn.fetchval("insert into users (id) values (gen_random_uuid()) returning id")
         conv = await conn.fetchval("insert into conversations (id, user_id, title) values "

@@ -15,7 +15,7 @@ import pytest
 from pgvector.asyncpg import register_vector
 
 from chat_server import retrieval
-from chat_server.db import Database, open_database
+from chat_server.db import Database, libpq_url, open_database
 from chat_server.retrieval import (
     candidate_query,
     fuse,
@@ -58,7 +58,7 @@ async def library(settings: Settings) -> AsyncIterator[Library]:
             rows.append((m, u, i, f"Chunk {i}: " + " ".join(words) + ".", vector))
     by_key = {(m, i): vector for m, _, i, _, vector in rows}
     assert settings.database_url
-    libpq = settings.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    libpq = libpq_url(settings.database_url)
     conn = await asyncpg.connect(libpq)
     try:
         await register_vector(conn)
