@@ -3,17 +3,18 @@
 Flow of one `chat.send`: validate → quota → one statement (store.py) that stores the user's
 message and a `streaming` assistant row and reads the history and whether the learner has
 passages in scope (a resend hits the unique client id or a refusal and is re-acked instead)
-→ `chat.ack` and `reply.start`, together in one bus round trip → a reply task. The task
-retrieves passages (skipped when there are none), builds the prompt, waits for a provider
-slot (`reply.queued` when it has to), streams `reply.delta`s (coalesced: see stream.py), then
-`reply.citations` and `reply.end`, and stores the final text and status. Every way out of
-the task (done, cancel, fault, shutdown) goes through `_finish`, so a reply is never lost.
+→ `chat.ack` and `reply.start`, together in one bus round trip, while a reply task starts
+(none of its events goes out before them). The task retrieves passages (skipped when there
+are none), builds the prompt, waits for a provider slot (`reply.queued` when it has to),
+streams `reply.delta`s (coalesced: see stream.py), then `reply.citations` and `reply.end`,
+and stores the final text and status. Every way out of the task (done, cancel, fault,
+shutdown) goes through `_finish`, so a reply is never lost.
 
 Policies:
 - One streaming reply per conversation (a unique index: store.py): a second `chat.send` into
   it is refused with `reply_in_progress` (the client can cancel or wait; queueing would hide a
-  stuck reply). A `streaming` row older than STALE_STREAMING_S that blocks a send was left by
-  a process that died mid-reply: it is marked `interrupted` and the send goes ahead.
+  stuck reply). A `streaming` row whose heartbeat stopped (`stale_after_s`) was left by a
+  process that died mid-reply: it is marked `interrupted` and the send goes ahead.
 - Provider slots: `llm_max_concurrent_streams` per process, FIFO; waiting replies get
   `reply.queued {position}` once, when they start to wait.
 - Retries: `llm_retries` on retryable faults before the first token (retry-after honoured,
@@ -238,9 +239,8 @@ class Tutor:
                       material_ids=material_ids, socratic=sent.socratic,
                       has_chunks=sent.has_chunks,
                       history=[Turn(role="assistant" if role == "assistant" else "user",
-                                   content=content) for role, content in sent.history])
-        reply.received = received
-        reply.starting = True
+                                   content=content) for role, content in sent.history],
+                      received=received, starting=True)
         self._replies[reply.reply_id] = reply
         self._start_checkpoints()
         self._by_conversation[reply.conversation_id] = reply.reply_id
