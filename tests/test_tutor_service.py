@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -14,8 +13,8 @@ from sqlalchemy import func, select
 from chat_server.models import Conversation, Message, MessageStatus, Role
 from chat_server.settings import Settings
 from chat_server.tutor.errors import TutorError
-from chat_server.tutor.providers import open_providers
-from chat_server.tutor.service import STARTING_MAX, Tutor
+from chat_server.tutor.service import STARTING_MAX
+from chat_server.tutor.stream import Event, PublishMany
 from tests.support.fake_providers import FakeProvider, anthropic_stream
 from tests.support.tutor_harness import Harness, tutor_harness
 
@@ -196,25 +195,20 @@ async def test_the_next_send_may_follow_reply_end_at_once(settings: Settings) ->
     """Subscribers can get reply.end before the publisher's own publish returns (Redis answers
     the publishing connection and the pub/sub one separately): a client that sends its next
     message the moment it sees reply.end must not be told a reply is still in progress."""
-    async with tutor_harness(settings) as h, open_providers(settings) as providers:
-        async def slow_ack(events: Sequence[tuple[str, Any]]) -> list[int]:
-            offsets = await h.bus.publish_many(events)  # delivered to the subscribers here
+    def slow_return(publish_many: PublishMany) -> PublishMany:
+        async def slow_ack(events: list[Event]) -> list[int]:
+            offsets = await publish_many(events)  # delivered to the subscribers here
             await asyncio.sleep(0.2)
             return offsets
+        return slow_ack
 
-        tutor = Tutor(settings, h.db, h.bus.publish, providers, slow_ack)
-        try:
-            uid = await h.user()
-            first = _send()
-            await tutor.send(uid, first)
-            ack = await h.frames.ack(uid, first["id"])
-            await h.frames.end_of(uid, ack["reply_id"])
-            again = _send("And then?", conversation_id=ack["conversation_id"])
-            await tutor.send(uid, again)  # raised reply_in_progress before
-            ack2 = await h.frames.ack(uid, again["id"])
-            assert (await h.frames.end_of(uid, ack2["reply_id"]))["finish_reason"] == "stop"
-        finally:
-            await tutor.aclose(5.0)
+    async with tutor_harness(settings, publish_many=slow_return) as h:
+        uid = await h.user()
+        ack = await _answered(h, uid, _send())
+        again = _send("And then?", conversation_id=ack["conversation_id"])
+        await h.tutor.send(uid, again)  # raised reply_in_progress before
+        ack2 = await h.frames.ack(uid, again["id"])
+        assert (await h.frames.end_of(uid, ack2["reply_id"]))["finish_reason"] == "stop"
 
 
 async def test_the_reply_starts_while_its_ack_goes_out_and_never_overtakes_it(
@@ -222,25 +216,20 @@ async def test_the_reply_starts_while_its_ack_goes_out_and_never_overtakes_it(
 ) -> None:
     """The prompt and the provider request don't wait for the bus to take chat.ack, but no
     event of the reply is published before it: a slow ack publish keeps the order."""
-    async with tutor_harness(settings) as h, open_providers(settings) as providers:
-        async def slow_first(events: Sequence[tuple[str, Any]]) -> list[int]:
+    def slow_ack(publish_many: PublishMany) -> PublishMany:
+        async def slow_first(events: list[Event]) -> list[int]:
             if any("chat.ack" in (e if isinstance(e, str) else str(e.get("type")))
                    for _, e in events):
                 await asyncio.sleep(0.3)  # the offline answer is ready long before
-            return await h.bus.publish_many(events)
+            return await publish_many(events)
+        return slow_first
 
-        tutor = Tutor(settings, h.db, h.bus.publish, providers, slow_first)
-        try:
-            uid = await h.user()
-            frame = _send("What is osmosis?")
-            await tutor.send(uid, frame)
-            ack = await h.frames.ack(uid, frame["id"])
-            await h.frames.end_of(uid, ack["reply_id"])
-            kinds = [f["type"] for f in h.frames.by_user[str(uid)]]
-            assert kinds[:3] == ["chat.ack", "reply.start", "reply.delta"], kinds
-            assert kinds[-2:] == ["reply.citations", "reply.end"]
-        finally:
-            await tutor.aclose(5.0)
+    async with tutor_harness(settings, publish_many=slow_ack) as h:
+        uid = await h.user()
+        await _answered(h, uid, _send("What is osmosis?"))
+        kinds = [f["type"] for f in h.frames.by_user[str(uid)]]
+        assert kinds[:3] == ["chat.ack", "reply.start", "reply.delta"], kinds
+        assert kinds[-2:] == ["reply.citations", "reply.end"]
 
 
 async def test_global_stream_cap_queues_and_tells_the_waiter(settings: Settings) -> None:

@@ -17,6 +17,7 @@ from chat_server.models import User
 from chat_server.settings import Settings
 from chat_server.tutor.providers import open_providers
 from chat_server.tutor.service import Tutor
+from chat_server.tutor.stream import PublishMany
 
 Frame = dict[str, Any]
 
@@ -81,13 +82,17 @@ class Harness:
 
 
 @asynccontextmanager
-async def tutor_harness(settings: Settings) -> AsyncIterator[Harness]:
+async def tutor_harness(settings: Settings, publish_many: Callable[[PublishMany], PublishMany]
+                        | None = None) -> AsyncIterator[Harness]:
+    """`publish_many`, if given, wraps the bus's publish_many for the tutor (to force an order
+    of events a real bus makes rare)."""
     frames = Frames()
     assert settings.database_url
     async with open_database(settings.database_url, 5) as db, \
             open_bus("memory://", frames.deliver, max_events=100_000) as bus, \
             open_providers(settings) as providers:
-        tutor = Tutor(settings, db, bus.publish, providers, bus.publish_many)
+        many = publish_many(bus.publish_many) if publish_many else bus.publish_many
+        tutor = Tutor(settings, db, bus.publish, providers, many)
         try:
             yield Harness(tutor, frames, db, bus)
         finally:
