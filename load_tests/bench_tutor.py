@@ -45,9 +45,9 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 import uvloop  # noqa: E402
 from jose import jwt  # noqa: E402
-from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
 from load_tests.report import pct  # noqa: E402
+from load_tests.wsclient import RawWebSocket  # noqa: E402
 from tests.support.fake_providers import (  # noqa: E402
     FakeProvider,
     Paced,
@@ -90,11 +90,15 @@ def embed_token(sub: str) -> str:
     return str(jwt.encode({"sub": sub, "exp": int(time.time()) + 3600}, EMBED_SECRET, "HS256"))
 
 
-class Client:
-    """One user, one socket; records when frames arrive."""
+class Client(RawWebSocket):
+    """One user, one socket; records when frames arrive (in data_received: no task wakeup per
+    frame, and waiters are woken only by what they wait for: an ack, a first delta, an end,
+    an error)."""
 
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
+    def __init__(self, host: str, token: str, welcomed: asyncio.Future[None]) -> None:
+        super().__init__("/ws/v1", host)
+        self.token = token
+        self.welcomed = welcomed
         self.acks: dict[str, str] = {}  # client id → reply_id
         self.first_delta: dict[str, int] = {}  # reply_id → ns
         self.ended: dict[str, dict[str, Any]] = {}
@@ -102,42 +106,58 @@ class Client:
         self.token_latencies_ms: list[float] = []
         self.tokens: dict[str, int] = {}
         self.changed = asyncio.Event()
-        self.reader: asyncio.Task[None] | None = None
         self.conversation: str | None = None
 
-    async def read(self) -> None:
-        async for raw in self.ws:
-            now = time.time_ns()
-            frame = json.loads(raw)
-            kind = frame.get("type")
-            if kind == "ping":  # the hub closes sockets that don't answer its keepalive (4409)
-                await self.ws.send('{"type":"pong"}')
-            elif kind == "chat.ack":
-                self.acks[frame["id"]] = frame["reply_id"]
-                self.conversation = frame["conversation_id"]
-            elif kind == "reply.delta":
-                rid = frame["reply_id"]
-                self.first_delta.setdefault(rid, now)
-                # Paced tokens carry their emit time; a hub that merges deltas still counts.
-                for word in frame["text"].split():
-                    if word.isdigit():
-                        self.token_latencies_ms.append((now - int(word)) / 1e6)
-                        self.tokens[rid] = self.tokens.get(rid, 0) + 1
-            elif kind == "reply.end":
-                self.ended[frame["reply_id"]] = frame
-            elif kind == "error":
-                print("error frame:", frame, file=sys.stderr)
-                self.errors[frame.get("id") or ""] = frame
-                REFUSED[str(frame.get("code"))] += 1
-            self.changed.set()
+    def on_open(self) -> None:
+        self.send_text(json.dumps({"type": "auth", "token": self.token}).encode())
 
-    async def send(self, text: str, conversation_id: str | None = None) -> tuple[str, int]:
+    def on_refused(self, response: str) -> None:
+        if not self.welcomed.done():
+            self.welcomed.set_exception(ConnectionError(response))
+
+    def on_lost(self) -> None:
+        if not self.welcomed.done():
+            self.welcomed.set_exception(ConnectionError("closed before welcome"))
+
+    def on_text(self, payload: bytes) -> None:
+        now = time.time_ns()
+        frame = json.loads(payload)
+        kind = frame.get("type")
+        if kind == "reply.delta":
+            rid = frame["reply_id"]
+            if rid not in self.first_delta:
+                self.first_delta[rid] = now
+                self.changed.set()
+            # Paced tokens carry their emit time; a hub that merges deltas still counts.
+            for word in frame["text"].split():
+                if word.isdigit():
+                    self.token_latencies_ms.append((now - int(word)) / 1e6)
+                    self.tokens[rid] = self.tokens.get(rid, 0) + 1
+            return
+        if kind == "ping":  # the hub closes sockets that don't answer its keepalive (4409)
+            self.send_text(b'{"type":"pong"}')
+            return
+        if kind == "chat.ack":
+            self.acks[frame["id"]] = frame["reply_id"]
+            self.conversation = frame["conversation_id"]
+        elif kind == "reply.end":
+            self.ended[frame["reply_id"]] = frame
+        elif kind == "welcome":
+            if not self.welcomed.done():
+                self.welcomed.set_result(None)
+        elif kind == "error":
+            print("error frame:", frame, file=sys.stderr)
+            self.errors[frame.get("id") or ""] = frame
+            REFUSED[str(frame.get("code"))] += 1
+        self.changed.set()
+
+    def send(self, text: str, conversation_id: str | None = None) -> tuple[str, int]:
         cid = uuid.uuid4().hex
-        frame = {"type": "chat.send", "id": cid, "text": text}
+        frame: dict[str, Any] = {"type": "chat.send", "id": cid, "text": text}
         if conversation_id:
             frame["conversation_id"] = conversation_id
         t0 = time.time_ns()
-        await self.ws.send(json.dumps(frame))
+        self.send_text(json.dumps(frame).encode())
         return cid, t0
 
     def done(self, cid: str) -> bool:
@@ -150,17 +170,17 @@ class Client:
             await self.changed.wait()
 
 
-async def open_clients(ws_url: str, n: int, tag: str) -> list[Client]:
+async def open_clients(port: int, n: int, tag: str) -> list[Client]:
+    loop = asyncio.get_running_loop()
+
     async def one(i: int) -> Client:
-        ws = await connect(ws_url, compression=None, max_queue=None, open_timeout=60,
-                           ping_interval=None)
-        await ws.send(json.dumps({"type": "auth", "token": embed_token(f"{tag}-{i}")}))
-        welcome = json.loads(await ws.recv())
-        if welcome.get("type") != "welcome":
-            raise RuntimeError(f"expected welcome, got {welcome}")
-        c = Client(ws)
-        c.reader = asyncio.create_task(c.read())
-        return c
+        welcomed: asyncio.Future[None] = loop.create_future()
+        _, client = await loop.create_connection(
+            lambda: Client(f"127.0.0.1:{port}", embed_token(f"{tag}-{i}"), welcomed),
+            "127.0.0.1", port)
+        async with asyncio.timeout(60):
+            await welcomed
+        return client
 
     clients: list[Client] = []
     for start in range(0, n, 50):  # connect in waves: don't trip the accept backlog
@@ -170,17 +190,15 @@ async def open_clients(ws_url: str, n: int, tag: str) -> list[Client]:
 
 async def close_clients(clients: list[Client]) -> None:
     for c in clients:
-        await c.ws.close()
-    for c in clients:
-        if c.reader is not None:
-            c.reader.cancel()
-    await asyncio.gather(*(c.reader for c in clients if c.reader), return_exceptions=True)
+        if c.transport is not None:
+            c.transport.close()
+    await asyncio.sleep(0.1)  # let the closes go out
 
 
 async def first_delta_round(clients: list[Client], rounds: int) -> list[float]:
     latencies: list[float] = []
     for _ in range(rounds):
-        sent = await asyncio.gather(*(c.send("What is the main idea?") for c in clients))
+        sent = [c.send("What is the main idea?") for c in clients]
 
         async def wait(c: Client, cid: str) -> None:
             await c.until(lambda: c.done(cid))
@@ -205,7 +223,7 @@ async def think_time_phase(clients: list[Client], duration_s: float) -> tuple[li
         nonlocal sends
         await asyncio.sleep(rng.uniform(*THINK_S))  # spread the first sends
         while time.monotonic() < stop_at:
-            cid, t0 = await c.send("What is the main idea?", c.conversation)
+            cid, t0 = c.send("What is the main idea?", c.conversation)
             sends += 1
             await c.until(lambda cid=cid: c.done(cid))
             rid = c.acks.get(cid)
@@ -251,7 +269,7 @@ async def paced_phase(clients: list[Client], pids: dict[str, int]) -> dict[str, 
     """All replies start together; besides the totals, a steady-state window (every reply
     streaming: from the last first delta to the first reply.end) gives CPU per token."""
     t0 = time.monotonic()
-    sent = await asyncio.gather(*(c.send("PACED: tell me everything") for c in clients))
+    sent = [c.send("PACED: tell me everything") for c in clients]
 
     async def wait(c: Client, cid: str) -> None:
         await c.until(lambda: c.done(cid))
@@ -336,7 +354,7 @@ async def seed_materials(db_url: str, sub: str) -> None:
 async def materials_round(client: Client, questions: list[str]) -> list[float]:
     latencies: list[float] = []
     for q in questions:
-        cid, t0 = await client.send(q, client.conversation)
+        cid, t0 = client.send(q, client.conversation)
         await client.until(lambda cid=cid: client.done(cid))
         rid = client.acks.get(cid)
         if rid in client.first_delta:
@@ -421,7 +439,6 @@ def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
 
 async def bench(args: argparse.Namespace, port: int, engine: str,
                 pids: dict[str, int], db_url: str) -> str:
-    ws_url = f"ws://127.0.0.1:{port}/ws/v1"
     base = f"http://127.0.0.1:{port}"
     n_conc = 50 if args.quick else 200
     lat1: list[float] = []
@@ -434,7 +451,7 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
     lat_new_q: list[float] = []
     lat_same_q: list[float] = []
     if not args.paced_only:
-        one = await open_clients(ws_url, 1, "one")
+        one = await open_clients(port, 1, "one")
         await first_delta_round(one, 5)  # warm-up
         cpu_a = cpu_seconds(pids)
         lat1 = await first_delta_round(one, 20 if args.quick else 100)
@@ -444,7 +461,7 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         # A learner with materials: retrieval runs (the question is embedded on this CPU, then
         # the hybrid search); new questions each time, then one question asked again (its
         # embedding is cached).
-        (reader,) = await open_clients(ws_url, 1, "materials")
+        (reader,) = await open_clients(port, 1, "materials")
         await seed_materials(db_url, "materials-0")
         n_q = 20 if args.quick else 100
         await materials_round(reader, ["Warm-up: what is photosynthesis?"] * 3)
@@ -453,7 +470,7 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
             f"{TOPICS[(i * 5 + 1) % len(TOPICS)]}?" for i in range(n_q)])
         lat_same_q = await materials_round(reader, ["How does entropy relate to osmosis?"] * n_q)
         await close_clients([reader])
-        many = await open_clients(ws_url, n_conc, "many")
+        many = await open_clients(port, n_conc, "many")
         await first_delta_round(many, 1)  # warm-up
         think_s = 15.0 if args.quick else 40.0
         async with httpx.AsyncClient() as http:
@@ -468,7 +485,7 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         lat_burst = await first_delta_round(many, 2 if args.quick else 5)
         await close_clients(many)
     n_paced = 100 if args.quick else 500
-    paced_clients = await open_clients(ws_url, n_paced, "paced")
+    paced_clients = await open_clients(port, n_paced, "paced")
     cpu0 = cpu_seconds(pids)
     paced = await paced_phase(paced_clients, pids)
     cpu1 = cpu_seconds(pids)

@@ -1,21 +1,19 @@
 """The lean load generator for bench_hub.py: raw-asyncio WebSocket clients and a publisher.
 
 Runs in separate processes (multiprocessing, spawn) driven over a Pipe by bench_hub.py.
-The client speaks just enough RFC 6455 (no extensions: permessage-deflate is not offered)
-and two dialects: Tutorhub's /ws/v1 and Socket.IO (Engine.IO v4) for the comparison. Per
-frame it only finds `"ts":` and the sequence number with bytes.find — no JSON parsing — so
+The client (load_tests/wsclient.py: just enough RFC 6455) speaks two dialects: Tutorhub's
+/ws/v1 and Socket.IO (Engine.IO v4) for the comparison. Per frame it only finds `"ts":` and the sequence number with bytes.find — no JSON parsing — so
 the generator's own CPU stays small next to the server's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import resource
-import struct
 import time
 from typing import Any
+
+from load_tests.wsclient import RawWebSocket
 
 HIST_MAX = 100_000  # latency histogram buckets of 0.1 ms (10 s)
 
@@ -37,93 +35,30 @@ class Stats:
         self.timeline: dict[int, float] = {}  # quarter-second → worst latency seen (s)
 
 
-def _frame(payload: bytes, opcode: int = 1) -> bytes:
-    # Client frames must be masked; a zero mask key leaves the payload as is.
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    return head + b"\x00\x00\x00\x00" + payload
-
-
-class Client(asyncio.Protocol):
+class Client(RawWebSocket):
     """One socket. dialect: "hub" (auth frame, JSON events with "o") or "sio"."""
 
     def __init__(self, dialect: str, path: str, host: str, hello: bytes, stats: Stats,
                  opened: asyncio.Future[Any]) -> None:
+        super().__init__(path, host)
         self.dialect = dialect
-        self.path = path
-        self.host = host
         self.hello = hello  # the auth frame (hub) or the namespace connect packet (sio)
         self.stats = stats
         self.opened = opened
-        self.buf = bytearray()
-        self.upgraded = False
-        self.transport: asyncio.Transport | None = None
         self.last = 0  # last sequence number seen (o for hub, n for sio)
         self.user: str | None = None
-        self.closed_code: int | None = None
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
-            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
+    def on_open(self) -> None:
+        if self.dialect == "hub":
+            self.send_text(self.hello)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def on_refused(self, response: str) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(response))
+
+    def on_lost(self) -> None:
         if not self.opened.done():
             self.opened.set_exception(ConnectionError("closed before open"))
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        if not self.upgraded:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if b" 101 " not in buf[:end]:
-                self.opened.set_exception(ConnectionError(bytes(buf[:end]).decode()))
-                return
-            del buf[:end + 4]
-            self.upgraded = True
-            if self.dialect == "hub":
-                self.transport.write(_frame(self.hello))  # type: ignore[union-attr]
-        pos = 0
-        n = len(buf)
-        while n - pos >= 2:
-            b0, b1 = buf[pos], buf[pos + 1]
-            ln = b1 & 0x7F
-            hl = 2
-            if ln == 126:
-                if n - pos < 4:
-                    break
-                ln = (buf[pos + 2] << 8) | buf[pos + 3]
-                hl = 4
-            elif ln == 127:
-                if n - pos < 10:
-                    break
-                ln = struct.unpack_from("!Q", buf, pos + 2)[0]
-                hl = 10
-            if n - pos < hl + ln:
-                break
-            payload = bytes(buf[pos + hl:pos + hl + ln])
-            pos += hl + ln
-            opcode = b0 & 0x0F
-            if opcode == 1:
-                self.on_text(payload)
-            elif opcode == 9:
-                self.transport.write(_frame(payload, 10))  # type: ignore[union-attr]
-            elif opcode == 8:
-                self.closed_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-                self.transport.close()  # type: ignore[union-attr]
-        if pos:
-            del buf[:pos]
 
     def on_text(self, p: bytes) -> None:
         i = p.find(b'"ts":')
@@ -154,7 +89,7 @@ class Client(asyncio.Protocol):
             return
         if self.dialect == "hub":
             if p.startswith(b'{"type":"ping"'):
-                self.transport.write(_frame(b'{"type":"pong"}'))  # type: ignore[union-attr]
+                self.send_text(b'{"type":"pong"}')
             elif p.startswith(b'{"type":"welcome"'):
                 i = p.find(b'"user_id":"') + 11
                 self.user = p[i:p.find(b'"', i)].decode()
@@ -162,9 +97,9 @@ class Client(asyncio.Protocol):
                     self.opened.set_result(self)
         else:
             if p == b"2":
-                self.transport.write(_frame(b"3"))  # type: ignore[union-attr]
+                self.send_text(b"3")
             elif p.startswith(b"0{"):
-                self.transport.write(_frame(self.hello))  # type: ignore[union-attr]
+                self.send_text(self.hello)
             elif p.startswith(b"40"):
                 if not self.opened.done():
                     self.opened.set_result(self)

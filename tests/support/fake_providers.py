@@ -17,6 +17,7 @@ The real anthropic and openai SDKs are pointed at `base_url`.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import time
 from collections import deque
@@ -318,9 +319,14 @@ class _PacedStream:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport.write(_http_chunk(openai_chunk("")))
 
+    def next_due(self) -> float:
+        """When the next token is due (monotonic seconds)."""
+        return self.start + self.sent / self.spec.per_s
+
     def emit_due(self, now: float, wall_ns: int) -> None:
-        """Write every token whose time has come (one per tick at the usual rates)."""
-        due = min(self.spec.count, int((now - self.start) * self.spec.per_s) + 1)
+        """Write every token whose time has come (one per write at the usual rates)."""
+        # At least one: the pacer calls when the next token is due (float rounding aside).
+        due = min(self.spec.count, max(self.sent + 1, int((now - self.start) * self.spec.per_s) + 1))
         if due > self.sent:
             piece = _TOKEN_HEAD + b"%d " % wall_ns + _TOKEN_TAIL
             self.transport.write(_http_chunk(piece) * (due - self.sent))
@@ -337,25 +343,33 @@ class _PacedStream:
 
 
 class _Pacer:
-    """One task writes the due tokens of every paced stream, every TICK_S."""
+    """One task writes the due tokens of every paced stream, waking every TICK_S; streams wait
+    in a heap by due time, so a tick touches only the streams that have a token due."""
 
     TICK_S = 0.005
 
     def __init__(self) -> None:
-        self.streams: list[_PacedStream] = []
+        self.due: list[tuple[float, int, _PacedStream]] = []
+        self.added = 0  # tie-breaker: streams are not comparable
         self.task: asyncio.Task[None] | None = None
 
     def add(self, stream: _PacedStream) -> None:
-        self.streams.append(stream)
+        self.added += 1
+        heapq.heappush(self.due, (stream.next_due(), self.added, stream))
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        while self.streams:
+        due = self.due
+        while due:
             started = time.monotonic()
             wall_ns = time.time_ns()
-            for st in self.streams:
+            while due and due[0][0] <= started:
+                _, n, st = due[0]
                 if not st.done.done():
                     st.emit_due(started, wall_ns)
-            self.streams = [st for st in self.streams if not st.done.done()]
+                if st.done.done():
+                    heapq.heappop(due)
+                else:
+                    heapq.heapreplace(due, (st.next_due(), n, st))
             await asyncio.sleep(max(0.0, self.TICK_S - (time.monotonic() - started)))
