@@ -48,7 +48,8 @@ ws_coalesced = Counter(
     registry=REGISTRY,
 )
 bus_publish_seconds = Histogram(
-    "tutorhub_bus_publish_seconds", "Bus publish latency (append to history + publish)",
+    "tutorhub_bus_publish_seconds",
+    "Bus publish round trips: one batch of publishes (append to history + publish each)",
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
     registry=REGISTRY,
 )

@@ -409,9 +409,8 @@ class RedisBus(Bus):
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            elapsed = time.perf_counter() - started
+            _observe_publish(time.perf_counter() - started)  # once per round trip, not per event
             for (*_, fut), result in zip(batch, results, strict=True):
-                _observe_publish(elapsed)
                 if fut.done():
                     continue
                 if isinstance(result, BaseException):

@@ -9,8 +9,9 @@ per token. Instead each reply buffers its tokens and one per-process tick (every
 `reply.end`, so a client sees: deltas with gapless `seq` from 1, whose texts concatenate to
 exactly the provider's tokens, then the end.
 
-Under load the tick stretches (it awaits its publish before sleeping again), so deltas
-grow instead of queueing up: backpressure without losing a token.
+Ticks start every `reply_flush_ms` from the start of the previous one. Under load a tick
+stretches (it awaits its publish before the next one starts), so deltas grow instead of
+queueing up: backpressure without losing a token.
 
 `next_tick()` lets a reply's provider stream wait for the tick between network reads: what
 arrives meanwhile is read in one go when the tick fires, just before the tick publishes
@@ -108,8 +109,13 @@ class Coalescer:
     async def _tick(self) -> None:
         # Runs while some reply has pending text or waits for a tick; then exits (no idle
         # wakeups).
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while self._dirty or self._tick_waiters:
-            await asyncio.sleep(self._flush_s)
+            # A tick every flush_s from the start of the last one, not flush_s after its
+            # publish: a pause after a long tick would add to every token's wait.
+            due = max(due + self._flush_s, loop.time())
+            await asyncio.sleep(due - loop.time())
             waiters, self._tick_waiters = self._tick_waiters, []
             for fut in waiters:
                 if not fut.done():
