@@ -106,11 +106,15 @@ async def test_normal_stream(settings: Settings, flavour: Flavour) -> None:
             assert row.provider == flavour.name
     (req,) = fake.requests
     assert req.body["stream"] is True
-    # The whole prompt and the sampling settings reach the wire (sent through extra_body).
+    # The whole prompt and the sampling settings reach the wire (the body is sent as is).
     assert req.body["max_tokens"] == settings.llm_max_tokens
     assert req.body["temperature"] == settings.llm_temperature
-    assert req.body["model"]
+    assert req.body["model"] == ("claude-test" if flavour.name == "anthropic" else "gpt-test")
+    # The SDK's own auth and headers go with it.
+    assert req.headers["user-agent"].startswith(("AsyncAnthropic/", "AsyncOpenAI/"))
+    assert req.headers["authorization"] == "Bearer sk-test"
     if flavour.name == "anthropic":
+        assert req.headers["anthropic-version"]
         assert req.path == "/v1/messages"
         assert "Cite the passages" in req.body["system"]
         assert req.body["messages"][-1]["content"].endswith(frame["text"])

@@ -7,7 +7,9 @@ billing). Every fault surfaces as `ProviderError`; a stream that ends without it
 provider's final event raises `ProviderError("provider_stream_cut")`.
 
 Both SDKs are used for what they are good at — auth, base_url, the request, status errors —
-but the streamed body is read raw (`with_streaming_response`) and parsed here: the SDKs'
+but the request goes through the SDKs' documented call for custom requests (`client.post`
+with `cast_to=httpx.Response`, `stream=True`: the response unread) and the streamed body is
+read raw and parsed here: the SDKs'
 per-event SSE decoding and pydantic models cost 70 µs (anthropic) to 380 µs (openai) of CPU
 per token, more than everything else a token costs; our parser plus `json.loads` is ~20 µs.
 When aiohttp is installed the SDKs' own aiohttp transport is used (C HTTP parser, and one
@@ -472,26 +474,25 @@ class AnthropicProvider:
     async def stream(self, request: PromptRequest) -> AsyncIterator[ReplyStream]:
         import anthropic
 
-        opening = self._client.messages.with_streaming_response.create(
-            model=self.model, max_tokens=request.max_tokens, messages=[], stream=True,
-            # The prompt goes in extra_body, sent as is (it is plain role/content text, already
-            # the wire format): the SDK's typed transform walks every part of `messages` and
-            # `system` against its TypedDicts, milliseconds of CPU per request. This SDK no
-            # longer types `temperature`; the Messages API still takes it.
-            extra_body={"system": request.system, "messages": request.messages,
-                        "temperature": request.temperature},
-        )
+        # The body is sent as is (plain role/content text, already the wire format), through
+        # the SDK's documented call for custom requests: auth, base_url, headers, timeouts and
+        # status errors are the SDK's, without `messages.create`'s typed transform of every
+        # part (milliseconds with a full prompt) and response wrappers (~0.8 ms per request).
+        body = {"model": self.model, "max_tokens": request.max_tokens, "stream": True,
+                "system": request.system, "messages": request.messages,
+                "temperature": request.temperature}
         try:
-            raw = await opening.__aenter__()
+            response = await self._client.post("/v1/messages", cast_to=httpx2.Response,
+                                               body=body, stream=True)
         except anthropic.APIStatusError as err:
             raise _from_status("anthropic", err.status_code, err.body,
                                err.response.headers) from err
         except (anthropic.APIConnectionError, httpx2.TransportError) as err:
             raise _transport("anthropic", err, False) from err
         try:
-            yield _AnthropicStream(raw.http_response)
+            yield _AnthropicStream(response)
         finally:
-            await raw.close()  # closes the HTTP stream at once (cancel stops billing)
+            await response.aclose()  # closes the HTTP stream at once (cancel stops billing)
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -600,26 +601,22 @@ class OpenAIProvider:
         import openai
 
         messages = [{"role": "system", "content": request.system}, *request.messages]
-        opening = self._client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
-            model=self.model, messages=[], stream=True,
-            # The body goes in extra_body, sent as is (plain role/content text, already the
-            # wire format): the SDK's typed transform of `messages` walks every part against
-            # its TypedDicts, ~4 ms of CPU per request with a full prompt.
-            # max_tokens rather than max_completion_tokens: Ollama, vLLM and LM Studio know it.
-            extra_body={"messages": messages, "max_tokens": request.max_tokens,
-                        "temperature": request.temperature,
-                        "stream_options": {"include_usage": True}},
-        )
+        # As for Anthropic: the body as is, through the SDK's call for custom requests.
+        # max_tokens rather than max_completion_tokens: Ollama, vLLM and LM Studio know it.
+        body = {"model": self.model, "messages": messages, "stream": True,
+                "max_tokens": request.max_tokens, "temperature": request.temperature,
+                "stream_options": {"include_usage": True}}
         try:
-            raw = await opening.__aenter__()
+            response = await self._client.post("/chat/completions", cast_to=httpx2.Response,
+                                               body=body, stream=True)
         except openai.APIStatusError as err:
             raise _from_status("openai", err.status_code, err.body, err.response.headers) from err
         except (openai.APIConnectionError, httpx2.TransportError) as err:
             raise _transport("openai", err, False) from err
         try:
-            yield _OpenAIStream(raw.http_response)
+            yield _OpenAIStream(response)
         finally:
-            await raw.close()  # closes the HTTP stream at once (cancel stops billing)
+            await response.aclose()  # closes the HTTP stream at once (cancel stops billing)
 
     async def aclose(self) -> None:
         await self._client.close()
