@@ -63,6 +63,7 @@ PACED_TOKENS = 300
 PACED_RATE = 50.0
 PHASE_TIMEOUT_S = 300.0
 THINK_S = (1.0, 3.0)
+DELTA_HEAD = b'{"type":"reply.delta","reply_id":"'
 REFUSED: Counter[str] = Counter()  # error frames the clients got, by code (should stay empty)
 MATERIAL_CHUNKS = 60  # passages of the learner with materials (retrieval runs for them)
 TOPICS = ["photosynthesis", "entropy", "osmosis", "mitochondria", "enzymes", "diffusion",
@@ -103,8 +104,9 @@ class Client(RawWebSocket):
         self.first_delta: dict[str, int] = {}  # reply_id → ns
         self.ended: dict[str, dict[str, Any]] = {}
         self.errors: dict[str, dict[str, Any]] = {}  # client id → error frame (a refused send)
-        self.token_latencies_ms: list[float] = []
-        self.tokens: dict[str, int] = {}
+        # Every delta as (arrival ns, frame), parsed after the phase (`paced_tokens`): a client
+        # busy parsing one burst of frames would add its own delay to the next frames'.
+        self.deltas: list[tuple[int, bytes]] = []
         self.changed = asyncio.Event()
         self.conversation: str | None = None
 
@@ -121,19 +123,15 @@ class Client(RawWebSocket):
 
     def on_text(self, payload: bytes) -> None:
         now = time.time_ns()
-        frame = json.loads(payload)
-        kind = frame.get("type")
-        if kind == "reply.delta":
-            rid = frame["reply_id"]
+        if payload.startswith(DELTA_HEAD):  # the server's encoding: the reply id comes next
+            self.deltas.append((now, payload))
+            rid = payload[len(DELTA_HEAD):len(DELTA_HEAD) + 36].decode()
             if rid not in self.first_delta:
                 self.first_delta[rid] = now
                 self.changed.set()
-            # Paced tokens carry their emit time; a hub that merges deltas still counts.
-            for word in frame["text"].split():
-                if word.isdigit():
-                    self.token_latencies_ms.append((now - int(word)) / 1e6)
-                    self.tokens[rid] = self.tokens.get(rid, 0) + 1
             return
+        frame = json.loads(payload)
+        kind = frame.get("type")
         if kind == "ping":  # the hub closes sockets that don't answer its keepalive (4409)
             self.send_text(b'{"type":"pong"}')
             return
@@ -265,53 +263,61 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def paced_tokens(deltas: list[tuple[int, bytes]]) -> tuple[dict[str, int], list[float]]:
+    """Tokens per reply and each token's latency (ms) in these delta frames: paced tokens carry
+    their emit time (a hub that merges deltas still counts every token)."""
+    tokens: dict[str, int] = {}
+    latencies: list[float] = []
+    for now, payload in deltas:
+        frame = json.loads(payload)
+        for word in frame["text"].split():
+            if word.isdigit():
+                latencies.append((now - int(word)) / 1e6)
+                tokens[frame["reply_id"]] = tokens.get(frame["reply_id"], 0) + 1
+    return tokens, latencies
+
+
 async def paced_phase(clients: list[Client], pids: dict[str, int]) -> dict[str, Any]:
     """All replies start together; besides the totals, a steady-state window (every reply
     streaming: from the last first delta to the first reply.end) gives CPU per token."""
     t0 = time.monotonic()
+    start = [len(c.deltas) for c in clients]
     sent = [c.send("PACED: tell me everything") for c in clients]
 
     async def wait(c: Client, cid: str) -> None:
         await c.until(lambda: c.done(cid))
-
-    def tokens() -> int:
-        return sum(sum(c.tokens.values()) for c in clients)
-
-    def latencies() -> int:
-        return sum(len(c.token_latencies_ms) for c in clients)
 
     async def window() -> dict[str, Any]:
         async def started(c: Client, cid: str) -> None:
             await c.until(lambda: cid in c.errors or c.acks.get(cid) in c.first_delta)
 
         await asyncio.gather(*(started(c, cid) for c, (cid, _) in zip(clients, sent, strict=True)))
-        cpu0, n0, l0, w0 = cpu_seconds(pids), tokens(), latencies(), time.monotonic()
+        cpu0, marks0, w0 = cpu_seconds(pids), [len(c.deltas) for c in clients], time.monotonic()
         ends = [asyncio.create_task(c.until(lambda c=c: bool(c.ended))) for c in clients]
         await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
         for task in ends:
             task.cancel()
-        cpu1, n1, w1 = cpu_seconds(pids), tokens(), time.monotonic()
-        return {"cpu": {k: cpu1[k] - cpu0[k] for k in cpu0}, "tokens": n1 - n0,
-                "seconds": w1 - w0, "first_latency": l0, "last_latency": latencies()}
+        cpu1, marks1, w1 = cpu_seconds(pids), [len(c.deltas) for c in clients], time.monotonic()
+        return {"cpu": {k: cpu1[k] - cpu0[k] for k in cpu0}, "seconds": w1 - w0,
+                "marks": list(zip(marks0, marks1, strict=True))}
 
     async with asyncio.timeout(PHASE_TIMEOUT_S):
         steady_task = asyncio.create_task(window())
         await asyncio.gather(*(wait(c, cid) for c, (cid, _) in zip(clients, sent, strict=True)))
         steady = await steady_task
     elapsed = time.monotonic() - t0
-    got = sum(c.tokens.get(c.acks.get(cid, ""), 0)
-              for c, (cid, _) in zip(clients, sent, strict=True))
+    got = 0
+    lat: list[float] = []
+    in_window: list[float] = []
     finishes: dict[str, int] = {}
-    for c, (cid, _) in zip(clients, sent, strict=True):
+    for c, (cid, _), first, (lo, hi) in zip(clients, sent, start, steady["marks"], strict=True):
+        tokens, latencies = paced_tokens(c.deltas[first:])
+        got += tokens.get(c.acks.get(cid, ""), 0)
+        lat += latencies
+        in_window += paced_tokens(c.deltas[lo:hi])[1]
         reason = c.ended.get(c.acks.get(cid, ""), {}).get("finish_reason", "refused")
         finishes[reason] = finishes.get(reason, 0) + 1
-    lat = [x for c in clients for x in c.token_latencies_ms]
-    # Latencies recorded inside the steady window, in arrival order per client: approximate
-    # the window by each client's share (the lists grow in time order).
-    total = len(lat)
-    lo, hi = steady["first_latency"] / max(1, total), steady["last_latency"] / max(1, total)
-    in_window = [x for c in clients for x in c.token_latencies_ms[
-        int(lo * len(c.token_latencies_ms)):int(hi * len(c.token_latencies_ms))]]
+    steady["tokens"] = len(in_window)
     return {"expected": len(clients) * PACED_TOKENS, "received": got, "elapsed_s": elapsed,
             "tokens_per_s": got / elapsed, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
             "max": max(lat) if lat else float("nan"), "finishes": finishes, "steady": steady,
