@@ -97,9 +97,8 @@ class Client(RawWebSocket):
     an error)."""
 
     def __init__(self, host: str, token: str, welcomed: asyncio.Future[None]) -> None:
-        super().__init__("/ws/v1", host)
+        super().__init__("/ws/v1", host, welcomed)
         self.token = token
-        self.welcomed = welcomed
         self.acks: dict[str, str] = {}  # client id → reply_id
         self.first_delta: dict[str, int] = {}  # reply_id → ns
         self.ended: dict[str, dict[str, Any]] = {}
@@ -112,14 +111,6 @@ class Client(RawWebSocket):
 
     def on_open(self) -> None:
         self.send_text(json.dumps({"type": "auth", "token": self.token}).encode())
-
-    def on_refused(self, response: str) -> None:
-        if not self.welcomed.done():
-            self.welcomed.set_exception(ConnectionError(response))
-
-    def on_lost(self) -> None:
-        if not self.welcomed.done():
-            self.welcomed.set_exception(ConnectionError("closed before welcome"))
 
     def on_text(self, payload: bytes) -> None:
         now = time.time_ns()
@@ -141,8 +132,8 @@ class Client(RawWebSocket):
         elif kind == "reply.end":
             self.ended[frame["reply_id"]] = frame
         elif kind == "welcome":
-            if not self.welcomed.done():
-                self.welcomed.set_result(None)
+            if not self.opened.done():
+                self.opened.set_result(None)
         elif kind == "error":
             print("error frame:", frame, file=sys.stderr)
             self.errors[frame.get("id") or ""] = frame

@@ -40,25 +40,16 @@ class Client(RawWebSocket):
 
     def __init__(self, dialect: str, path: str, host: str, hello: bytes, stats: Stats,
                  opened: asyncio.Future[Any]) -> None:
-        super().__init__(path, host)
+        super().__init__(path, host, opened)
         self.dialect = dialect
         self.hello = hello  # the auth frame (hub) or the namespace connect packet (sio)
         self.stats = stats
-        self.opened = opened
         self.last = 0  # last sequence number seen (o for hub, n for sio)
         self.user: str | None = None
 
     def on_open(self) -> None:
         if self.dialect == "hub":
             self.send_text(self.hello)
-
-    def on_refused(self, response: str) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError(response))
-
-    def on_lost(self) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError("closed before open"))
 
     def on_text(self, p: bytes) -> None:
         i = p.find(b'"ts":')

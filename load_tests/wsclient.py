@@ -30,11 +30,14 @@ def frame(payload: bytes, opcode: int = 1) -> bytes:
 
 
 class RawWebSocket(asyncio.Protocol):
-    """One client socket; `on_open` once upgraded, `on_text` per text message."""
+    """One client socket; `on_open` once upgraded, `on_text` per text message. `opened` is for
+    the subclass to resolve when its protocol says the socket is ready (a welcome frame…); a
+    refused upgrade or a lost connection fails it first."""
 
-    def __init__(self, path: str, host: str) -> None:
+    def __init__(self, path: str, host: str, opened: asyncio.Future[Any]) -> None:
         self.path = path
         self.host = host
+        self.opened = opened
         self.buf = bytearray()
         self.upgraded = False
         self.transport: asyncio.Transport | None = None
@@ -43,14 +46,12 @@ class RawWebSocket(asyncio.Protocol):
     def on_open(self) -> None:
         """The upgrade was accepted."""
 
-    def on_refused(self, response: str) -> None:
-        """The server answered the upgrade with something else than 101."""
-
     def on_text(self, payload: bytes) -> None:
         raise NotImplementedError
 
-    def on_lost(self) -> None:
-        """The connection is gone."""
+    def _fail(self, reason: str) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(reason))
 
     def send_text(self, payload: bytes) -> None:
         assert self.transport is not None
@@ -66,7 +67,7 @@ class RawWebSocket(asyncio.Protocol):
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.on_lost()
+        self._fail("closed before it was ready")
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -76,7 +77,7 @@ class RawWebSocket(asyncio.Protocol):
             if end < 0:
                 return
             if b" 101 " not in buf[:end]:
-                self.on_refused(bytes(buf[:end]).decode("latin-1"))
+                self._fail(bytes(buf[:end]).decode("latin-1"))  # not 101: refused
                 return
             del buf[:end + 4]
             self.upgraded = True
