@@ -64,10 +64,17 @@ class Ctx:
             await asyncio.sleep(0.1)
         raise AssertionError(f"material {material_id} did not finish in {within_s}s: {body}")
 
-    async def events(self, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    async def events(self, user_id: uuid.UUID, *, last: str, within_s: float = 10) -> list[dict[str, Any]]:
+        """The user's event history once its last event is of type `last`: the worker stores a
+        material's end, then publishes it, so the REST status can be seen a moment before."""
         bus = self.app.state.bus
-        head = await bus.head(str(user_id))
-        return [json.loads(f) for f in await bus.since(str(user_id), 0, head.epoch)]
+        deadline = time.monotonic() + within_s
+        while True:
+            head = await bus.head(str(user_id))
+            events = [json.loads(f) for f in await bus.since(str(user_id), 0, head.epoch)]
+            if (events and events[-1]["type"] == last) or time.monotonic() > deadline:
+                return events
+            await asyncio.sleep(0.05)
 
 
 async def _ctx(settings: Settings) -> AsyncIterator[Ctx]:
@@ -94,7 +101,7 @@ async def test_pdf_upload_to_ready_with_progress_in_order(ctx: Ctx) -> None:
     assert body["pages"] == 3 and body["chunk_count"] >= 1 and body["error"] is None
     assert body["progress_done"] == body["progress_total"] == body["chunk_count"]
 
-    events = [e for e in await ctx.events(uid) if e.get("material_id") == mid]
+    events = [e for e in await ctx.events(uid, last="material.ready") if e.get("material_id") == mid]
     offsets = [e["o"] for e in events]
     assert offsets == sorted(offsets)
     assert events[-1] == {"type": "material.ready", "material_id": mid, "chunks": body["chunk_count"],
@@ -186,7 +193,7 @@ async def test_unreadable_pdf_fails_with_learner_reason(ctx: Ctx, data: bytes, r
     assert r.status_code == 202
     body = await ctx.wait(headers, r.json()["id"])
     assert body["status"] == "failed" and body["error"] == reason and body["chunk_count"] == 0
-    events = await ctx.events(uid)
+    events = await ctx.events(uid, last="material.failed")
     assert events[-1]["type"] == "material.failed" and events[-1]["reason"] == reason
 
 
@@ -208,7 +215,7 @@ async def test_youtube_ready_after_transient_faults_and_failed_without_captions(
             assert body["duration_s"] == 120.0
             # Two 503s were answered before the transcript came through.
             assert sum(1 for q in yt.requests if q.startswith("GET /watch")) >= 2
-            ready = (await ctx.events(uid))[-1]
+            ready = (await ctx.events(uid, last="material.ready"))[-1]
             assert ready["type"] == "material.ready" and ready["duration_s"] == 120.0
             hits = await retrieve(ctx.app.state.db.pool, ctx.settings, uid, "entropy isolated system", k=3)
             assert hits and all(h.start_s is not None and h.kind == "youtube" for h in hits)
