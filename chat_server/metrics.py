@@ -60,6 +60,13 @@ tutor_first_delta_seconds = Histogram(
              0.5, 1.0, 2.5, 5.0),
     registry=REGISTRY,
 )
+tutor_flush_tick_seconds = Histogram(
+    "tutorhub_tutor_flush_tick_seconds",
+    "One reply flush tick's work: streams read, their deltas published. Near or above "
+    "TUTORHUB_REPLY_FLUSH_MS the process is saturated (deltas grow, token latency rises)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
 bus_reconnects = Counter(
     "tutorhub_bus_reconnects_total", "Redis pub/sub connection losses and failed reconnects",
     registry=REGISTRY,

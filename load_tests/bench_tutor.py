@@ -483,9 +483,18 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         await close_clients(many)
     n_paced = 100 if args.quick else 500
     paced_clients = await open_clients(port, n_paced, "paced")
-    cpu0 = cpu_seconds(pids)
-    paced = await paced_phase(paced_clients, pids)
-    cpu1 = cpu_seconds(pids)
+    tick = "tutorhub_tutor_flush_tick_seconds"
+    async with httpx.AsyncClient() as http:
+        t0_metrics = histogram((await http.get(base + "/metrics")).text, tick)
+        cpu0 = cpu_seconds(pids)
+        paced = await paced_phase(paced_clients, pids)
+        cpu1 = cpu_seconds(pids)
+        t1_metrics = histogram((await http.get(base + "/metrics")).text, tick)
+    ticks = int(t1_metrics.get(float("inf"), 0) - t0_metrics.get(float("inf"), 0))
+    tick_line = (f"{ticks} ticks, p50 ≤ {histogram_quantile(t0_metrics, t1_metrics, 0.5):.0f} ms, "
+                 f"p99 ≤ {histogram_quantile(t0_metrics, t1_metrics, 0.99):.0f} ms (bucket upper "
+                 "bounds; one tick reads every streaming reply's provider socket and publishes "
+                 "their deltas, every TUTORHUB_REPLY_FLUSH_MS = 30 ms)")
     await close_clients(paced_clients)
     cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
     cpu_line = ", ".join(f"{k} {v:.1f} s ({100 * v / paced['elapsed_s']:.0f}% of a core)"
@@ -545,6 +554,7 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         "(the phase includes starting every reply: send, DB, retrieval, provider request)",
         f"- steady state (every reply streaming: last first delta → first reply.end): "
         f"{steady_line}",
+        f"- server flush ticks during the phase: {tick_line}",
         "",
     ]
     return "\n".join(lines)

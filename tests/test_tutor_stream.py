@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 
 from chat_server.hub.bus import open_bus
+from chat_server.metrics import REGISTRY
 from chat_server.models import Message
 from chat_server.settings import Settings
 from chat_server.tutor.stream import Coalescer, Event
@@ -18,9 +19,14 @@ from tests.support.fake_providers import FakeProvider, Scripted, openai_stream
 from tests.support.tutor_harness import tutor_harness
 
 
+def _ticks_observed() -> float:
+    return REGISTRY.get_sample_value("tutorhub_tutor_flush_tick_seconds_count") or 0.0
+
+
 async def test_coalescer_first_token_alone_then_batches_across_replies() -> None:
     got: list[tuple[str, dict[str, Any]]] = []
     calls: list[int] = []
+    ticks_before = _ticks_observed()
     async with open_bus("memory://", lambda u, o, f: got.append((u, json.loads(f)))) as bus:
         await bus.subscribe("a")
         await bus.subscribe("b")
@@ -48,6 +54,8 @@ async def test_coalescer_first_token_alone_then_batches_across_replies() -> None
             assert {d["reply_id"] for d in deltas} == {pending.reply_id}
             assert len(deltas) < 15  # 50 tokens in about 6 deltas, not 50
         assert max(calls) == 2  # a tick publishes both users' deltas in one call
+        # Each tick that published is timed for /metrics (the saturation signal).
+        assert _ticks_observed() - ticks_before == sum(1 for n in calls if n == 2)
 
 
 async def test_tutor_coalesces_and_stores_exactly_what_was_streamed(settings: Settings) -> None:

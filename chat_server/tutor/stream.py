@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring  # json.dumps(str, ensure_ascii=False), in C
 from typing import Any
 
+from chat_server import metrics
+
 log = logging.getLogger(__name__)
 
 # (user, event): the event as a dict, or already encoded as bus.event_json would.
@@ -116,6 +118,7 @@ class Coalescer:
             # publish: a pause after a long tick would add to every token's wait.
             due = max(due + self._flush_s, loop.time())
             await asyncio.sleep(due - loop.time())
+            fired = loop.time()
             waiters, self._tick_waiters = self._tick_waiters, []
             for fut in waiters:
                 if not fut.done():
@@ -136,3 +139,4 @@ class Coalescer:
                 log.warning("publishing %d coalesced deltas failed: %s", len(events), exc)
                 for p in batch:
                     p.error = exc
+            metrics.tutor_flush_tick_seconds.observe(loop.time() - fired)
