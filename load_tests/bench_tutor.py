@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -72,11 +73,14 @@ TOPICS = ["photosynthesis", "entropy", "osmosis", "mitochondria", "enzymes", "di
 
 # --- the loopback provider (its own process) ------------------------------------------------
 
+ZERO_LATENCY = dataclasses.replace(openai_stream(["Zero ", "latency ", "answer."]), at_once=True)
+
+
 def _provider_reply(rec: Recorded) -> Scripted:
     last = rec.body["messages"][-1]["content"] if rec.body else ""
     if "PACED" in last:
         return Scripted(paced=Paced(PACED_TOKENS, PACED_RATE))
-    return openai_stream(["Zero ", "latency ", "answer."])
+    return ZERO_LATENCY  # built once: the fake's own work is not the server's latency
 
 
 async def _run_provider() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -139,6 +139,24 @@ async def test_consecutive_replies_reuse_the_provider_connection(
     assert len(fake.requests) == 2
     assert fake.connections == 1
     assert fake.client_closed == 0
+
+
+async def test_a_whole_answer_in_one_read_streams_and_reuses_the_connection(
+    settings: Settings, flavour: Flavour,
+) -> None:
+    """A provider that sends the head, every event and the end of the body in one write (the
+    benchmark's zero-latency provider): the text, usage and end come through exactly, and the
+    connection goes back to the pool."""
+    async with FakeProvider() as fake:
+        fake.script.extend([replace(flavour.stream(PIECES, output_tokens=7), at_once=True)
+                            for _ in range(2)])
+        async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
+            for _ in range(2):
+                uid, _, ack, end = await _ask(h)
+                assert h.frames.text(uid, ack["reply_id"]) == "".join(PIECES)
+                assert end["finish_reason"] == "stop"
+                assert end["usage"] == {"input_tokens": flavour.input_tokens(), "output_tokens": 7}
+    assert (len(fake.requests), fake.connections, fake.client_closed) == (2, 1, 0)
 
 
 async def test_429_with_retry_after_then_success(settings: Settings, flavour: Flavour) -> None:

@@ -36,6 +36,9 @@ class Scripted:
     delay_s: float = 0.0  # before each chunk
     cut_after: int | None = None  # close the connection after this many chunks
     paced: Paced | None = None  # benchmark body written by the server's pacer
+    # Zero-latency bodies (benchmarks): the head, every chunk and the end in one write, as a
+    # provider with the whole answer ready would send them.
+    at_once: bool = False
 
 
 @dataclass
@@ -150,7 +153,14 @@ class FakeProvider:
             head += ["connection: close", "content-type: application/json",
                      f"content-length: {len(body)}"]
         head += [f"{k}: {v}" for k, v in reply.headers.items()]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode()
+        if (streaming and reply.at_once and reply.stream is None and not reply.delay_s
+                and reply.cut_after is None and reply.paced is None):
+            writer.write(head_bytes + b"".join(_http_chunk(piece) for piece in reply.chunks)
+                         + b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        writer.write(head_bytes)
         if not streaming:
             writer.write(body)
             await writer.drain()
