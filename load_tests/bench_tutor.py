@@ -47,7 +47,7 @@ import psutil  # noqa: E402
 import uvloop  # noqa: E402
 from jose import jwt  # noqa: E402
 
-from load_tests.report import pct  # noqa: E402
+from load_tests.report import cpu_probe, pct  # noqa: E402
 from load_tests.wsclient import RawWebSocket  # noqa: E402
 from tests.support.fake_providers import (  # noqa: E402
     FakeProvider,
@@ -441,6 +441,7 @@ def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
 async def bench(args: argparse.Namespace, port: int, engine: str,
                 pids: dict[str, int], db_url: str) -> str:
     base = f"http://127.0.0.1:{port}"
+    probes = [cpu_probe()]
     n_conc = 50 if args.quick else 200
     lat1: list[float] = []
     lat_think: list[float] = []
@@ -491,6 +492,7 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
     async with httpx.AsyncClient() as http:
         t0_metrics = histogram((await http.get(base + "/metrics")).text, tick)
         cpu0 = cpu_seconds(pids)
+        probes.append(cpu_probe())
         paced = await paced_phase(paced_clients, pids)
         cpu1 = cpu_seconds(pids)
         t1_metrics = histogram((await http.get(base + "/metrics")).text, tick)
@@ -521,6 +523,11 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         "PostgreSQL 16 (pgserver); OpenAI-compatible loopback provider in its own process; "
         "clients in one more process. Latencies measured at the client (loopback both ways "
         f"included). Mode: {'--quick (50 concurrent, 100 paced)' if args.quick else 'full'}.",
+        "",
+        f"Machine speed probe (a fixed 2M-step Python loop, best of 3; lower is faster): "
+        f"{probes[0]:.0f} ms before the first phase, {probes[-1]:.0f} ms before the streaming "
+        "phase. On this shared VM it varies from ~100 to ~155 ms within a minute, and every "
+        "figure below with it.",
         "",
         "## chat.send → first reply.delta (zero-latency provider)",
         "",

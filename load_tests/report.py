@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 
 def pct(values: list[float], q: float) -> float:
     """The q-quantile (0 ≤ q ≤ 1) by nearest rank; NaN for no values."""
@@ -9,6 +11,20 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def cpu_probe() -> float:
+    """Milliseconds of CPU a fixed pure-Python loop takes here now (best of 3). On a shared VM
+    the same loop varies by half within a minute: printed beside a benchmark's figures, it
+    says how fast the machine was while they were taken."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        x = 0
+        for i in range(2_000_000):
+            x += i & 7
+        best = min(best, time.process_time() - started)
+    return best * 1000
 
 
 class Report:
