@@ -12,7 +12,9 @@ from sqlalchemy import func, select
 
 from chat_server.models import Conversation, Message, MessageStatus, Role
 from chat_server.settings import Settings
+from chat_server.tutor import store
 from chat_server.tutor.errors import TutorError
+from chat_server.tutor.prompt import CHARS_PER_TOKEN_MAX, Turn, trim_history
 from chat_server.tutor.service import STARTING_MAX
 from chat_server.tutor.stream import Event, PublishMany
 from tests.support.fake_providers import FakeProvider, anthropic_stream
@@ -350,6 +352,44 @@ async def test_history_is_trimmed_to_the_token_budget(settings: Settings) -> Non
     assert history[0]["role"] == "user"
     assert "Question number 0" not in str(last)
     assert "Question number 4" in history[-2]["content"]
+
+
+async def test_a_long_conversation_reads_back_only_the_history_its_prompt_can_use(
+    settings: Settings,
+) -> None:
+    """store.send stops reading history once the newer turns hold more characters than the
+    budget's tokens can stand for; the prompt's history is the same as from every turn."""
+    budget = 300  # tokens: at most 1,200 characters of history
+    async with tutor_harness(settings) as h:
+        uid, pool = await h.user(), h.db.pool
+
+        async def send(i: int, conv: uuid.UUID | None, chars: int) -> store.Sent:
+            sent = await store.send(
+                pool, user_id=uid, client_id=f"c{i}", text=f"Вопрос {i}: " + "почему " * 12,
+                message_id=uuid.uuid4(), reply_id=(reply := uuid.uuid4()), provider="offline",
+                model=None, material_ids=None, conversation_id=conv, socratic=None, title="t",
+                history_chars=chars)
+            assert sent is not None
+            await store.finish(pool, reply_id=reply, text=f"Answer {i}. " + "because " * 20,
+                               status="complete", citations=[], usage={}, input_tokens=0,
+                               output_tokens=0, provider="offline", model=None, error=None)
+            return sent
+
+        conv = (await send(0, None, 10**9)).conversation_id
+        for i in range(1, 31):
+            await send(i, conv, 10**9)
+        limit = CHARS_PER_TOKEN_MAX * budget
+        cut = (await send(31, conv, limit)).history  # oldest first
+        everything = (await send(32, conv, 10**9)).history[:-2]  # what send 31 had before it
+    assert len(everything) == 62
+    assert 0 < len(cut) < 20
+    assert cut == everything[-len(cut):]
+    # The oldest turn read back is the first whose newer turns hold no more than the limit.
+    assert sum(len(c) for _, c in cut[1:]) <= limit < sum(len(c) for _, c in cut)
+    full = [Turn(role=r, content=c) for r, c in everything]  # type: ignore[arg-type]
+    kept = [Turn(role=r, content=c) for r, c in cut]  # type: ignore[arg-type]
+    assert trim_history(kept, budget) == trim_history(full, budget)
+    assert trim_history(kept, budget)  # the budget holds some history
 
 
 async def test_shutdown_interrupts_and_stores_inflight_replies(settings: Settings) -> None:

@@ -22,12 +22,17 @@ def detect_language(text: str) -> Language:
     return "ru" if len(_CYRILLIC.findall(text)) > len(_LATIN.findall(text)) else "en"
 
 
+# The most characters one estimated token stands for: a text of n characters is estimated at
+# n / CHARS_PER_TOKEN_MAX tokens at least (the store reads no more history than that allows).
+CHARS_PER_TOKEN_MAX = 4
+
+
 def estimate_tokens(text: str) -> int:
     # ~4 characters per token for English, ~3 for Cyrillic text under common BPE vocabularies.
     if not text:
         return 0
     cyr = len(_CYRILLIC.findall(text))
-    return max(1, math.ceil(cyr / 3 + (len(text) - cyr) / 4))
+    return max(1, math.ceil(cyr / 3 + (len(text) - cyr) / CHARS_PER_TOKEN_MAX))
 
 
 SYSTEM_PROMPT = """You are Tutorhub's tutor. You help a learner understand their own study

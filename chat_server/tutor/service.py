@@ -42,6 +42,7 @@ from chat_server.settings import Settings
 from chat_server.tutor import store
 from chat_server.tutor.errors import ProviderError, TutorError
 from chat_server.tutor.prompt import (
+    CHARS_PER_TOKEN_MAX,
     PromptRequest,
     Turn,
     build_request,
@@ -360,7 +361,8 @@ class Tutor:
                     self.db.pool, user_id=user_id, client_id=client_id, text=text,
                     message_id=message_id, reply_id=reply_id, provider=provider.name,
                     model=provider.model, material_ids=material_ids,
-                    conversation_id=conversation_id, socratic=socratic, title=_title(text))
+                    conversation_id=conversation_id, socratic=socratic, title=_title(text),
+                    history_chars=CHARS_PER_TOKEN_MAX * self.settings.history_token_budget)
             except store.Busy:
                 assert conversation_id is not None
                 self._refuse_if_streaming(await store.streaming_reply(

@@ -23,13 +23,13 @@ import asyncpg
 
 from chat_server.tutor.errors import TutorError
 
-HISTORY_ROWS = 200  # enough rows for any history budget; prompt.trim_history cuts to it
+HISTORY_ROWS = 200  # at most, however short the turns; prompt.trim_history cuts to the budget
 CLIENT_ID_CONSTRAINT = "uq_messages_user_client_id"
 STREAMING_CONSTRAINT = "uq_messages_one_streaming"
 
 # $1 user, $2 client id, $3 message id, $4 text, $5 reply id, $6 provider, $7 model,
-# $8 material ids in scope (null: all), $9 conversation id, $10 socratic (null: keep),
-# $11 title (new conversations only).
+# $8 material ids in scope (null: all), $9 history characters (see `send`), $10 conversation
+# id, $11 socratic (null: keep), $12 title (new conversations only).
 _SEND = """
 with conv as ({conv}),
 ins as (
@@ -48,18 +48,28 @@ select conv.id, conv.socratic,
        exists(select 1 from chunks c where c.user_id = $1
               and ($8::uuid[] is null or c.material_id = any($8::uuid[]))) as has_chunks,
        -- The statement's snapshot predates `ins`: the history is everything before this send.
-       -- Newest first; on a created_at tie the answer (it has reply_to) is the newer.
-       array(select row(h.role::text, h.content) from messages h
-             where h.conversation_id = conv.id and h.user_id = $1 and h.content <> ''
-             order by h.created_at desc, h.reply_to is null asc
-             limit {history}) as history
+       -- Newest first; on a created_at tie the answer (it has reply_to) is the newer. Rows
+       -- after the newer ones already hold $9 characters cannot reach the prompt.
+       array(select row(x.role, x.content) from (
+                 select y.role, y.content, row_number() over newest as n,
+                        sum(length(y.content)) over newest - length(y.content) as before
+                 from (select h.role::text as role, h.content, h.created_at, h.reply_to
+                       from messages h
+                       where h.conversation_id = conv.id and h.user_id = $1
+                             and h.content <> ''
+                       order by h.created_at desc, h.reply_to is null asc
+                       limit {history}) y
+                 window newest as (order by y.created_at desc, y.reply_to is null asc
+                                   rows between unbounded preceding and current row)) x
+             where x.before <= $9
+             order by x.n) as history
 from conv
 """
 _NEW_CONVERSATION = ("insert into conversations (id, user_id, title, socratic, created_at, "
-                     "updated_at) values ($9, $1, $11, coalesce($10, false), now(), now()) "
+                     "updated_at) values ($10, $1, $12, coalesce($11, false), now(), now()) "
                      "returning id, socratic")
 _EXISTING_CONVERSATION = ("update conversations set updated_at = now(), "
-                          "socratic = coalesce($10, socratic) where id = $9 and user_id = $1 "
+                          "socratic = coalesce($11, socratic) where id = $10 and user_id = $1 "
                           "returning id, socratic")
 SEND_NEW = _SEND.format(conv=_NEW_CONVERSATION, history=HISTORY_ROWS)
 SEND_EXISTING = _SEND.format(conv=_EXISTING_CONVERSATION, history=HISTORY_ROWS)
@@ -81,12 +91,17 @@ async def send(pool: asyncpg.Pool, *, user_id: uuid.UUID, client_id: str, text: 
                message_id: uuid.UUID, reply_id: uuid.UUID, provider: str,
                model: str | None, material_ids: list[uuid.UUID] | None,
                conversation_id: uuid.UUID | None, socratic: bool | None,
-               title: str) -> Sent | None:
+               title: str, history_chars: int) -> Sent | None:
     """Store a user message and its `streaming` answer. None: a new client id that is already
     known (a resend; the caller re-acks). Raises Busy, or TutorError for a missing
-    conversation."""
+    conversation.
+
+    The history holds the newest earlier turns until their text passes `history_chars`
+    characters: a prompt budget of B tokens never takes more than 4·B characters of it
+    (prompt.estimate_tokens counts at least one token per 4 characters), so a long
+    conversation does not read all its turns back on every send."""
     args: list[Any] = [user_id, client_id, message_id, text, reply_id, provider, model,
-                       material_ids]
+                       material_ids, history_chars]
     if conversation_id is None:
         sql, args = SEND_NEW, [*args, uuid.uuid4(), socratic, title]
     else:
