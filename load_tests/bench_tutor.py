@@ -17,7 +17,10 @@
 
 Processes: PostgreSQL (pgserver), redis-server if the bus has a Redis engine (else the server
 runs the in-process bus — the report says which), the loopback provider, the server (uvicorn),
-and this process as the clients. Prints a report and writes load_tests/reports/tutor.md.
+and this process as the clients (raw sockets, load_tests/wsclient.py: cheap next to the
+server, timestamps taken as frames arrive). A machine speed probe (a fixed Python loop) goes
+into the report: on a shared VM every figure moves with it. Prints a report and writes
+load_tests/reports/tutor.md.
 """
 
 from __future__ import annotations
