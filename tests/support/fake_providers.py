@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -314,12 +315,11 @@ def _http_chunk(piece: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(piece), piece)
 
 
-# openai_chunk(TOKEN) split around the token text: a token is written without json.dumps.
-_TOKEN_HEAD, _TOKEN_TAIL = openai_chunk("@TOKEN@").split(b"@TOKEN@")
-
-
 class _PacedStream:
-    __slots__ = ("transport", "spec", "start", "sent", "done")
+    """One paced response. Its chunks carry an id of their own, as a real provider's do (a
+    client that keys anything on the bytes of one response pays for that per response)."""
+
+    __slots__ = ("transport", "spec", "start", "sent", "done", "rid", "head", "tail")
 
     def __init__(self, transport: Any, spec: Paced) -> None:
         self.transport = transport
@@ -327,7 +327,13 @@ class _PacedStream:
         self.start = time.monotonic()
         self.sent = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.transport.write(_http_chunk(openai_chunk("")))
+        self.rid = b"chatcmpl-" + os.urandom(12).hex().encode()
+        # A token chunk split around its text: each token is written without json.dumps.
+        self.head, self.tail = self._own(openai_chunk("@TOKEN@")).split(b"@TOKEN@")
+        self.transport.write(_http_chunk(self._own(openai_chunk(""))))
+
+    def _own(self, chunk: bytes) -> bytes:
+        return chunk.replace(b'"chatcmpl-fake"', b'"' + self.rid + b'"', 1)
 
     def next_due(self) -> float:
         """When the next token is due (monotonic seconds)."""
@@ -338,12 +344,12 @@ class _PacedStream:
         # At least one: the pacer calls when the next token is due (float rounding aside).
         due = min(self.spec.count, max(self.sent + 1, int((now - self.start) * self.spec.per_s) + 1))
         if due > self.sent:
-            piece = _TOKEN_HEAD + b"%d " % wall_ns + _TOKEN_TAIL
+            piece = self.head + b"%d " % wall_ns + self.tail
             self.transport.write(_http_chunk(piece) * (due - self.sent))
             self.sent = due
         if self.sent >= self.spec.count:
-            self.transport.write(_http_chunk(openai_chunk(None, "stop"))
-                                 + _http_chunk(openai_usage(10, self.spec.count))
+            self.transport.write(_http_chunk(self._own(openai_chunk(None, "stop")))
+                                 + _http_chunk(self._own(openai_usage(10, self.spec.count)))
                                  + _http_chunk(DONE) + b"0\r\n\r\n")
             self.stop()
 
