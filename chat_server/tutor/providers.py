@@ -376,16 +376,35 @@ _ANTHROPIC_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": 
                      "refusal": "stop", "pause_turn": "stop", "tool_use": "stop"}
 
 
-class _AnthropicStream:
-    """Messages API SSE: message_start, content_block_delta…, message_delta, message_stop."""
+class _SSEStream:
+    """The read loop both providers' streams share: each network read's complete events go
+    through the text template in one go when they are all plain text events, else one by one
+    (a text event the template knows, or parsed by the subclass's `_event`); the texts of one
+    read are yielded together, then the socket waits for the pace. Subclasses say which
+    events are text and when the stream is over."""
+
+    provider = ""
+    key = ""  # the JSON key that holds a text event's text
+    text_kind: bytes | None = None  # the SSE event name of text events (None: unnamed)
 
     def __init__(self, response: httpx2.Response) -> None:
         self._response = response
         self.usage = Usage()
         self.finish_reason: str | None = None
         self.pace: Callable[[], Awaitable[None]] | None = None
-        self._stopped = False
-        self._template = TextTemplate("text")
+        self._template = TextTemplate(self.key)
+
+    def _event(self, kind: bytes, data: bytes) -> list[str]:
+        """One parsed event: its texts."""
+        raise NotImplementedError
+
+    def _over(self) -> bool:
+        """The provider's last event came: the rest of the body is read, not parsed."""
+        raise NotImplementedError
+
+    def _complete(self) -> bool:
+        """The provider said how the reply ended (no more pacing; without it, a cut)."""
+        raise NotImplementedError
 
     async def __aiter__(self) -> AsyncIterator[str]:
         started = False
@@ -397,50 +416,68 @@ class _AnthropicStream:
         try:
             while raw := await read():
                 block = parser.feed_block(raw)
-                fast = None if self._stopped or not block else template.texts(block)
+                fast = None if self._over() or not block else template.texts(block)
                 if fast is not None:
                     texts += fast
                     block = b""
                 for kind, data in parser.events(block) if block else ():
-                    if self._stopped or kind == b"ping":
-                        continue  # after message_stop: read on to the end, the connection is reused
-                    if kind == b"content_block_delta" and (text := template.match(data)):
-                        texts.append(text)
+                    if self._over():
+                        continue  # read on to the end of the body: the connection is reused
+                    if kind == (self.text_kind or b"") and (
+                            text := template.match(data)) is not None:
+                        if text:
+                            texts.append(text)
                         continue
                     try:
-                        text = self._event(kind, data)
+                        texts += self._event(kind, data)
                     except ProviderError:
                         if texts:  # the text that came before the error is delivered first
                             yield "".join(texts)
                         raise
-                    if text:
-                        texts.append(text)
                 if texts:
                     started = True
                     for text in _deliverable(texts, paced=self.pace is not None):
                         yield text
                     texts = []
-                if self.pace is not None and started and not self._stopped:
+                if self.pace is not None and started and not self._complete():
                     await _pace(self.pace, socket)
         except _READ_ERRORS as err:
-            raise _transport("anthropic", err, started) from err
-        if not self._stopped:
-            raise ProviderError("provider_stream_cut", _CUT.format("anthropic"), retryable=True)
+            raise _transport(self.provider, err, started) from err
+        if not self._complete():
+            raise ProviderError("provider_stream_cut", _CUT.format(self.provider),
+                                retryable=True)
         self.finish_reason = self.finish_reason or "stop"
 
-    def _event(self, kind: bytes, data: bytes) -> str | None:
-        """One parsed event: its text, if it is a text delta."""
+
+class _AnthropicStream(_SSEStream):
+    """Messages API SSE: message_start, content_block_delta…, message_delta, message_stop."""
+
+    provider, key, text_kind = "anthropic", "text", b"content_block_delta"
+
+    def __init__(self, response: httpx2.Response) -> None:
+        super().__init__(response)
+        self._stopped = False
+
+    def _over(self) -> bool:
+        return self._stopped
+
+    def _complete(self) -> bool:
+        return self._stopped
+
+    def _event(self, kind: bytes, data: bytes) -> list[str]:
+        if kind == b"ping":
+            return []
         event = _json("anthropic", data)
         if not isinstance(event, dict):
-            return None
+            return []
         etype = event.get("type") or kind.decode()
         usage = self.usage
         if etype == "content_block_delta":
             delta = event.get("delta") or {}
             if delta.get("type") == "text_delta" and isinstance(text := delta.get("text"), str):
-                if kind == b"content_block_delta" and etype == "content_block_delta":
+                if kind == self.text_kind:  # named as the template expects
                     self._template.learn(data, text, b"event: content_block_delta\ndata: ")
-                return text
+                return [text] if text else []
         elif etype == "message_start":
             u = (event.get("message") or {}).get("usage") or {}
             usage.input_tokens = u.get("input_tokens") or 0
@@ -459,7 +496,7 @@ class _AnthropicStream:
         elif etype == "error":
             raise _from_status("anthropic", self._response.status_code, event,
                                self._response.headers)
-        return None
+        return []
 
 
 class AnthropicProvider:
@@ -512,59 +549,26 @@ class AnthropicProvider:
 
 # --- OpenAI and compatible servers ----------------------------------------------------
 
-class _OpenAIStream:
+class _OpenAIStream(_SSEStream):
     """Chat completion chunks as SSE `data:` lines, then `data: [DONE]`."""
 
-    def __init__(self, response: httpx2.Response) -> None:
-        self._response = response
-        self.usage = Usage()
-        self.finish_reason: str | None = None
-        self.pace: Callable[[], Awaitable[None]] | None = None
-        self._template = TextTemplate("content")
+    provider, key = "openai", "content"
 
-    async def __aiter__(self) -> AsyncIterator[str]:
-        started = False
-        done = False
-        parser = SSEParser()
-        template = self._template
-        inner = _aiohttp_of(self._response)
-        read, socket = _reader(self._response, inner), _socket_of(inner)
-        texts: list[str] = []
-        try:
-            while raw := await read():
-                block = parser.feed_block(raw)
-                fast = None if done or not block else template.texts(block)
-                if fast is not None:
-                    texts += fast
-                    block = b""
-                for _, data in parser.events(block) if block else ():
-                    if done:
-                        continue  # read on to the end of the body: the connection is reused
-                    if (text := template.match(data)) is not None:
-                        if text:
-                            texts.append(text)
-                        continue
-                    if data.startswith(b"[DONE]"):
-                        done = True
-                        continue
-                    try:
-                        got = self._chunk(data)
-                    except ProviderError:
-                        if texts:  # the text that came before the error is delivered first
-                            yield "".join(texts)
-                        raise
-                    texts += got
-                if texts:
-                    started = True
-                    for text in _deliverable(texts, paced=self.pace is not None):
-                        yield text
-                    texts = []
-                if self.pace is not None and started and self.finish_reason is None:
-                    await _pace(self.pace, socket)
-        except _READ_ERRORS as err:
-            raise _transport("openai", err, started) from err
-        if self.finish_reason is None:
-            raise ProviderError("provider_stream_cut", _CUT.format("openai"), retryable=True)
+    def __init__(self, response: httpx2.Response) -> None:
+        super().__init__(response)
+        self._done = False
+
+    def _over(self) -> bool:
+        return self._done
+
+    def _complete(self) -> bool:
+        return self.finish_reason is not None
+
+    def _event(self, kind: bytes, data: bytes) -> list[str]:
+        if data.startswith(b"[DONE]"):
+            self._done = True
+            return []
+        return self._chunk(data)
 
     def _chunk(self, data: bytes) -> list[str]:
         """One parsed chunk: its texts (one per choice that has some)."""
