@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from chat_server.batch import Batcher
 from chat_server.models import Conversation, Message, MessageStatus, Role
 from chat_server.settings import Settings
 from chat_server.tutor import store
@@ -438,3 +439,59 @@ async def test_concurrent_users_only_see_their_own_replies(settings: Settings) -
                                                 .group_by(Message.user_id, Message.role))).all()
             assert sorted(c for _, _, c in owners) == [3] * 16
             assert {r for _, r, _ in owners} == {Role.user, Role.assistant}
+
+
+async def test_replies_ending_together_are_stored_in_one_statement_and_a_bad_one_alone_fails(
+    settings: Settings,
+) -> None:
+    """store.finish_many through a Batcher on the real database: four replies end at once;
+    Postgres refuses one (a NUL character cannot be stored in text), so that batch is written
+    again reply by reply: the other three are stored with their own fields, the bad one fails
+    alone and stays streaming (the orphan sweep interrupts it later)."""
+    async with tutor_harness(settings) as h:
+        uid, pool = await h.user(), h.db.pool
+        replies = []
+        for i in range(4):
+            reply = uuid.uuid4()
+            assert await store.send(
+                pool, user_id=uid, client_id=f"end{i}", text=f"Вопрос {i}",
+                message_id=uuid.uuid4(), reply_id=reply, provider="openai", model="m",
+                material_ids=None, conversation_id=None, socratic=None, title="t",
+                history_chars=1000) is not None
+            replies.append(reply)
+        statements: list[int] = []
+
+        async def write(ends: list[store.Finished]) -> None:
+            statements.append(len(ends))
+            await store.finish_many(pool, ends)
+
+        batcher: Batcher[store.Finished] = Batcher(write)
+
+        def end(i: int, text: str, status: str = "complete") -> store.Finished:
+            return store.Finished(
+                reply_id=replies[i], text=text, status=status,
+                citations=[{"n": 1, "title": f"Глава {i}"}], usage={"finish_reason": "stop"},
+                input_tokens=10 + i, output_tokens=20 + i, provider="openai", model="m",
+                error="provider_error: сбой" if status == "failed" else None)
+
+        results = await asyncio.gather(
+            batcher.submit(end(0, "Ответ ноль")),
+            batcher.submit(end(1, "Ответ один [1]")),
+            batcher.submit(end(2, "bad \x00 text")),
+            batcher.submit(end(3, "Частичный ответ", "failed")),
+            return_exceptions=True)
+        assert results[:2] == [None, None] and results[3] is None
+        assert isinstance(results[2], Exception)
+        assert statements == [4, 1, 1, 1, 1]  # all four in one statement; refused: one by one
+        async with h.db.session() as session:
+            rows = {m.id: m for m in (await session.scalars(
+                select(Message).where(Message.id.in_(replies)))).all()}
+    assert rows[replies[0]].content == "Ответ ноль"
+    assert rows[replies[1]].status == MessageStatus.complete
+    assert rows[replies[1]].citations == [{"n": 1, "title": "Глава 1"}]
+    assert (rows[replies[1]].input_tokens, rows[replies[1]].output_tokens) == (11, 21)
+    assert rows[replies[2]].status == MessageStatus.streaming
+    assert rows[replies[3]].status == MessageStatus.failed
+    assert rows[replies[3]].error == "provider_error: сбой"
+    assert rows[replies[3]].usage == {"finish_reason": "stop"}
+    assert all(rows[r].finished_at is not None for r in (replies[0], replies[1], replies[3]))

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chat_server import metrics, retrieval
+from chat_server.batch import Batcher
 from chat_server.db import Database
 from chat_server.models import MessageStatus
 from chat_server.settings import Settings
@@ -171,6 +172,9 @@ class Tutor:
         # another instance. None: this process is the only one.
         self._signal = signal
         self._coalescer = Coalescer(self._publish_many, settings.reply_flush_ms / 1000)
+        # Replies that end together are stored together (one statement, one commit).
+        self._ends: Batcher[store.Finished] = Batcher(
+            lambda ends: store.finish_many(self.db.pool, ends))
         self.providers = providers
         self._slots = _Slots(settings.llm_max_concurrent_streams)
         self._starting = asyncio.Semaphore(STARTING_MAX)
@@ -308,6 +312,7 @@ class Tutor:
         tasks = {r.task for r in self._replies.values() if r.task is not None}
         if tasks:
             await asyncio.wait(tasks)
+        await self._ends.drain()  # a cancelled reply's end may still be on its way
         for task in (self._checkpointer, self._sweeper):
             if task is not None:
                 task.cancel()
@@ -556,12 +561,12 @@ class Tutor:
                   "interrupted": MessageStatus.interrupted}[finish]
         rid = str(reply.reply_id)
         try:
-            await store.finish(
-                self.db.pool, reply_id=reply.reply_id, text=text, status=status.value,
-                citations=citations, usage={**reply.usage.as_dict(), "finish_reason": finish},
+            await self._ends.submit(store.Finished(
+                reply_id=reply.reply_id, text=text, status=status.value, citations=citations,
+                usage={**reply.usage.as_dict(), "finish_reason": finish},
                 input_tokens=reply.usage.input_tokens, output_tokens=reply.usage.output_tokens,
                 provider=reply.provider, model=reply.model,
-                error=f"{code}: {message}" if code else None)
+                error=f"{code}: {message}" if code else None))
         except Exception:
             log.exception("could not store reply %s (%s)", rid, finish)
         # The conversation is free from here: a client may see reply.end (pub/sub) before our

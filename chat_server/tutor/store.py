@@ -1,10 +1,10 @@
 """The tutor's SQL: every statement of the chat hot path, on plain asyncpg (Database.pool).
 
 One `chat.send` is one statement (its conversation, both messages, whether the learner has
-passages in scope, and the history, in one round trip and one implicit transaction); one
-reply's end is one statement. The REST API reads the same rows through SQLAlchemy
-(models.py is the schema); here each statement is written out so that a message costs
-~0.2 ms of client CPU per round trip instead of a SQLAlchemy session's ~6 ms.
+passages in scope, and the history, in one round trip and one implicit transaction); the
+ends of the replies that end together are one statement. The REST API reads the same rows
+through SQLAlchemy (models.py is the schema); here each statement is written out so that a
+message costs ~0.2 ms of client CPU per round trip instead of a SQLAlchemy session's ~6 ms.
 
 One streaming reply per conversation is the database's rule (the partial unique index
 `uq_messages_one_streaming`, migration 0002): a second send into a conversation whose reply
@@ -183,17 +183,43 @@ async def reply_status(pool: asyncpg.Pool, user_id: uuid.UUID, reply_id: uuid.UU
     return status
 
 
-async def finish(pool: asyncpg.Pool, *, reply_id: uuid.UUID, text: str, status: str,
-                 citations: list[dict[str, Any]], usage: dict[str, Any], input_tokens: int,
-                 output_tokens: int, provider: str | None, model: str | None,
-                 error: str | None) -> None:
+@dataclass(slots=True)
+class Finished:
+    """One reply's end as stored: its final text, status and accounting."""
+
+    reply_id: uuid.UUID
+    text: str
+    status: str
+    citations: list[dict[str, Any]]
+    usage: dict[str, Any]
+    input_tokens: int
+    output_tokens: int
+    provider: str | None
+    model: str | None
+    error: str | None
+
+
+async def finish(pool: asyncpg.Pool, **fields: Any) -> None:
+    """One reply's end (the fields of `Finished`)."""
+    await finish_many(pool, [Finished(**fields)])
+
+
+async def finish_many(pool: asyncpg.Pool, ends: list[Finished]) -> None:
+    """The ends of several replies in one statement (one commit: see chat_server.batch)."""
     await pool.execute(
-        "update messages set content = $2, status = $3::message_status, citations = $4::jsonb, "
-        "usage = $5::jsonb, input_tokens = $6, output_tokens = $7, provider = $8, model = $9, "
-        "error = $10, finished_at = now() where id = $1",
-        reply_id, text, status, json.dumps(citations, ensure_ascii=False),
-        json.dumps(usage, ensure_ascii=False), input_tokens, output_tokens, provider, model,
-        error)
+        "update messages m set content = v.content, status = v.status::message_status, "
+        "citations = v.citations::jsonb, usage = v.usage::jsonb, input_tokens = v.inp, "
+        "output_tokens = v.outp, provider = v.provider, model = v.model, error = v.error, "
+        "finished_at = now() "
+        "from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], "
+        "$7::int[], $8::text[], $9::text[], $10::text[]) "
+        "as v(id, content, status, citations, usage, inp, outp, provider, model, error) "
+        "where m.id = v.id",
+        [e.reply_id for e in ends], [e.text for e in ends], [e.status for e in ends],
+        [json.dumps(e.citations, ensure_ascii=False) for e in ends],
+        [json.dumps(e.usage, ensure_ascii=False) for e in ends],
+        [e.input_tokens for e in ends], [e.output_tokens for e in ends],
+        [e.provider for e in ends], [e.model for e in ends], [e.error for e in ends])
 
 
 async def checkpoint(pool: asyncpg.Pool, ids: list[uuid.UUID], texts: list[str | None]) -> None:
