@@ -50,7 +50,7 @@ import psutil  # noqa: E402
 import uvloop  # noqa: E402
 from jose import jwt  # noqa: E402
 
-from load_tests.report import cpu_probe, pct  # noqa: E402
+from load_tests.report import cpu_probe, no_gc_pauses, pct  # noqa: E402
 from load_tests.wsclient import RawWebSocket  # noqa: E402
 from tests.support.fake_providers import (  # noqa: E402
     FakeProvider,
@@ -458,9 +458,10 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
     if not args.paced_only:
         one = await open_clients(port, 1, "one")
         await first_delta_round(one, 5)  # warm-up
-        cpu_a = cpu_seconds(pids)
-        lat1 = await first_delta_round(one, 20 if args.quick else 100)
-        cpu_b = cpu_seconds(pids)
+        with no_gc_pauses():
+            cpu_a = cpu_seconds(pids)
+            lat1 = await first_delta_round(one, 20 if args.quick else 100)
+            cpu_b = cpu_seconds(pids)
         send_cpu_ms = 1000 * (cpu_b["server"] - cpu_a["server"]) / max(1, len(lat1))
         await close_clients(one)
         # A learner with materials: retrieval runs (the question is embedded on this CPU, then
@@ -470,10 +471,12 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         await seed_materials(db_url, "materials-0")
         n_q = 20 if args.quick else 100
         await materials_round(reader, ["Warm-up: what is photosynthesis?"] * 3)
-        lat_new_q = await materials_round(reader, [
-            f"Question {i}: how does {TOPICS[i % len(TOPICS)]} relate to "
-            f"{TOPICS[(i * 5 + 1) % len(TOPICS)]}?" for i in range(n_q)])
-        lat_same_q = await materials_round(reader, ["How does entropy relate to osmosis?"] * n_q)
+        with no_gc_pauses():
+            lat_new_q = await materials_round(reader, [
+                f"Question {i}: how does {TOPICS[i % len(TOPICS)]} relate to "
+                f"{TOPICS[(i * 5 + 1) % len(TOPICS)]}?" for i in range(n_q)])
+            lat_same_q = await materials_round(
+                reader, ["How does entropy relate to osmosis?"] * n_q)
         await close_clients([reader])
         many = await open_clients(port, n_conc, "many")
         await first_delta_round(many, 1)  # warm-up
@@ -481,13 +484,15 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         async with httpx.AsyncClient() as http:
             m0 = (await http.get(base + "/metrics")).text
             t0 = time.monotonic()
-            lat_think, sends = await think_time_phase(many, think_s)
+            with no_gc_pauses():
+                lat_think, sends = await think_time_phase(many, think_s)
             think_elapsed = time.monotonic() - t0
             m1 = (await http.get(base + "/metrics")).text
         name = "tutorhub_tutor_first_delta_seconds"
         h0, h1 = histogram(m0, name), histogram(m1, name)
         server_p50, server_p99 = histogram_quantile(h0, h1, 0.5), histogram_quantile(h0, h1, 0.99)
-        lat_burst = await first_delta_round(many, 2 if args.quick else 5)
+        with no_gc_pauses():
+            lat_burst = await first_delta_round(many, 2 if args.quick else 5)
         await close_clients(many)
     n_paced = 100 if args.quick else 500
     paced_clients = await open_clients(port, n_paced, "paced")
@@ -496,7 +501,8 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         t0_metrics = histogram((await http.get(base + "/metrics")).text, tick)
         cpu0 = cpu_seconds(pids)
         probes.append(cpu_probe())
-        paced = await paced_phase(paced_clients, pids)
+        with no_gc_pauses():
+            paced = await paced_phase(paced_clients, pids)
         cpu1 = cpu_seconds(pids)
         t1_metrics = histogram((await http.get(base + "/metrics")).text, tick)
     ticks = int(t1_metrics.get(float("inf"), 0) - t0_metrics.get(float("inf"), 0))

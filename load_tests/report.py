@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def pct(values: list[float], q: float) -> float:
@@ -25,6 +28,22 @@ def cpu_probe() -> float:
             x += i & 7
         best = min(best, time.process_time() - started)
     return best * 1000
+
+
+@contextmanager
+def no_gc_pauses() -> Iterator[None]:
+    """The load generator's own cyclic collector off while it measures: holding every frame
+    it received (~150,000 in the streaming phase), a full collection paused the clients'
+    loop ~190 ms in the middle of a phase, and every frame arriving meanwhile was stamped
+    late: the server's latency, as measured, with the clients' pause added to it."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 class Report:
