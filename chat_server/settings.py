@@ -140,7 +140,8 @@ class Settings(BaseSettings):
     )
     reply_flush_ms: int = Field(
         30, description="Provider tokens of a reply are sent as one reply.delta at most this "
-        "often, milliseconds (the first token at once; 0 = one delta per token)."
+        "often, milliseconds (the tokens that arrive with the first at once; 0 = one delta per "
+        "token)."
     )
     reply_checkpoint_s: float = Field(
         5.0, ge=0, description="While a reply streams, its text so far is stored this often, "

@@ -318,10 +318,12 @@ def _reader(response: httpx2.Response, inner: Any) -> Read:
     return read
 
 
-def _deliverable(texts: list[str], *, paced: bool) -> list[str]:
-    """The texts of one network read to yield: each as it came, or, when paced, joined into one
-    (the coalescer would merge them into one delta anyway)."""
-    return ["".join(texts)] if paced and len(texts) > 1 else texts
+def _deliverable(texts: list[str], *, merge: bool) -> list[str]:
+    """The texts of one network read to yield: each as it came, or joined into one when the
+    consumer merges tokens into deltas anyway. Joined, tokens that arrived together leave
+    together: the first token of a reply goes out at once, and with it the rest of its read,
+    instead of one flush tick later."""
+    return ["".join(texts)] if merge and len(texts) > 1 else texts
 
 
 # What a body read raises when the connection fails: httpx2's own, or aiohttp's when the
@@ -392,6 +394,7 @@ class _SSEStream:
         self.usage = Usage()
         self.finish_reason: str | None = None
         self.pace: Callable[[], Awaitable[None]] | None = None
+        self.merge_reads = False  # set by a consumer that merges tokens into deltas anyway
         self._template = TextTemplate(self.key)
 
     def _event(self, kind: bytes, data: bytes) -> list[str]:
@@ -436,7 +439,8 @@ class _SSEStream:
                         raise
                 if texts:
                     started = True
-                    for text in _deliverable(texts, paced=self.pace is not None):
+                    for text in _deliverable(
+                            texts, merge=self.merge_reads or self.pace is not None):
                         yield text
                     texts = []
                 if self.pace is not None and started and not self._complete():

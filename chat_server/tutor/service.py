@@ -515,6 +515,8 @@ class Tutor:
                 attempts += 1
                 try:
                     async with provider.stream(request) as stream:
+                        if self._coalescer.pacing and hasattr(stream, "merge_reads"):
+                            stream.merge_reads = True  # tokens of one read: one delta
                         async for delta in stream:
                             reply.tokens += 1
                             reply.text.append(delta)
@@ -575,10 +577,11 @@ class Tutor:
             del self._by_conversation[reply.conversation_id]
         try:
             await _after_ack(reply)
-            if reply.pending is not None:
-                # Whatever the provider gave is delivered before the end (and is the stored text).
-                await self._coalescer.drain(reply.pending)
             events: list[Event] = []
+            if reply.pending is not None and (rest := self._coalescer.take_rest(reply.pending)):
+                # Whatever the provider gave is delivered before the end (and is the stored
+                # text): the last delta goes out with the end, in one publish.
+                events.append(rest)
             if code is not None:
                 events.append((reply.user, {"type": "reply.error", "reply_id": rid,
                                             "code": code, "message": message}))

@@ -5,7 +5,7 @@ bus event costs a Redis script call, a pub/sub message, a WebSocket frame and a 
 per token. Instead each reply buffers its tokens and one per-process tick (every
 `reply_flush_ms`) publishes every reply's pending text together, in one `Bus.publish_many`
 (one Redis round trip for all users). The first token of a reply does not wait for a tick
-(first-token latency), and a reply's pending text is flushed before its `reply.citations` /
+(first-token latency), and a reply's pending text is flushed with its `reply.citations` /
 `reply.end`, so a client sees: deltas with gapless `seq` from 1, whose texts concatenate to
 exactly the provider's tokens, then the end.
 
@@ -100,10 +100,12 @@ class Coalescer:
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.create_task(self._tick(), name="reply-flush")
 
-    async def drain(self, pending: Pending) -> None:
-        """Publish what is pending for this reply now (before its reply.end)."""
+    def take_rest(self, pending: Pending) -> Event | None:
+        """What is pending for this reply as its last delta, for the caller to publish with
+        its reply.end (None: nothing left)."""
         if self._dirty.pop(pending.reply_id, None) is not None and pending.parts:
-            await self._publish_many([pending.take()])
+            return pending.take()
+        return None
 
     def discard(self, pending: Pending) -> None:
         self._dirty.pop(pending.reply_id, None)
