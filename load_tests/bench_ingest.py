@@ -214,9 +214,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(report, encoding="utf-8")
-    print(f"\nwritten to {REPORT.relative_to(ROOT)}")
+    if args.queries == 300:  # a partial run does not replace the report
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text(report, encoding="utf-8")
+        print(f"\nwritten to {REPORT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -619,7 +619,7 @@ def main() -> None:
             provider.terminate()
             provider.wait(30)
     print(report)
-    if not args.paced_only:  # a partial run does not replace the report
+    if not (args.paced_only or args.quick):  # a partial run does not replace the report
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         REPORT.write_text(report, encoding="utf-8")
 
