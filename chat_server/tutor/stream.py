@@ -4,10 +4,10 @@ A provider emits tokens one by one (tens per second per reply); publishing each 
 bus event costs a Redis script call, a pub/sub message, a WebSocket frame and a client parse
 per token. Instead each reply buffers its tokens and one per-process tick (every
 `reply_flush_ms`) publishes every reply's pending text together, in one `Bus.publish_many`
-(one Redis round trip for all users). The first token of a reply does not wait for a tick
-(first-token latency), and a reply's pending text is flushed with its `reply.citations` /
-`reply.end`, so a client sees: deltas with gapless `seq` from 1, whose texts concatenate to
-exactly the provider's tokens, then the end.
+(one Redis round trip for all users). The first token of a reply (with whatever arrived in
+the same read) does not wait for a tick (first-token latency), and a reply's pending text
+goes out with its `reply.citations` / `reply.end`, so a client sees: deltas with gapless
+`seq` from 1, whose texts concatenate to exactly the provider's tokens, then the end.
 
 Ticks start every `reply_flush_ms` from the start of the previous one. Under load a tick
 stretches (it awaits its publish before the next one starts), so deltas grow instead of
