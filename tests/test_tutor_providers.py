@@ -147,15 +147,17 @@ async def test_a_whole_answer_in_one_read_streams_and_reuses_the_connection(
     settings: Settings, flavour: Flavour,
 ) -> None:
     """A provider that sends the head, every event and the end of the body in one write (the
-    benchmark's zero-latency provider): the text, usage and end come through exactly, and the
-    connection goes back to the pool."""
+    benchmark's zero-latency provider): the text, usage and end come through exactly, as one
+    reply.delta (tokens that arrive together leave together), and the connection goes back to
+    the pool."""
     async with FakeProvider() as fake:
         fake.script.extend([replace(flavour.stream(PIECES, output_tokens=7), at_once=True)
                             for _ in range(2)])
         async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
             for _ in range(2):
                 uid, _, ack, end = await _ask(h)
-                assert h.frames.text(uid, ack["reply_id"]) == "".join(PIECES)
+                deltas = h.frames.of(uid, ack["reply_id"], "reply.delta")
+                assert [(d["seq"], d["text"]) for d in deltas] == [(1, "".join(PIECES))]
                 assert end["finish_reason"] == "stop"
                 assert end["usage"] == {"input_tokens": flavour.input_tokens(), "output_tokens": 7}
     assert (len(fake.requests), fake.connections, fake.client_closed) == (2, 1, 0)
