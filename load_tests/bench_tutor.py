@@ -266,18 +266,36 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def paced_tokens(deltas: list[tuple[int, bytes]]) -> tuple[dict[str, int], list[float]]:
-    """Tokens per reply and each token's latency (ms) in these delta frames: paced tokens carry
-    their emit time (a hub that merges deltas still counts every token)."""
+def paced_tokens(deltas: list[tuple[int, bytes]]
+                 ) -> tuple[dict[str, int], list[tuple[int, float]]]:
+    """Tokens per reply and, per token, (arrival ns, latency ms) in these delta frames: paced
+    tokens carry their emit time (a hub that merges deltas still counts every token)."""
     tokens: dict[str, int] = {}
-    latencies: list[float] = []
+    stamped: list[tuple[int, float]] = []
     for now, payload in deltas:
         frame = json.loads(payload)
         for word in frame["text"].split():
             if word.isdigit():
-                latencies.append((now - int(word)) / 1e6)
+                stamped.append((now, (now - int(word)) / 1e6))
                 tokens[frame["reply_id"]] = tokens.get(frame["reply_id"], 0) + 1
-    return tokens, latencies
+    return tokens, stamped
+
+
+def timeline(stamped: list[tuple[int, float]], bin_s: float = 0.5) -> list[str]:
+    """Token latency p50 / p99 / max per `bin_s` of arrival time: shows when in the phase the
+    tail comes (the replies' starts, their ends, a pause of some process)."""
+    if not stamped:
+        return []
+    t0 = min(now for now, _ in stamped)
+    bins: dict[int, list[float]] = {}
+    for now, latency in stamped:
+        bins.setdefault(int((now - t0) / (bin_s * 1e9)), []).append(latency)
+    lines = ["| arrival (s) | tokens | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
+    for k in sorted(bins):
+        values = bins[k]
+        lines.append(f"| {k * bin_s:.1f} | {len(values)} | {pct(values, 0.5):.1f} | "
+                     f"{pct(values, 0.99):.1f} | {max(values):.1f} |")
+    return lines
 
 
 async def paced_phase(clients: list[Client], pids: dict[str, int]) -> dict[str, Any]:
@@ -310,18 +328,20 @@ async def paced_phase(clients: list[Client], pids: dict[str, int]) -> dict[str, 
         steady = await steady_task
     elapsed = time.monotonic() - t0
     got = 0
-    lat: list[float] = []
+    stamped: list[tuple[int, float]] = []
     in_window: list[float] = []
     finishes: dict[str, int] = {}
     for c, (cid, _), first, (lo, hi) in zip(clients, sent, start, steady["marks"], strict=True):
-        tokens, latencies = paced_tokens(c.deltas[first:])
+        tokens, mine = paced_tokens(c.deltas[first:])
         got += tokens.get(c.acks.get(cid, ""), 0)
-        lat += latencies
-        in_window += paced_tokens(c.deltas[lo:hi])[1]
+        stamped += mine
+        in_window += [latency for _, latency in paced_tokens(c.deltas[lo:hi])[1]]
         reason = c.ended.get(c.acks.get(cid, ""), {}).get("finish_reason", "refused")
         finishes[reason] = finishes.get(reason, 0) + 1
     steady["tokens"] = len(in_window)
+    lat = [latency for _, latency in stamped]
     return {"expected": len(clients) * PACED_TOKENS, "received": got, "elapsed_s": elapsed,
+            "timeline": timeline(stamped),
             "tokens_per_s": got / elapsed, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99),
             "max": max(lat) if lat else float("nan"), "finishes": finishes, "steady": steady,
             "steady_p50": pct(in_window, 0.5), "steady_p99": pct(in_window, 0.99)}
@@ -582,6 +602,9 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         f"- server flush ticks during the phase: {tick_line}",
         "",
     ]
+    if args.timeline:
+        lines += ["Token latency by arrival time (since the phase's first token):", "",
+                  *paced["timeline"], ""]
     return "\n".join(lines)
 
 
@@ -589,6 +612,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer users (a smoke run)")
     parser.add_argument("--paced-only", action="store_true", help="only the streaming phase")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also the streaming phase's token latency per half second")
     parser.add_argument("--provider", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.provider:
