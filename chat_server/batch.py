@@ -20,12 +20,17 @@ T = TypeVar("T")
 
 class Batcher(Generic[T]):
     """`await submit(item)` returns once `write` has stored a batch holding the item, or raises
-    what writing it raised. A failed batch is written again item by item, so one bad item
-    fails only its own submitter. One write runs at a time; a submitter that is cancelled
-    does not take its item back (it is written anyway: nothing is lost)."""
+    what writing it raised. A batch refused for its content (`refused(exc)`: the store
+    answered, e.g. one item's text cannot be stored) is written again item by item, so one
+    bad item fails only its own submitter; any other failure (the store unreachable) fails
+    the whole batch at once, without one slow failure per item. One write runs at a time; a
+    submitter that is cancelled does not take its item back (it is written anyway: nothing
+    is lost)."""
 
-    def __init__(self, write: Callable[[list[T]], Awaitable[None]], max_items: int = 256) -> None:
+    def __init__(self, write: Callable[[list[T]], Awaitable[None]], *,
+                 refused: Callable[[Exception], bool], max_items: int = 256) -> None:
         self._write = write
+        self._refused = refused
         self._max = max_items
         self._queue: list[tuple[T, asyncio.Future[None]]] = []
         self._runner: asyncio.Task[None] | None = None
@@ -48,8 +53,9 @@ class Batcher(Generic[T]):
             try:
                 await self._write([item for item, _ in batch])
             except Exception as exc:
-                if len(batch) == 1:
-                    _settle(batch[0][1], exc)
+                if len(batch) == 1 or not self._refused(exc):
+                    for _, fut in batch:
+                        _settle(fut, exc)
                     continue
                 log.warning("a batch of %d writes failed (%s); writing them one by one",
                             len(batch), exc)

@@ -24,7 +24,14 @@ class Store:
             await self.release.wait()
         if any(i < 0 for i in items):
             raise ValueError(f"refused {[i for i in items if i < 0]}")
+        if 0 in items:
+            raise ConnectionError("the store is unreachable")
         self.stored += items
+
+
+def _batcher(store: Store, max_items: int = 256) -> Batcher[int]:
+    return Batcher(store.write, refused=lambda exc: isinstance(exc, ValueError),
+                   max_items=max_items)
 
 
 async def _started(batcher: Batcher[int], items: list[int]) -> list[asyncio.Task[None]]:
@@ -36,7 +43,7 @@ async def _started(batcher: Batcher[int], items: list[int]) -> list[asyncio.Task
 
 async def test_items_arriving_during_a_write_go_out_together_next() -> None:
     store = Store()
-    batcher = Batcher(store.write)
+    batcher = _batcher(store)
     first = await _started(batcher, [1])
     assert store.calls == [[1]]  # alone: written at once
     rest = await _started(batcher, [2, 3, 4])
@@ -49,7 +56,7 @@ async def test_items_arriving_during_a_write_go_out_together_next() -> None:
 
 async def test_a_failed_batch_fails_only_its_bad_item() -> None:
     store = Store()
-    batcher = Batcher(store.write)
+    batcher = _batcher(store)
     first = await _started(batcher, [1])
     good1, bad, good2 = await _started(batcher, [2, -3, 4])
     store.release.set()
@@ -62,7 +69,7 @@ async def test_a_failed_batch_fails_only_its_bad_item() -> None:
 
 async def test_a_cancelled_submitter_still_gets_its_item_written_and_drain_waits() -> None:
     store = Store()
-    batcher = Batcher(store.write, max_items=2)
+    batcher = _batcher(store, max_items=2)
     first = await _started(batcher, [1])
     later = await _started(batcher, [2, 3, 4])
     later[0].cancel()
@@ -72,3 +79,18 @@ async def test_a_cancelled_submitter_still_gets_its_item_written_and_drain_waits
     assert store.stored == [1, 2, 3, 4]
     await asyncio.gather(*first, *later[1:])
     assert later[0].cancelled()
+
+
+async def test_an_unreachable_store_fails_the_whole_batch_at_once() -> None:
+    """Not refused for its content: no retry item by item (one slow failure each)."""
+    store = Store()
+    batcher = _batcher(store)
+    first = await _started(batcher, [1])
+    rest = await _started(batcher, [2, 0, 4])
+    store.release.set()
+    await asyncio.gather(*first)
+    for task in rest:
+        with pytest.raises(ConnectionError, match="unreachable"):
+            await task
+    assert store.calls == [[1], [2, 0, 4]]
+    assert store.stored == [1]

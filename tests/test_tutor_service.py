@@ -465,7 +465,7 @@ async def test_replies_ending_together_are_stored_in_one_statement_and_a_bad_one
             statements.append(len(ends))
             await store.finish_many(pool, ends)
 
-        batcher: Batcher[store.Finished] = Batcher(write)
+        batcher: Batcher[store.Finished] = Batcher(write, refused=store.refused)
 
         def end(i: int, text: str, status: str = "complete") -> store.Finished:
             return store.Finished(

@@ -174,7 +174,7 @@ class Tutor:
         self._coalescer = Coalescer(self._publish_many, settings.reply_flush_ms / 1000)
         # Replies that end together are stored together (one statement, one commit).
         self._ends: Batcher[store.Finished] = Batcher(
-            lambda ends: store.finish_many(self.db.pool, ends))
+            lambda ends: store.finish_many(self.db.pool, ends), refused=store.refused)
         self.providers = providers
         self._slots = _Slots(settings.llm_max_concurrent_streams)
         self._starting = asyncio.Semaphore(STARTING_MAX)

@@ -222,6 +222,12 @@ async def finish_many(pool: asyncpg.Pool, ends: list[Finished]) -> None:
         [e.provider for e in ends], [e.model for e in ends], [e.error for e in ends])
 
 
+def refused(exc: Exception) -> bool:
+    """Postgres answered and refused the statement (its data), as opposed to being
+    unreachable: worth trying its rows one by one."""
+    return isinstance(exc, asyncpg.PostgresError)
+
+
 async def checkpoint(pool: asyncpg.Pool, ids: list[uuid.UUID], texts: list[str | None]) -> None:
     """The heartbeat of streaming replies and their text so far (None: unchanged), one
     statement for all; `status = 'streaming'` keeps a reply that ended meanwhile (its final
