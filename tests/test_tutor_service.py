@@ -371,9 +371,10 @@ async def test_a_long_conversation_reads_back_only_the_history_its_prompt_can_us
                 model=None, material_ids=None, conversation_id=conv, socratic=None, title="t",
                 history_chars=chars)
             assert sent is not None
-            await store.finish(pool, reply_id=reply, text=f"Answer {i}. " + "because " * 20,
-                               status="complete", citations=[], usage={}, input_tokens=0,
-                               output_tokens=0, provider="offline", model=None, error=None)
+            await store.finish_many(pool, [store.Finished(
+                reply_id=reply, text=f"Answer {i}. " + "because " * 20, status="complete",
+                citations=[], usage={}, input_tokens=0, output_tokens=0, provider="offline",
+                model=None, error=None)])
             return sent
 
         conv = (await send(0, None, 10**9)).conversation_id

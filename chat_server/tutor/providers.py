@@ -9,9 +9,9 @@ provider's final event raises `ProviderError("provider_stream_cut")`.
 Both SDKs are used for what they are good at — auth, base_url, the request, status errors —
 but the request goes through the SDKs' documented call for custom requests (`client.post`
 with `cast_to=httpx.Response`, `stream=True`: the response unread) and the streamed body is
-read raw and parsed here: the SDKs'
-per-event SSE decoding and pydantic models cost 70 µs (anthropic) to 380 µs (openai) of CPU
-per token, more than everything else a token costs; our parser plus `json.loads` is ~20 µs.
+read raw and parsed here: the SDKs' per-event SSE decoding and pydantic models cost 70 µs
+(anthropic) to 380 µs (openai) of CPU per token, more than everything else a token costs;
+our parser plus `json.loads` is ~20 µs.
 When aiohttp is installed the SDKs' own aiohttp transport is used (C HTTP parser, and one
 read returns every chunk that has arrived). A stream's optional `pace` is awaited after each
 read once tokens flow: the tutor sets it to its flush tick, so a reply's socket is read once
@@ -53,7 +53,7 @@ class ReplyStream(Protocol):
     usage: Usage
     finish_reason: str | None
     # HTTP streams also have `pace`: awaited between network reads once tokens flow (set by
-    # the consumer); None = read on.
+    # the consumer); None = read on. And `merge_reads`: the texts of one read yielded as one.
 
     def __aiter__(self) -> AsyncIterator[str]: ...
 
@@ -396,6 +396,7 @@ class _SSEStream:
         self.pace: Callable[[], Awaitable[None]] | None = None
         self.merge_reads = False  # set by a consumer that merges tokens into deltas anyway
         self._template = TextTemplate(self.key)
+        self._ended = False  # the provider's last event came (set by `_event`)
 
     def _event(self, kind: bytes, data: bytes) -> list[str]:
         """One parsed event: its texts."""
@@ -403,7 +404,7 @@ class _SSEStream:
 
     def _over(self) -> bool:
         """The provider's last event came: the rest of the body is read, not parsed."""
-        raise NotImplementedError
+        return self._ended
 
     def _complete(self) -> bool:
         """The provider said how the reply ended (no more pacing; without it, a cut)."""
@@ -439,8 +440,7 @@ class _SSEStream:
                         raise
                 if texts:
                     started = True
-                    for text in _deliverable(
-                            texts, merge=self.merge_reads or self.pace is not None):
+                    for text in _deliverable(texts, merge=self.merge_reads):
                         yield text
                     texts = []
                 if self.pace is not None and started and not self._complete():
@@ -458,15 +458,8 @@ class _AnthropicStream(_SSEStream):
 
     provider, key, text_kind = "anthropic", "text", b"content_block_delta"
 
-    def __init__(self, response: httpx2.Response) -> None:
-        super().__init__(response)
-        self._stopped = False
-
-    def _over(self) -> bool:
-        return self._stopped
-
     def _complete(self) -> bool:
-        return self._stopped
+        return self._ended  # message_stop
 
     def _event(self, kind: bytes, data: bytes) -> list[str]:
         if kind == b"ping":
@@ -496,7 +489,7 @@ class _AnthropicStream(_SSEStream):
             if u.get("input_tokens"):
                 usage.input_tokens = u["input_tokens"]
         elif etype == "message_stop":
-            self._stopped = True
+            self._ended = True
         elif etype == "error":
             raise _from_status("anthropic", self._response.status_code, event,
                                self._response.headers)
@@ -558,19 +551,12 @@ class _OpenAIStream(_SSEStream):
 
     provider, key = "openai", "content"
 
-    def __init__(self, response: httpx2.Response) -> None:
-        super().__init__(response)
-        self._done = False
-
-    def _over(self) -> bool:
-        return self._done
-
     def _complete(self) -> bool:
         return self.finish_reason is not None
 
     def _event(self, kind: bytes, data: bytes) -> list[str]:
         if data.startswith(b"[DONE]"):
-            self._done = True
+            self._ended = True
             return []
         return self._chunk(data)
 

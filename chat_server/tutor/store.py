@@ -199,11 +199,6 @@ class Finished:
     error: str | None
 
 
-async def finish(pool: asyncpg.Pool, **fields: Any) -> None:
-    """One reply's end (the fields of `Finished`)."""
-    await finish_many(pool, [Finished(**fields)])
-
-
 async def finish_many(pool: asyncpg.Pool, ends: list[Finished]) -> None:
     """The ends of several replies in one statement (one commit: see chat_server.batch)."""
     await pool.execute(
