@@ -233,6 +233,26 @@ async def test_stream_cut_midway_fails_and_keeps_partial_text(
     assert len(fake.requests) == 1  # no retry once the learner has seen tokens
 
 
+async def test_a_slow_stream_cut_midway_keeps_every_token_before_the_cut(
+    settings: Settings, flavour: Flavour
+) -> None:
+    """Read by the flush tick (the connection tapped off aiohttp, tap.py) when it is cut:
+    the tokens that came just before the cut are delivered and stored too."""
+    pieces = [f"слово{i} " for i in range(60)]
+    async with FakeProvider() as fake:
+        fake.script.append(flavour.stream(pieces, delay_s=0.01, cut_after_pieces=40))
+        async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
+            uid, frame, ack, end = await _ask(h)
+            assert end["finish_reason"] == "failed"
+            (error,) = h.frames.of(uid, ack["reply_id"], "reply.error")
+            assert error["code"] == "provider_stream_cut"
+            partial = "".join(pieces[:40])
+            assert len(h.frames.of(uid, ack["reply_id"], "reply.delta")) > 2  # ticks read it
+            assert h.frames.text(uid, ack["reply_id"]) == partial
+            row = await _row(h, ack["reply_id"])
+            assert row.status == MessageStatus.failed and row.content == partial
+
+
 async def test_slow_stream_cancel_closes_the_provider_connection(
     settings: Settings, flavour: Flavour
 ) -> None:

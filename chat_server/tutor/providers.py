@@ -13,9 +13,9 @@ read raw and parsed here: the SDKs' per-event SSE decoding and pydantic models c
 (anthropic) to 380 µs (openai) of CPU per token, more than everything else a token costs;
 our parser plus `json.loads` is ~20 µs.
 When aiohttp is installed the SDKs' own aiohttp transport is used (C HTTP parser, and one
-read returns every chunk that has arrived). A stream's optional `pace` is awaited after each
-read once tokens flow: the tutor sets it to its flush tick, so a reply's socket is read once
-per tick, however many tokens arrived meanwhile (they would wait for the tick anyway).
+read returns every chunk that has arrived), and then a stream can also be polled: once tokens
+flow, the tutor's flush tick reads every reply's socket itself, once per tick, however many
+tokens arrived meanwhile (they would wait for the tick anyway), with no task woken per read.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import httpx2
 from chat_server.settings import Settings
 from chat_server.tutor.errors import ProviderError
 from chat_server.tutor.prompt import PromptRequest
+from chat_server.tutor.tap import Tap, TapError
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,8 @@ class Usage:
 class ReplyStream(Protocol):
     usage: Usage
     finish_reason: str | None
-    # HTTP streams also have `pace`: awaited between network reads once tokens flow (set by
-    # the consumer); None = read on. And `merge_reads`: the texts of one read yielded as one.
+    # HTTP streams also have `merge_reads` (the texts of one read yielded as one) and
+    # `pollable` / `resume()` / `poll()` (the body read without waiting: stream.Polled).
 
     def __aiter__(self) -> AsyncIterator[str]: ...
 
@@ -331,26 +332,6 @@ def _deliverable(texts: list[str], *, merge: bool) -> list[str]:
 _READ_ERRORS = (httpx2.TransportError, aiohttp.ClientError, TimeoutError)
 
 
-async def _pace(pace: Callable[[], Awaitable[None]], transport: Any) -> None:
-    """Wait for the consumer's tick with the socket unread: tokens arriving meanwhile stay in
-    the kernel and come in with one recv when reading resumes, not one wakeup each."""
-    paused = False
-    if transport is not None and not transport.is_closing():
-        try:
-            transport.pause_reading()
-            paused = True
-        except RuntimeError:
-            pass
-    try:
-        await pace()
-    finally:
-        if paused and not transport.is_closing():
-            try:
-                transport.resume_reading()
-            except RuntimeError:
-                pass
-
-
 def _http_client(sdk: Any, settings: Settings) -> Any:
     """The SDK's aiohttp-based client when aiohttp is installed, else None (the SDK default)."""
     try:
@@ -379,11 +360,19 @@ _ANTHROPIC_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": 
 
 
 class _SSEStream:
-    """The read loop both providers' streams share: each network read's complete events go
+    """The read path both providers' streams share: each network read's complete events go
     through the text template in one go when they are all plain text events, else one by one
-    (a text event the template knows, or parsed by the subclass's `_event`); the texts of one
-    read are yielded together, then the socket waits for the pace. Subclasses say which
-    events are text and when the stream is over."""
+    (a text event the template knows, or parsed by the subclass's `_event`). Subclasses say
+    which events are text and when the stream is over.
+
+    Two ways to read: iterate (each read's texts are yielded, together when `merge_reads`),
+    or, once tokens flow and when the body comes from aiohttp, let the consumer `poll` at its
+    own pace: `resume()` lets the socket be read, `poll()` takes what has arrived without
+    waiting and pauses the socket again, so tokens arriving meanwhile stay in the kernel and
+    come in with one recv, and no task wakes per read. From the first poll that finds the
+    body between two chunks, the connection is tapped (tap.py): its bytes skip aiohttp until
+    polling is over. Iteration after polling goes on where the polls stopped.
+    """
 
     provider = ""
     key = ""  # the JSON key that holds a text event's text
@@ -393,10 +382,15 @@ class _SSEStream:
         self._response = response
         self.usage = Usage()
         self.finish_reason: str | None = None
-        self.pace: Callable[[], Awaitable[None]] | None = None
         self.merge_reads = False  # set by a consumer that merges tokens into deltas anyway
         self._template = TextTemplate(self.key)
+        self._parser = SSEParser()
         self._ended = False  # the provider's last event came (set by `_event`)
+        self._started = False  # some text came
+        self._failure: ProviderError | None = None  # raised once the texts before it are out
+        self._inner = _aiohttp_of(response)
+        self._socket = _socket_of(self._inner)
+        self._tap: Tap | None = None
 
     def _event(self, kind: bytes, data: bytes) -> list[str]:
         """One parsed event: its texts."""
@@ -407,49 +401,102 @@ class _SSEStream:
         return self._ended
 
     def _complete(self) -> bool:
-        """The provider said how the reply ended (no more pacing; without it, a cut)."""
+        """The provider said how the reply ended (no more polling; without it, a cut)."""
         raise NotImplementedError
 
-    async def __aiter__(self) -> AsyncIterator[str]:
-        started = False
-        parser = SSEParser()
+    def _texts(self, raw: bytes) -> list[str]:
+        """The texts of one network read. An event that fails after texts of the same read
+        is kept in `_failure`: those texts are delivered first."""
+        block = self._parser.feed_block(raw)
+        if self._over() or not block:
+            return []
         template = self._template
-        inner = _aiohttp_of(self._response)
-        read, socket = _reader(self._response, inner), _socket_of(inner)
-        texts: list[str] = []
+        texts = template.texts(block)
+        if texts is not None:
+            return texts
+        texts = []
+        for kind, data in self._parser.events(block):
+            if self._over():
+                break  # the rest of the body is read to its end: the connection is reused
+            if kind == (self.text_kind or b"") and (text := template.match(data)) is not None:
+                if text:
+                    texts.append(text)
+                continue
+            try:
+                texts += self._event(kind, data)
+            except ProviderError as err:
+                if not texts:
+                    raise
+                self._failure = err
+                break
+        return texts
+
+    def _deliver(self, texts: list[str]) -> list[str]:
+        if texts:
+            self._started = True
+        return _deliverable(texts, merge=self.merge_reads)
+
+    def _cut(self) -> ProviderError:
+        return ProviderError("provider_stream_cut", _CUT.format(self.provider), retryable=True)
+
+    @property
+    def pollable(self) -> bool:
+        """Can be read by `poll` (the body comes from aiohttp)."""
+        return self._socket is not None
+
+    def resume(self) -> bool:
+        """Let a paused socket be read at the loop's next turn; False if it reads anyway."""
+        if self._socket.is_closing():
+            return False
         try:
-            while raw := await read():
-                block = parser.feed_block(raw)
-                fast = None if self._over() or not block else template.texts(block)
-                if fast is not None:
-                    texts += fast
-                    block = b""
-                for kind, data in parser.events(block) if block else ():
-                    if self._over():
-                        continue  # read on to the end of the body: the connection is reused
-                    if kind == (self.text_kind or b"") and (
-                            text := template.match(data)) is not None:
-                        if text:
-                            texts.append(text)
-                        continue
-                    try:
-                        texts += self._event(kind, data)
-                    except ProviderError:
-                        if texts:  # the text that came before the error is delivered first
-                            yield "".join(texts)
-                        raise
-                if texts:
-                    started = True
-                    for text in _deliverable(texts, merge=self.merge_reads):
-                        yield text
-                    texts = []
-                if self.pace is not None and started and not self._complete():
-                    await _pace(self.pace, socket)
+            self._socket.resume_reading()
+        except RuntimeError:
+            return False
+        return True
+
+    def poll(self) -> tuple[list[str], bool]:
+        """The texts that arrived since the last read, without waiting, and whether polling
+        is over (the provider said how the reply ended, or the body ended: iterate for the
+        rest). The socket is left paused until `resume()`."""
+        if self._failure is not None:
+            raise self._failure
+        content = self._inner.content
+        tap = self._tap
+        try:
+            raw = b""
+            if tap is None:
+                tap = self._tap = Tap.take(self._inner)  # between two chunks, or next time
+                raw = content.read_nowait()  # what aiohttp read before
+            if tap is not None:
+                raw += tap.read()
+        except (*_READ_ERRORS, TapError) as err:
+            raise _transport(self.provider, err, self._started) from err
+        texts = self._texts(raw) if raw else []
+        # Handed back (the body's last chunk came, or the connection ended), the rest of the
+        # body is aiohttp's: iterating reads it.
+        over = (self._complete() or self._failure is not None
+                or (tap.returned if tap is not None else content.at_eof()))
+        if tap is not None and over:
+            tap.give_back()
+        elif not over and not self._socket.is_closing():
+            try:
+                self._socket.pause_reading()
+            except RuntimeError:
+                pass
+        return self._deliver(texts), over
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        read = _reader(self._response, self._inner)
+        try:
+            while self._failure is None and (raw := await read()):
+                for text in self._deliver(self._texts(raw)):
+                    yield text
         except _READ_ERRORS as err:
-            raise _transport(self.provider, err, started) from err
+            raise _transport(self.provider, err, self._started) from err
+        if self._failure is not None:
+            raise self._failure
         if not self._complete():
-            raise ProviderError("provider_stream_cut", _CUT.format(self.provider),
-                                retryable=True)
+            raise self._cut()
         self.finish_reason = self.finish_reason or "stop"
 
 

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from chat_server import metrics, retrieval
 from chat_server.batch import Batcher
@@ -52,7 +52,7 @@ from chat_server.tutor.prompt import (
     estimate_tokens,
 )
 from chat_server.tutor.providers import Provider, Usage
-from chat_server.tutor.stream import Coalescer, Event, Pending, PublishMany
+from chat_server.tutor.stream import Coalescer, Event, Pending, Polled, PublishMany
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ class Reply:
     material_ids: list[uuid.UUID] | None
     socratic: bool
     text: list[str] = field(default_factory=list)
-    tokens: int = 0  # provider deltas received (the delta seq is the coalescer's)
-    checkpointed: int = 0  # `tokens` when its text was last stored while streaming
+    checkpointed: int = 0  # len(text) when it was last stored while streaming
     pending: Pending | None = None
     history: list[Turn] = field(default_factory=list)
     has_chunks: bool = False
@@ -461,8 +460,8 @@ class Tutor:
         live = [r for r in self._replies.values() if r.ending is None]
         if not live:
             return 0
-        counts = [r.tokens for r in live]
-        texts = ["".join(r.text) if r.tokens != r.checkpointed else None for r in live]
+        counts = [len(r.text) for r in live]
+        texts = ["".join(r.text) if len(r.text) != r.checkpointed else None for r in live]
         await store.checkpoint(self.db.pool, [r.reply_id for r in live], texts)
         for reply, count in zip(live, counts, strict=True):
             reply.checkpointed = count
@@ -518,25 +517,26 @@ class Tutor:
                         if self._coalescer.pacing and hasattr(stream, "merge_reads"):
                             stream.merge_reads = True  # tokens of one read: one delta
                         async for delta in stream:
-                            reply.tokens += 1
                             reply.text.append(delta)
                             reply.usage = stream.usage
-                            first = reply.pending is None
-                            if reply.pending is None:
-                                await _after_ack(reply)
-                                reply.pending = self._coalescer.open(reply.user, reply.reply_id)
+                            if reply.pending is not None:
+                                await self._coalescer.add(reply.pending, delta)
+                                continue
+                            await _after_ack(reply)
+                            reply.pending = self._coalescer.open(reply.user, reply.reply_id)
                             await self._coalescer.add(reply.pending, delta)
-                            if first:
-                                self._started(reply)
-                                if self._coalescer.pacing and hasattr(stream, "pace"):
-                                    # Read the provider once per flush tick from now on.
-                                    stream.pace = self._coalescer.next_tick
-                                metrics.tutor_first_delta_seconds.observe(
-                                    time.perf_counter() - reply.received)
+                            self._started(reply)
+                            metrics.tutor_first_delta_seconds.observe(
+                                time.perf_counter() - reply.received)
+                            if self._coalescer.pacing and getattr(stream, "pollable", False):
+                                # From here the flush tick reads the provider, once per tick;
+                                # iterating goes on with what follows (the end of the body).
+                                await self._coalescer.follow(reply.pending, cast(Polled, stream),
+                                                            reply.text)
                         reply.usage = stream.usage
                         return stream.finish_reason or "stop"
                 except ProviderError as err:
-                    if reply.tokens > 0:
+                    if reply.text:
                         raise  # the learner saw part of this answer: no retry, no mixing
                     last = err
                     if not err.retryable or attempt == self.settings.llm_retries:

@@ -13,10 +13,11 @@ Ticks start every `reply_flush_ms` from the start of the previous one. Under loa
 stretches (it awaits its publish before the next one starts), so deltas grow instead of
 queueing up: backpressure without losing a token.
 
-`next_tick()` lets a reply's provider stream wait for the tick between network reads: what
-arrives meanwhile is read in one go when the tick fires, just before the tick publishes
-(it would not have been published earlier anyway), so a socket read and its trip through
-the HTTP client's layers are paid once per tick, not once per token.
+`follow()` hands a reply's provider stream to the tick once its tokens flow: each tick lets
+every followed socket be read once, takes what arrived of each without waiting (it would
+not have been published earlier anyway) and publishes it — one socket read per reply per
+tick, however many tokens came, and no task woken per read: the reply's task sleeps until
+its stream is over.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring  # json.dumps(str, ensure_ascii=False), in C
-from typing import Any
+from typing import Any, Protocol
 
 from chat_server import metrics
 
@@ -35,6 +36,26 @@ log = logging.getLogger(__name__)
 # (user, event): the event as a dict, or already encoded as bus.event_json would.
 Event = tuple[str, dict[str, Any] | str]
 PublishMany = Callable[[list[Event]], Awaitable[list[int]]]
+
+
+class Polled(Protocol):
+    """A provider stream read by the tick (providers._SSEStream)."""
+
+    def resume(self) -> bool:
+        """Let a paused socket be read at the loop's next turn; False if it reads anyway."""
+
+    def poll(self) -> tuple[list[str], bool]:
+        """The texts that arrived, without waiting, and whether polling is over; leaves the
+        socket paused until `resume()`. Raises the stream's fault."""
+        ...
+
+
+class _Followed:
+    __slots__ = ("pending", "source", "sink", "done")
+
+    def __init__(self, pending: Pending, source: Polled, sink: list[str],
+                 done: asyncio.Future[None]) -> None:
+        self.pending, self.source, self.sink, self.done = pending, source, sink, done
 
 
 class Pending:
@@ -66,7 +87,7 @@ class Coalescer:
         self._flush_s = flush_s
         self._dirty: dict[str, Pending] = {}  # replies with pending text, oldest first
         self._ticker: asyncio.Task[None] | None = None
-        self._tick_waiters: list[asyncio.Future[None]] = []
+        self._followed: dict[str, _Followed] = {}
 
     def open(self, user: str, reply_id: uuid.UUID) -> Pending:
         return Pending(user, reply_id)
@@ -89,12 +110,17 @@ class Coalescer:
     def pacing(self) -> bool:
         return self._flush_s > 0
 
-    async def next_tick(self) -> None:
-        """Return when the next flush tick fires (before it takes what is pending)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tick_waiters.append(fut)
+    async def follow(self, pending: Pending, source: Polled, sink: list[str]) -> None:
+        """Read `source` at every tick until its polling is over: its texts are appended to
+        `sink` and published with the tick. Raises what the source raises (the texts before
+        it are published first)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._followed[pending.reply_id] = _Followed(pending, source, sink, done)
         self._run_ticker()
-        await fut
+        try:
+            await done
+        finally:
+            self._followed.pop(pending.reply_id, None)
 
     def _run_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
@@ -111,26 +137,17 @@ class Coalescer:
         self._dirty.pop(pending.reply_id, None)
 
     async def _tick(self) -> None:
-        # Runs while some reply has pending text or waits for a tick; then exits (no idle
-        # wakeups).
+        # Runs while some reply has pending text or is followed; then exits (no idle wakeups).
         loop = asyncio.get_running_loop()
         due = loop.time()
-        while self._dirty or self._tick_waiters:
+        while self._dirty or self._followed:
             # A tick every flush_s from the start of the last one, not flush_s after its
             # publish: a pause after a long tick would add to every token's wait.
             due = max(due + self._flush_s, loop.time())
             await asyncio.sleep(due - loop.time())
             fired = loop.time()
-            waiters, self._tick_waiters = self._tick_waiters, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-            # The woken streams read what arrived and queue it, then wait for the next tick;
-            # this tick publishes it. A few loop turns (socket read, parse) at most.
-            for _ in range(8 if waiters else 0):
-                await asyncio.sleep(0)
-                if len(self._tick_waiters) >= len(waiters):
-                    break
+            if self._followed:
+                await self._read_followed()
             batch, self._dirty = list(self._dirty.values()), {}
             events = [p.take() for p in batch if p.parts]
             if not events:
@@ -142,3 +159,33 @@ class Coalescer:
                 for p in batch:
                     p.error = exc
             metrics.tutor_flush_tick_seconds.observe(loop.time() - fired)
+
+    async def _read_followed(self) -> None:
+        followed = list(self._followed.values())
+        resumed = False
+        for f in followed:
+            resumed = f.source.resume() or resumed
+        if resumed:
+            # Two loop turns: the loop reads every resumed socket that has data (uvloop in
+            # the first turn; asyncio runs this task before the reads it finds, so in the
+            # second).
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+        for f in followed:
+            if f.done.done():  # cancelled meanwhile
+                continue
+            pending = f.pending
+            try:
+                if pending.error is not None:
+                    raise pending.error
+                texts, over = f.source.poll()
+            except BaseException as exc:
+                f.done.set_exception(exc)
+                continue
+            if texts:
+                pending.parts += texts
+                f.sink += texts
+                if pending.reply_id not in self._dirty:
+                    self._dirty[pending.reply_id] = pending
+            if over:
+                f.done.set_result(None)
