@@ -26,6 +26,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from json.encoder import encode_basestring  # json.dumps(str, ensure_ascii=False), in C
 from typing import Any, Protocol
 
@@ -50,12 +51,12 @@ class Polled(Protocol):
         ...
 
 
+@dataclass(slots=True)
 class _Followed:
-    __slots__ = ("pending", "source", "sink", "done")
-
-    def __init__(self, pending: Pending, source: Polled, sink: list[str],
-                 done: asyncio.Future[None]) -> None:
-        self.pending, self.source, self.sink, self.done = pending, source, sink, done
+    pending: Pending
+    source: Polled
+    sink: list[str]  # the reply's text so far
+    done: asyncio.Future[None]  # polling is over (or failed)
 
 
 class Pending:
@@ -179,7 +180,7 @@ class Coalescer:
                 if pending.error is not None:
                     raise pending.error
                 texts, over = f.source.poll()
-            except BaseException as exc:
+            except Exception as exc:
                 f.done.set_exception(exc)
                 continue
             if texts:
