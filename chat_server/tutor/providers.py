@@ -36,6 +36,7 @@ import httpx2
 from chat_server.settings import Settings
 from chat_server.tutor.errors import ProviderError
 from chat_server.tutor.prompt import PromptRequest
+from chat_server.tutor.stream import Polled
 from chat_server.tutor.tap import Tap, TapError
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,14 @@ class Usage:
 class ReplyStream(Protocol):
     usage: Usage
     finish_reason: str | None
-    # HTTP streams also have `merge_reads` (the texts of one read yielded as one) and
-    # `pollable` / `resume()` / `poll()` (the body read without waiting: stream.Polled).
+    merge_reads: bool  # set by a consumer that merges tokens into deltas anyway: the texts
+    # of one network read are yielded as one
 
     def __aiter__(self) -> AsyncIterator[str]: ...
+
+    def polled(self) -> Polled | None:
+        """The stream as a consumer's tick reads it, without waiting (once tokens flow), or
+        None: iterate it."""
 
 
 class Provider(Protocol):
@@ -439,10 +444,8 @@ class _SSEStream:
     def _cut(self) -> ProviderError:
         return ProviderError("provider_stream_cut", _CUT.format(self.provider), retryable=True)
 
-    @property
-    def pollable(self) -> bool:
-        """Can be read by `poll` (the body comes from aiohttp)."""
-        return self._socket is not None
+    def polled(self) -> Polled | None:
+        return self if self._socket is not None else None  # the body comes from aiohttp
 
     def resume(self) -> bool:
         """Let a paused socket be read at the loop's next turn; False if it reads anyway."""

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from chat_server import metrics, retrieval
 from chat_server.batch import Batcher
@@ -52,7 +52,7 @@ from chat_server.tutor.prompt import (
     estimate_tokens,
 )
 from chat_server.tutor.providers import Provider, Usage
-from chat_server.tutor.stream import Coalescer, Event, Pending, Polled, PublishMany
+from chat_server.tutor.stream import Coalescer, Event, Pending, PublishMany
 
 log = logging.getLogger(__name__)
 
@@ -514,8 +514,8 @@ class Tutor:
                 attempts += 1
                 try:
                     async with provider.stream(request) as stream:
-                        if self._coalescer.pacing and hasattr(stream, "merge_reads"):
-                            stream.merge_reads = True  # tokens of one read: one delta
+                        polled = stream.polled() if self._coalescer.pacing else None
+                        stream.merge_reads = self._coalescer.pacing  # a read's tokens: a delta
                         async for delta in stream:
                             reply.text.append(delta)
                             reply.usage = stream.usage
@@ -528,11 +528,10 @@ class Tutor:
                             self._started(reply)
                             metrics.tutor_first_delta_seconds.observe(
                                 time.perf_counter() - reply.received)
-                            if self._coalescer.pacing and getattr(stream, "pollable", False):
+                            if polled is not None:
                                 # From here the flush tick reads the provider, once per tick;
                                 # iterating goes on with what follows (the end of the body).
-                                await self._coalescer.follow(reply.pending, cast(Polled, stream),
-                                                            reply.text)
+                                await self._coalescer.follow(reply.pending, polled, reply.text)
                         reply.usage = stream.usage
                         return stream.finish_reason or "stop"
                 except ProviderError as err:
