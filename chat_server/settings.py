@@ -100,7 +100,8 @@ class Settings(BaseSettings):
         1000, description="Events kept per user for resume (capped stream length)."
     )
     history_ttl_s: int = Field(
-        86_400, description="Seconds a user's event history lives after its last event."
+        86_400, description="Seconds a user's event history lives after its last event (in "
+        "Redis at least 99% of it)."
     )
     shutdown_timeout_s: float = Field(
         10.0, description="Seconds in-flight replies get to finish on SIGTERM."

@@ -7,8 +7,10 @@ and delivers it in one step, so every event has its offset (`o`) before anyone s
 Redis layout per user (the `{uid}` hash tag keeps a user's keys in one cluster slot):
 `th:{uid}:s` capped stream whose entry IDs are `<offset>-0`, `th:{uid}:n` offset counter,
 `th:{uid}:e` epoch, channel `th:{uid}`. All three keys expire `ttl_s` after the last
-event. The epoch is random and recreated (with counter and stream) whenever it is gone,
-so a flushed or expired history is never mistaken for the old one.
+event (their TTLs are renewed when less than 99% is left: one TTL check per publish instead
+of three EXPIREs, a sixth of Redis's work per event; a history may end 1% early). The
+epoch is random and recreated (with counter and stream) whenever it is gone, so a flushed
+or expired history is never mistaken for the old one.
 """
 
 from __future__ import annotations
@@ -222,9 +224,11 @@ local ev = ARGV[1]
 local frame = string.sub(ev, 1, -2) .. ',"o":' .. o .. '}'
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], o .. '-0', 'f', frame)
 local ttl = tonumber(ARGV[4])
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('EXPIRE', KEYS[3], ttl)
+if redis.call('TTL', KEYS[3]) < ttl * 0.99 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
 redis.call('PUBLISH', ARGV[5], o .. ' ' .. e .. ' ' .. frame)
 return o
 """
