@@ -215,42 +215,30 @@ async def test_anthropic_overloaded_529_and_sse_error_event_are_retried(
     assert len(fake.requests) == 3
 
 
-async def test_stream_cut_midway_fails_and_keeps_partial_text(
-    settings: Settings, flavour: Flavour
+@pytest.mark.parametrize("slow", [False, True], ids=["at-once", "slow"])
+async def test_stream_cut_midway_fails_and_keeps_every_token_before_the_cut(
+    settings: Settings, flavour: Flavour, slow: bool
 ) -> None:
+    """The reply ends failed with the text before the cut delivered and stored, and is not
+    retried; slow, the stream is read by the flush tick (the connection tapped off aiohttp,
+    tap.py) when the cut comes."""
+    pieces, cut = ([f"слово{i} " for i in range(60)], 40) if slow else (PIECES, 3)
     async with FakeProvider() as fake:
-        fake.script.append(flavour.stream(PIECES, cut_after_pieces=3))
+        fake.script.append(flavour.stream(pieces, delay_s=0.01 if slow else 0.0,
+                                          cut_after_pieces=cut))
         async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
             uid, frame, ack, end = await _ask(h)
             assert end["finish_reason"] == "failed"
             (error,) = h.frames.of(uid, ack["reply_id"], "reply.error")
             assert error["code"] == "provider_stream_cut"
-            partial = "".join(PIECES[:3])
+            partial = "".join(pieces[:cut])
             assert h.frames.text(uid, ack["reply_id"]) == partial
+            if slow:
+                assert len(h.frames.of(uid, ack["reply_id"], "reply.delta")) > 2  # ticks read it
             row = await _row(h, ack["reply_id"])
             assert row.status == MessageStatus.failed
             assert row.content == partial
     assert len(fake.requests) == 1  # no retry once the learner has seen tokens
-
-
-async def test_a_slow_stream_cut_midway_keeps_every_token_before_the_cut(
-    settings: Settings, flavour: Flavour
-) -> None:
-    """Read by the flush tick (the connection tapped off aiohttp, tap.py) when it is cut:
-    the tokens that came just before the cut are delivered and stored too."""
-    pieces = [f"слово{i} " for i in range(60)]
-    async with FakeProvider() as fake:
-        fake.script.append(flavour.stream(pieces, delay_s=0.01, cut_after_pieces=40))
-        async with tutor_harness(flavour.settings(settings, fake.base_url)) as h:
-            uid, frame, ack, end = await _ask(h)
-            assert end["finish_reason"] == "failed"
-            (error,) = h.frames.of(uid, ack["reply_id"], "reply.error")
-            assert error["code"] == "provider_stream_cut"
-            partial = "".join(pieces[:40])
-            assert len(h.frames.of(uid, ack["reply_id"], "reply.delta")) > 2  # ticks read it
-            assert h.frames.text(uid, ack["reply_id"]) == partial
-            row = await _row(h, ack["reply_id"])
-            assert row.status == MessageStatus.failed and row.content == partial
 
 
 async def test_slow_stream_cancel_closes_the_provider_connection(
