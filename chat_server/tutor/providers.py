@@ -441,9 +441,6 @@ class _SSEStream:
             self._started = True
         return _deliverable(texts, merge=self.merge_reads)
 
-    def _cut(self) -> ProviderError:
-        return ProviderError("provider_stream_cut", _CUT.format(self.provider), retryable=True)
-
     def polled(self) -> Polled | None:
         return self if self._socket is not None else None  # the body comes from aiohttp
 
@@ -499,7 +496,8 @@ class _SSEStream:
         if self._failure is not None:
             raise self._failure
         if not self._complete():
-            raise self._cut()
+            raise ProviderError("provider_stream_cut", _CUT.format(self.provider),
+                                retryable=True)
         self.finish_reason = self.finish_reason or "stop"
 
 

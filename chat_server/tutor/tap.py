@@ -59,7 +59,7 @@ class Tap(asyncio.Protocol):
         handler._drop_timeout()
         transport.set_protocol(tap)
         try:
-            transport.resume_reading()
+            transport.resume_reading()  # aiohttp's flow control may have paused it
         except RuntimeError:
             pass
         return tap
