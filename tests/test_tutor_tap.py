@@ -12,6 +12,7 @@ import pytest
 
 from chat_server.tutor.tap import Tap, TapError
 from tests.support.fake_providers import FakeProvider, openai_stream
+from tests.support.tls import loopback_tls
 
 PIECES = [f"токен{i} word{i} " for i in range(40)]
 
@@ -38,11 +39,16 @@ async def _drain(tap: Tap, wait_s: float = 5.0) -> bytes:
     raise AssertionError("the tap never gave the connection back")
 
 
-async def test_a_tapped_body_reads_exactly_and_its_connection_is_pooled() -> None:
-    async with FakeProvider() as fake:
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+async def test_a_tapped_body_reads_exactly_and_its_connection_is_pooled(tls: bool) -> None:
+    """Over TLS too, as real providers are reached: the tap sits on the TLS transport's
+    decrypted side."""
+    server_tls, client_tls = loopback_tls() if tls else (None, None)
+    async with FakeProvider(tls=server_tls) as fake:
         fake.script.append(openai_stream(PIECES, delay_s=0.005))
         fake.script.append(openai_stream(PIECES))
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        connector = aiohttp.TCPConnector(limit=1, ssl=client_tls if tls else True)
+        async with aiohttp.ClientSession(connector=connector) as session:
             async with session.post(fake.base_url + "/v1/chat/completions", json={}) as r:
                 before, tap = await _tapped(r)
                 tapped = await _drain(tap)
@@ -55,11 +61,15 @@ async def test_a_tapped_body_reads_exactly_and_its_connection_is_pooled() -> Non
     assert fake.client_closed == 0
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 async def test_a_connection_lost_while_tapped_is_a_payload_error_after_the_bytes_before_it(
+    tls: bool
 ) -> None:
-    async with FakeProvider() as fake:
+    server_tls, client_tls = loopback_tls() if tls else (None, None)
+    async with FakeProvider(tls=server_tls) as fake:
         fake.script.append(openai_stream(PIECES, delay_s=0.005, cut_after_pieces=20))
-        async with aiohttp.ClientSession() as session:
+        connector = aiohttp.TCPConnector(ssl=client_tls if tls else True)
+        async with aiohttp.ClientSession(connector=connector) as session:
             async with session.post(fake.base_url + "/v1/chat/completions", json={}) as r:
                 before, tap = await _tapped(r)
                 tapped = await _drain(tap)  # given back when the connection closes

@@ -20,6 +20,7 @@ import asyncio
 import heapq
 import json
 import os
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -59,7 +60,9 @@ class Recorded:
 
 
 class FakeProvider:
-    def __init__(self, default: Scripted | Callable[[Recorded], Scripted] | None = None) -> None:
+    def __init__(self, default: Scripted | Callable[[Recorded], Scripted] | None = None,
+                 *, tls: ssl.SSLContext | None = None) -> None:
+        self._tls = tls  # serve https with this server context
         self.script: deque[Scripted] = deque()
         self.default = default
         self.requests: list[Recorded] = []
@@ -74,10 +77,11 @@ class FakeProvider:
     def base_url(self) -> str:
         assert self._server is not None
         port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{port}"
 
     async def __aenter__(self) -> FakeProvider:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, backlog=1024)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, backlog=1024,
+                                                  ssl=self._tls)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
