@@ -47,7 +47,7 @@ async def test_a_tapped_body_reads_exactly_and_its_connection_is_pooled(tls: boo
     async with FakeProvider(tls=server_tls) as fake:
         fake.script.append(openai_stream(PIECES, delay_s=0.005))
         fake.script.append(openai_stream(PIECES))
-        connector = aiohttp.TCPConnector(limit=1, ssl=client_tls if tls else True)
+        connector = aiohttp.TCPConnector(limit=1, ssl=client_tls or True)
         async with aiohttp.ClientSession(connector=connector) as session:
             async with session.post(fake.base_url + "/v1/chat/completions", json={}) as r:
                 before, tap = await _tapped(r)
@@ -68,7 +68,7 @@ async def test_a_connection_lost_while_tapped_is_a_payload_error_after_the_bytes
     server_tls, client_tls = loopback_tls() if tls else (None, None)
     async with FakeProvider(tls=server_tls) as fake:
         fake.script.append(openai_stream(PIECES, delay_s=0.005, cut_after_pieces=20))
-        connector = aiohttp.TCPConnector(ssl=client_tls if tls else True)
+        connector = aiohttp.TCPConnector(ssl=client_tls or True)
         async with aiohttp.ClientSession(connector=connector) as session:
             async with session.post(fake.base_url + "/v1/chat/completions", json={}) as r:
                 before, tap = await _tapped(r)
