@@ -395,6 +395,7 @@ class _SSEStream:
         self._failure: ProviderError | None = None  # raised once the texts before it are out
         self._inner = _aiohttp_of(response)
         self._socket = _socket_of(self._inner)
+        self._tappable = self._socket is not None and Tap.tappable(self._inner)
         self._tap: Tap | None = None
 
     def _event(self, kind: bytes, data: bytes) -> list[str]:
@@ -465,7 +466,8 @@ class _SSEStream:
         try:
             raw = b""
             if tap is None:
-                tap = self._tap = Tap.take(self._inner)  # between two chunks, or next time
+                if self._tappable:
+                    tap = self._tap = Tap.take(self._inner)  # between two chunks, or later
                 raw = content.read_nowait()  # what aiohttp read before
             if tap is not None:
                 raw += tap.read()

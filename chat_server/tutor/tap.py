@@ -40,20 +40,28 @@ class Tap(asyncio.Protocol):
         self._last = time.monotonic()
         self.returned = False
 
+    @staticmethod
+    def tappable(inner: Any) -> bool:
+        """The aiohttp response `inner` can ever be tapped: a chunked body without content
+        coding, on an aiohttp that has what the tap uses (decided once, from its headers)."""
+        handler = getattr(inner.connection, "protocol", None)
+        return (hasattr(inner.content, "_http_chunk_splits")
+                and hasattr(inner.content, "total_bytes")
+                and hasattr(handler, "_drop_timeout")
+                and inner.headers.get("Content-Encoding", "identity").lower() == "identity"
+                and "chunked" in inner.headers.get("Transfer-Encoding", "").lower())
+
     @classmethod
     def take(cls, inner: Any) -> Tap | None:
-        """Tap the aiohttp response `inner` if it can be, else None (read it as usual)."""
+        """Tap the `tappable` aiohttp response `inner` if it stands between two chunks now,
+        else None (try again later)."""
         content = inner.content
-        splits = getattr(content, "_http_chunk_splits", None)
-        connection = inner.connection
-        handler: Any = getattr(connection, "protocol", None)
+        splits = content._http_chunk_splits
+        handler: Any = getattr(inner.connection, "protocol", None)
         transport = getattr(handler, "transport", None)
-        if (not splits or splits[-1] != getattr(content, "total_bytes", None)
+        if (not splits or splits[-1] != content.total_bytes
                 or content.exception() is not None or content.is_eof()
-                or inner.headers.get("Content-Encoding", "identity").lower() != "identity"
-                or "chunked" not in inner.headers.get("Transfer-Encoding", "").lower()
-                or transport is None or transport.is_closing()
-                or not hasattr(handler, "_drop_timeout")):
+                or transport is None or transport.is_closing()):
             return None
         tap = cls(transport, handler, getattr(handler, "read_timeout", None))
         handler._drop_timeout()
