@@ -209,12 +209,15 @@ async def main_async(args: argparse.Namespace) -> str:
     return report.text()
 
 
+DEFAULT_QUERIES = 300
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--queries", type=int, default=DEFAULT_QUERIES)
     args = parser.parse_args()
     report = asyncio.run(main_async(args))
-    if args.queries == 300:  # a partial run does not replace the report
+    if args.queries == DEFAULT_QUERIES:  # a partial run does not replace the report
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         REPORT.write_text(report, encoding="utf-8")
         print(f"\nwritten to {REPORT.relative_to(ROOT)}")
