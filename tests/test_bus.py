@@ -288,6 +288,39 @@ async def test_redis_one_event_redis_cannot_take_fails_alone(redis_url: str) -> 
         assert [e["n"] for _, _, e in sink.got] == [0, 2]
 
 
+async def test_redis_publish_many_fails_with_its_bad_event_and_publishes_the_rest(
+        redis_url: str) -> None:
+    sink = Sink()
+    async with open_bus(redis_url, sink, max_events=100, ttl_s=30) as bus:
+        await bus.subscribe("u1")
+        events: list[tuple[str, dict[str, Any] | str]] = [
+            ("u1", {"type": "x", "n": 0}), ("u1", {"type": "x", "n": 1, "bad": "\ud800"}),
+            ("u1", {"type": "x", "n": 2})]
+        with pytest.raises(UnicodeEncodeError):
+            await bus.publish_many(events)
+        assert await bus.publish("u1", {"type": "x", "n": 3}) == 3
+        await sink.wait_for(3)
+        assert [(o, e["n"]) for _, o, e in sink.got] == [(1, 0), (2, 2), (3, 3)]
+
+
+async def test_redis_calls_larger_than_a_batch_keep_their_order(redis_url: str) -> None:
+    """Calls are batched whole, up to BATCH_MAX events (a larger call goes alone): each gets
+    its own offsets, in the order the calls were made."""
+    sink = Sink()
+    async with open_bus(redis_url, sink, max_events=100, ttl_s=30) as bus:
+        bus.BATCH_MAX = 3  # type: ignore[attr-defined]
+        await bus.subscribe("u1")
+        calls = [bus.publish_many([("u1", {"type": "x", "n": n}) for n in range(5)]),
+                 bus.publish("u1", {"type": "x", "n": 5}),
+                 bus.publish("u1", {"type": "x", "n": 6}),
+                 bus.publish_many([("u1", {"type": "x", "n": n}) for n in (7, 8)]),
+                 bus.publish_many([("u1", {"type": "x", "n": n}) for n in range(9, 13)])]
+        assert await asyncio.gather(*calls) == [
+            [1, 2, 3, 4, 5], 6, 7, [8, 9], [10, 11, 12, 13]]
+        await sink.wait_for(13)
+        assert [(o, e["n"]) for _, o, e in sink.got] == [(n + 1, n) for n in range(13)]
+
+
 async def test_signals_reach_every_handler_and_are_not_user_events(open_test_bus: OpenBus) -> None:
     async with open_test_bus() as (bus, sink):
         got: list[dict[str, Any]] = []
