@@ -343,9 +343,8 @@ class RedisBus(Bus):
         self._since = self._redis.register_script(_SINCE)
         self._subs: dict[str, _Sub] = {}
         self._pubsub: _PubSub | None = None
-        # One entry per publish / publish_many call: ((user id, event JSON) pairs, an epoch
-        # candidate, the call's future). One future per call, not per event: a flush tick of
-        # 500 replies resolved 500 futures and gathered them (~5% of the server's CPU).
+        # One entry per publish / publish_many call, with one future: a flush tick of 500
+        # replies waits on one future, not on 500 gathered ones.
         self._outbox: list[_Outgoing] = []
         # Publishes go out on a connection of their own (_Publisher), not redis-py's pipeline:
         # its per-command packing and per-reply parsing cost more than the rest of a publish.
