@@ -390,7 +390,9 @@ class _SSEStream:
         self.merge_reads = False  # set by a consumer that merges tokens into deltas anyway
         self._template = TextTemplate(self.key)
         self._parser = SSEParser()
-        self._ended = False  # the provider's last event came (set by `_event`)
+        # The provider's last event came (set by `_event`): the rest of the body is read, not
+        # parsed.
+        self._ended = False
         self._started = False  # some text came
         self._failure: ProviderError | None = None  # raised once the texts before it are out
         self._inner = _aiohttp_of(response)
@@ -402,10 +404,6 @@ class _SSEStream:
         """One parsed event: its texts."""
         raise NotImplementedError
 
-    def _over(self) -> bool:
-        """The provider's last event came: the rest of the body is read, not parsed."""
-        return self._ended
-
     def _complete(self) -> bool:
         """The provider said how the reply ended (no more polling; without it, a cut)."""
         raise NotImplementedError
@@ -414,7 +412,7 @@ class _SSEStream:
         """The texts of one network read. An event that fails after texts of the same read
         is kept in `_failure`: those texts are delivered first."""
         block = self._parser.feed_block(raw)
-        if self._over() or not block:
+        if self._ended or not block:
             return []
         template = self._template
         texts = template.texts(block)
@@ -422,7 +420,7 @@ class _SSEStream:
             return texts
         texts = []
         for kind, data in self._parser.events(block):
-            if self._over():
+            if self._ended:
                 break  # the rest of the body is read to its end: the connection is reused
             if kind == (self.text_kind or b"") and (text := template.match(data)) is not None:
                 if text:
