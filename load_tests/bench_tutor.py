@@ -332,10 +332,12 @@ async def paced_phase(clients: list[Client], pids: dict[str, int]) -> dict[str, 
     in_window: list[float] = []
     finishes: dict[str, int] = {}
     for c, (cid, _), first, (lo, hi) in zip(clients, sent, start, steady["marks"], strict=True):
-        tokens, mine = paced_tokens(c.deltas[first:])
-        got += tokens.get(c.acks.get(cid, ""), 0)
-        stamped += mine
-        in_window += [latency for _, latency in paced_tokens(c.deltas[lo:hi])[1]]
+        # Before, in and after the steady window: each frame parsed once.
+        parts = [paced_tokens(c.deltas[a:b]) for a, b in ((first, lo), (lo, hi), (hi, None))]
+        for tokens, mine in parts:
+            got += tokens.get(c.acks.get(cid, ""), 0)
+            stamped += mine
+        in_window += [latency for _, latency in parts[1][1]]
         reason = c.ended.get(c.acks.get(cid, ""), {}).get("finish_reason", "refused")
         finishes[reason] = finishes.get(reason, 0) + 1
     steady["tokens"] = len(in_window)
