@@ -616,6 +616,9 @@ def main() -> None:
     parser.add_argument("--paced-only", action="store_true", help="only the streaming phase")
     parser.add_argument("--timeline", action="store_true",
                         help="also the streaming phase's token latency per half second")
+    parser.add_argument("--engine", choices=["auto", "redis", "memory"], default="auto",
+                        help="the server's bus: auto = Redis when redis-server runs here (the "
+                             "report's setup); memory = the embedded single-process mode")
     parser.add_argument("--provider", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.provider:
@@ -632,7 +635,8 @@ def main() -> None:
                 from tests.support.services import database_uri
 
                 db_url = database_uri(pg_uri, "postgres")
-                engine = asyncio.run(bus_engine(rs.url))
+                engine = (args.engine if args.engine != "auto"
+                          else asyncio.run(bus_engine(rs.url)))
                 server, port = start_server(db_url, rs.url, engine, provider_url, workdir)
                 try:
                     pids = {"server": server.pid, "provider": provider.pid, "clients": os.getpid()}
@@ -646,7 +650,8 @@ def main() -> None:
             provider.terminate()
             provider.wait(30)
     print(report)
-    if not (args.paced_only or args.quick):  # a partial run does not replace the report
+    # A partial run, or one on the in-process bus, does not replace the report.
+    if not (args.paced_only or args.quick or args.engine == "memory"):
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         REPORT.write_text(report, encoding="utf-8")
 
