@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from chat_server.tutor.tap import Tap, TapError
-from tests.support.fake_providers import FakeProvider, openai_stream
+from tests.support.fake_providers import FakeProvider, http_chunk, openai_stream
 from tests.support.tls import loopback_tls
 
 PIECES = [f"токен{i} word{i} " for i in range(40)]
@@ -139,7 +139,7 @@ async def test_only_a_plain_chunked_body_is_tapped() -> None:
 
         body = gzip.compress(b"data: hello\n\n")
         writer.write(CHUNKED.replace(b"\r\n\r\n", b"\r\ncontent-encoding: gzip\r\n\r\n")
-                     + b"%x\r\n%s\r\n" % (len(body), body))
+                     + http_chunk(body))
         await asyncio.sleep(0.3)
         writer.write(b"0\r\n\r\n")
 

@@ -161,7 +161,7 @@ class FakeProvider:
         head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode()
         if (streaming and reply.at_once and reply.stream is None and not reply.delay_s
                 and reply.cut_after is None and reply.paced is None):
-            writer.write(head_bytes + b"".join(_http_chunk(piece) for piece in reply.chunks)
+            writer.write(head_bytes + b"".join(http_chunk(piece) for piece in reply.chunks)
                          + b"0\r\n\r\n")
             await writer.drain()
             return True
@@ -202,7 +202,7 @@ class FakeProvider:
             elif watcher.done():
                 self._closed()
                 return False
-            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            writer.write(http_chunk(piece))
             await writer.drain()
             sent += 1
         writer.write(b"0\r\n\r\n")
@@ -315,7 +315,8 @@ def openai_error(status: int, message: str, kind: str = "server_error",
     return Scripted(status=status, headers=headers, chunks=[body])
 
 
-def _http_chunk(piece: bytes) -> bytes:
+def http_chunk(piece: bytes) -> bytes:
+    """`piece` framed as one chunk of a chunked HTTP/1.1 body."""
     return b"%x\r\n%s\r\n" % (len(piece), piece)
 
 
@@ -334,7 +335,7 @@ class _PacedStream:
         self.rid = b"chatcmpl-" + os.urandom(12).hex().encode()
         # A token chunk split around its text: each token is written without json.dumps.
         self.head, self.tail = self._own(openai_chunk("@TOKEN@")).split(b"@TOKEN@")
-        self.transport.write(_http_chunk(self._own(openai_chunk(""))))
+        self.transport.write(http_chunk(self._own(openai_chunk(""))))
 
     def _own(self, chunk: bytes) -> bytes:
         return chunk.replace(b'"chatcmpl-fake"', b'"' + self.rid + b'"', 1)
@@ -349,12 +350,12 @@ class _PacedStream:
         due = min(self.spec.count, max(self.sent + 1, int((now - self.start) * self.spec.per_s) + 1))
         if due > self.sent:
             piece = self.head + b"%d " % wall_ns + self.tail
-            self.transport.write(_http_chunk(piece) * (due - self.sent))
+            self.transport.write(http_chunk(piece) * (due - self.sent))
             self.sent = due
         if self.sent >= self.spec.count:
-            self.transport.write(_http_chunk(self._own(openai_chunk(None, "stop")))
-                                 + _http_chunk(self._own(openai_usage(10, self.spec.count)))
-                                 + _http_chunk(DONE) + b"0\r\n\r\n")
+            self.transport.write(http_chunk(self._own(openai_chunk(None, "stop")))
+                                 + http_chunk(self._own(openai_usage(10, self.spec.count)))
+                                 + http_chunk(DONE) + b"0\r\n\r\n")
             self.stop()
 
     def stop(self) -> None:
