@@ -15,8 +15,9 @@ from contextlib import (
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from chat_server import redact
 from chat_server.db import check_migrated, migrate_async, open_database
-from chat_server.errors import BodyLimitMiddleware, install_error_handlers
+from chat_server.errors import BodyLimitMiddleware, BodyRule, install_error_handlers
 from chat_server.metrics import router as metrics_router
 from chat_server.routes import auth, conversations, health, materials
 from chat_server.routes import static as static_routes
@@ -33,9 +34,28 @@ def components() -> list[Component]:
     from chat_server.hub.lifespan import hub_lifespan
     from chat_server.tutor import lifespan as tutor_lifespan
     from workers.broker import lifespan as broker_lifespan
+    from workers.uploads import sweep_lifespan
 
     # The tutor stays last: it publishes on the hub's bus and is stopped first.
-    return [hub_lifespan, broker_lifespan, tutor_lifespan]
+    return [auth_lifespan, hub_lifespan, broker_lifespan, sweep_lifespan, tutor_lifespan]
+
+
+@asynccontextmanager
+async def auth_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Password hashing threads and the login throttle."""
+    from chat_server.auth import Passwords
+    from chat_server.throttle import open_throttle
+
+    settings: Settings = app.state.settings
+    redact.add_secrets([settings.resolved_secret_key()])  # also when generated into data_dir
+    passwords = Passwords(settings.password_hash_threads)
+    try:
+        async with open_throttle(settings) as throttle:
+            app.state.passwords = passwords
+            app.state.login_throttle = throttle
+            yield
+    finally:
+        passwords.close()
 
 
 @asynccontextmanager
@@ -100,10 +120,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.readiness = {}
+    redact.install([settings.secret_key, settings.embed_secret, settings.anthropic_api_key,
+                    settings.openai_api_key, settings.metrics_token])
     install_error_handlers(app)
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_json_body_bytes,
-        exempt_prefixes=("/materials/text",),
+        BodyLimitMiddleware, default=BodyRule(settings.max_json_body_bytes), rules={
+            # The upload: multipart, its own limit (the file and the form around it).
+            ("POST", "/materials"): BodyRule(settings.max_upload_bytes + 65_536,
+                                             multipart=True),
+            # max_text_chars of any script (a \uXXXX escape is 6 bytes per character).
+            ("POST", "/materials/text"): BodyRule(settings.max_text_chars * 6 + 65_536),
+        },
     )
     if settings.cors_origins:
         # Outermost, so refusals (413…) carry CORS headers too. Bearer tokens, never cookies:

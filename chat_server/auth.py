@@ -2,12 +2,22 @@
 
 Both HTTP and WebSocket authentication go through `authenticate`, so a token
 means the same thing on every entry point.
+
+Every token of ours carries the user's token generation (`gen`): a password change raises
+it, and from then on every access and refresh token issued before is refused, on REST and on
+sockets alike. Refresh tokens are also single use (routes/auth.py): each has a row in
+`refresh_tokens`, in a family started by a login.
+
+Password hashing (argon2: ~50 ms of a core and 64 MiB per hash) runs in `Passwords`' own few
+threads, never on the event loop and never in the default pool the rest of the app shares.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_server.models import User
 from chat_server.settings import Settings
+from chat_server.text import clean_text
 
 ALGORITHM = "HS256"
 TokenType = Literal["access", "refresh"]
@@ -41,6 +52,7 @@ class AuthError(Exception):
 class Identity:
     user: User
     expires_at: float  # unix seconds
+    generation: int = 0  # the token generation the token was issued at (embed tokens: 0)
 
 
 def hash_password(password: str) -> str:
@@ -54,11 +66,35 @@ def verify_password(password: str, password_hash: str | None) -> bool:
         return False
 
 
-def create_token(settings: Settings, user_id: uuid.UUID, typ: TokenType) -> str:
+class Passwords:
+    """hash/verify on `threads` threads of their own; callers beyond wait (without a thread)."""
+
+    def __init__(self, threads: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads),
+                                        thread_name_prefix="password-hash")
+        self._slots = asyncio.Semaphore(max(1, threads))
+
+    async def hash(self, password: str) -> str:
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, hash_password, password)
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, verify_password, password, password_hash)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def create_token(settings: Settings, user_id: uuid.UUID, typ: TokenType, *,
+                 generation: int = 0, jti: uuid.UUID | None = None) -> str:
     now = int(time.time())
     ttl = settings.access_token_ttl_s if typ == "access" else settings.refresh_token_ttl_s
     claims = {
-        "sub": str(user_id), "typ": typ, "iat": now, "exp": now + ttl, "jti": uuid.uuid4().hex
+        "sub": str(user_id), "typ": typ, "iat": now, "exp": now + ttl,
+        "jti": (jti or uuid.uuid4()).hex, "gen": generation,
     }
     return jwt.encode(claims, settings.resolved_secret_key(), algorithm=ALGORITHM)
 
@@ -70,15 +106,36 @@ def _decode(token: str, key: str) -> dict[str, object]:
     )
 
 
-def decode_token(settings: Settings, token: str, typ: TokenType) -> tuple[uuid.UUID, float]:
-    """Validate one of our own tokens and return (user id, expiry)."""
+@dataclass(frozen=True)
+class Claims:
+    user_id: uuid.UUID
+    expires_at: float
+    generation: int
+    jti: uuid.UUID | None
+    legacy: bool  # issued before tokens carried `gen` (migration 0003)
+
+
+def decode_claims(settings: Settings, token: str, typ: TokenType) -> Claims:
+    """Validate one of our own tokens (signature, expiry, type) and return its claims."""
     try:
         claims = _decode(token, settings.resolved_secret_key())
         if claims.get("typ") != typ:
             raise AuthError()
-        return uuid.UUID(str(claims["sub"])), float(claims["exp"])  # type: ignore[arg-type]
-    except (JWTError, ValueError, KeyError, TypeError) as exc:
+        generation = claims.get("gen", 0)
+        if not isinstance(generation, int):
+            raise AuthError()
+        jti = claims.get("jti")
+        return Claims(uuid.UUID(str(claims["sub"])), float(claims["exp"]),  # type: ignore[arg-type]
+                      generation, uuid.UUID(str(jti)) if jti is not None else None,
+                      "gen" not in claims)
+    except (JWTError, ValueError, KeyError, TypeError, UnicodeError) as exc:
         raise AuthError() from exc
+
+
+def decode_token(settings: Settings, token: str, typ: TokenType) -> tuple[uuid.UUID, float]:
+    """Validate one of our own tokens and return (user id, expiry)."""
+    claims = decode_claims(settings, token, typ)
+    return claims.user_id, claims.expires_at
 
 
 def decode_embed_token(settings: Settings, token: str) -> tuple[str, str | None, float]:
@@ -87,13 +144,15 @@ def decode_embed_token(settings: Settings, token: str) -> tuple[str, str | None,
         raise AuthError()
     try:
         claims = _decode(token, settings.embed_secret)
-    except JWTError as exc:
+    except (JWTError, UnicodeError) as exc:
         raise AuthError() from exc
     sub = str(claims.get("sub", "")).strip()
-    if not sub or len(sub) > 200:
+    if not sub or len(sub) > 200 or not clean_text(sub):
         raise AuthError()
     name = claims.get("name")
-    return f"embed:{sub}", str(name)[:200] if name else None, float(claims["exp"])  # type: ignore[arg-type]
+    # A host's display name is shown, not trusted: what Postgres can't store is dropped.
+    shown = "".join(c for c in str(name)[:200] if clean_text(c)) if name else None
+    return f"embed:{sub}", shown or None, float(claims["exp"])  # type: ignore[arg-type]
 
 
 async def user_for_external_id(
@@ -118,11 +177,13 @@ async def user_for_external_id(
 async def authenticate(session: AsyncSession, settings: Settings, token: str) -> Identity:
     """Resolve an access token or an embed token to its user; embed users appear on first sight."""
     try:
-        user_id, exp = decode_token(settings, token, "access")
+        claims = decode_claims(settings, token, "access")
     except AuthError:
         external_id, name, exp = decode_embed_token(settings, token)
         return Identity(await user_for_external_id(session, external_id, name), exp)
-    user = await session.get(User, user_id)
+    user = await session.get(User, claims.user_id)
     if user is None:
         raise AuthError()
-    return Identity(user, exp)
+    if claims.generation != user.token_generation:
+        raise AuthError("This token was revoked (the password changed); log in again.")
+    return Identity(user, claims.expires_at, claims.generation)

@@ -214,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         level=get_settings().log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from chat_server import redact
+
+    settings = get_settings()
+    redact.install([settings.secret_key, settings.embed_secret, settings.anthropic_api_key,
+                    settings.openai_api_key, settings.metrics_token])
     if get_settings().log_level.lower() != "debug":
         for noisy in ("pgserver", "alembic.runtime.plugins"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

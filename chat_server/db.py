@@ -92,8 +92,11 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 @asynccontextmanager
 async def open_database(url: str, pool_size: int = 10) -> AsyncIterator[Database]:
+    # hide_parameters: a failed statement's error (and so its log line) never carries the
+    # values it was given (password hashes, emails, texts).
     engine = create_async_engine(
-        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+        hide_parameters=True,
     )
     try:
         # min_size=0: no connection until the first chat message (CLI commands never open

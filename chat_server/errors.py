@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,21 +30,47 @@ _CODES = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code or _CODES.get(status, "error")
+        self.headers = headers
 
 
 def error_body(code: str, message: str, **extra: object) -> dict[str, object]:
-    return {"error": code, "message": message, **extra}
+    # A message never echoes raw input, but keep it encodable whatever it quotes.
+    return {"error": code, "message": message.encode("utf-8", "replace").decode(), **extra}
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database (or the network to it) is unreachable right now, as opposed to a bug:
+    a client gets 503 `unavailable` (REST) or close 1013 (socket) and tries again."""
+    import asyncpg
+    import sqlalchemy.exc as sa_exc
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        if isinstance(cause, OSError | TimeoutError | sa_exc.OperationalError
+                      | sa_exc.InterfaceError | sa_exc.TimeoutError
+                      | asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+                      | asyncpg.CannotConnectNowError | asyncpg.OperatorInterventionError
+                      | asyncpg.TooManyConnectionsError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status,
+                            headers=exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -68,29 +96,64 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if is_unavailable(exc):
+            log.warning("request failed, the database is unavailable: %s", type(exc).__name__)
+            return JSONResponse(
+                error_body("unavailable", "The service is unavailable right now; try again."),
+                status_code=503, headers={"Retry-After": "1"})
         log.exception("unhandled error", exc_info=exc)
         return JSONResponse(
             error_body("internal", "Something went wrong on our side."), status_code=500
         )
 
 
-class BodyLimitMiddleware:
-    """Refuse non-upload request bodies above a byte limit before they are read whole."""
+@dataclass(frozen=True)
+class BodyRule:
+    """How large a body one route takes, and whether multipart/* is accepted there."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
+    max_bytes: int
+    multipart: bool = False
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised from `receive` once a streamed body passes its limit (FastAPI re-raises
+    HTTPExceptions met while reading a body; the handler above renders it)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body is larger than {limit} bytes.")
+
+
+class BodyLimitMiddleware:
+    """One body limit for every route and content type, checked before a byte is read.
+
+    Each request gets the rule of its (method, path), else `default`. A declared
+    Content-Length over the limit is refused at once (413); a streamed body is cut off with 413
+    as soon as it passes the limit, so no route ever holds more than its limit. multipart/*
+    is refused at once (415) except on the routes whose rule allows it (uploads, which also
+    authenticate before reading the body): no login or JSON route parses or spools a form.
+    The connection of a refused body is closed (the rest of it is never read).
+    """
+
+    def __init__(self, app: ASGIApp, default: BodyRule,
+                 rules: dict[tuple[str, str], BodyRule] | None = None) -> None:
         self.app = app
-        self.max_bytes = max_bytes
-        self.exempt_prefixes = exempt_prefixes
+        self.default = default
+        self.rules = rules or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _is_multipart(scope) or scope["path"].startswith(
-            self.exempt_prefixes
-        ):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        rule = self.rules.get((scope["method"], scope["path"]), self.default)
+        if _is_multipart(scope) and not rule.multipart:
+            await _refuse(send, 415, "unsupported_media_type",
+                          "multipart bodies are accepted only by the upload route "
+                          "(POST /materials); send JSON or a URL-encoded form.")
+            return
+        limit = rule.max_bytes
         length = _content_length(scope)
-        if length is not None and length > self.max_bytes:
-            await _too_large(send, self.max_bytes)
+        if length is not None and length > limit:
+            await _refuse(send, 413, "too_large", f"Request body is larger than {limit} bytes.")
             return
         seen = 0
         started = False
@@ -100,8 +163,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge()
+                if seen > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -112,13 +175,9 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             if not started:
-                await _too_large(send, self.max_bytes)
-
-
-class _BodyTooLarge(Exception):
-    pass
+                await _refuse(send, 413, "too_large", f"Request body is larger than {limit} bytes.")
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -137,21 +196,18 @@ def _content_length(scope: Scope) -> int | None:
 
 
 def _is_multipart(scope: Scope) -> bool:
-    return (_header(scope, b"content-type") or b"").startswith(b"multipart/")
+    return (_header(scope, b"content-type") or b"").strip().lower().startswith(b"multipart/")
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    import json
-
-    body = json.dumps(
-        error_body("too_large", f"Request body is larger than {limit} bytes.")
-    ).encode()
+async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps(error_body(code, message)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode())],
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close")],
         }
     )
     await send({"type": "http.response.body", "body": body})

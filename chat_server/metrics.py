@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import hmac
+
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -75,8 +77,17 @@ bus_reconnects = Counter(
 router = APIRouter(tags=["health"])
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics() -> Response:
+@router.get("/metrics", summary="Prometheus metrics (Bearer TUTORHUB_METRICS_TOKEN when set)",
+            response_class=Response)
+async def metrics(request: Request) -> Response:
+    token: str | None = request.app.state.settings.metrics_token
+    if token:  # it tells how many users and sockets there are: not for everyone when set
+        given = request.headers.get("authorization", "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+            from chat_server.errors import ApiError
+
+            raise ApiError(401, "Send `Authorization: Bearer <TUTORHUB_METRICS_TOKEN>`.",
+                           headers={"WWW-Authenticate": "Bearer"})
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

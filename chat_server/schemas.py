@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, EmailStr, Field
+
+from chat_server.text import PROBLEM, SafeStr, clean_text
+
+
+def _checked_email(value: Any) -> Any:
+    if isinstance(value, str) and not clean_text(value):
+        raise ValueError(PROBLEM)
+    return value
+
+
+# Every str a request carries is a SafeStr: no NUL, no lone surrogate (422 otherwise).
+SafeEmail = Annotated[EmailStr, BeforeValidator(_checked_email)]
 
 
 class RegisterIn(BaseModel):
-    email: EmailStr
-    password: str = Field(min_length=8, max_length=256)
-    display_name: str | None = Field(None, max_length=200)
+    email: SafeEmail
+    password: SafeStr = Field(min_length=8, max_length=256)
+    display_name: SafeStr | None = Field(None, max_length=200)
+
+
+class PasswordChangeIn(BaseModel):
+    current_password: SafeStr = Field(max_length=256)
+    new_password: SafeStr = Field(min_length=8, max_length=256)
 
 
 class TokenPair(BaseModel):
@@ -23,7 +40,7 @@ class TokenPair(BaseModel):
 
 
 class RefreshIn(BaseModel):
-    refresh_token: str = Field(max_length=4096)
+    refresh_token: SafeStr = Field(max_length=4096)
 
 
 class UserPublic(BaseModel):
@@ -51,12 +68,12 @@ class MessagePublic(BaseModel):
 
 
 class ConversationCreate(BaseModel):
-    title: str = Field("New conversation", min_length=1, max_length=200)
+    title: SafeStr = Field("New conversation", min_length=1, max_length=200)
     socratic: bool = False
 
 
 class ConversationUpdate(BaseModel):
-    title: str | None = Field(None, min_length=1, max_length=200)
+    title: SafeStr | None = Field(None, min_length=1, max_length=200)
     socratic: bool | None = None
 
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,7 +66,26 @@ class Settings(BaseSettings):
         'embed the widget), JSON list, e.g. ["https://school.example"]. Empty: same origin only.',
     )
     max_json_body_bytes: int = Field(
-        1_048_576, description="Largest JSON request body accepted, bytes (413 beyond)."
+        1_048_576, description="Largest request body of every route but the uploads, bytes, "
+        "whatever its content type (413 beyond; multipart is refused with 415 outside uploads)."
+    )
+    login_rate_limit_account: str = Field(
+        "10/minute", description="Failed logins (or password changes) allowed per account, in "
+        "the `limits` package's notation (e.g. \"10/minute;100/day\"); beyond it 429 with "
+        "Retry-After, even for the right password. In Redis when redis_url is set (shared by "
+        "every instance), else in memory."
+    )
+    login_rate_limit_address: str = Field(
+        "50/minute", description="Failed logins allowed per client address (the same notation "
+        "and storage). Behind a proxy, let uvicorn see the client's address (--proxy-headers)."
+    )
+    password_hash_threads: int = Field(
+        2, description="Threads that hash and verify passwords (argon2: ~50 ms of a core and "
+        "64 MiB each), apart from the event loop; more logins at once wait for one."
+    )
+    metrics_token: str | None = Field(
+        None, description="Bearer token GET /metrics requires (Authorization: Bearer …). "
+        "Unset: /metrics is open."
     )
 
     # --- hub (WebSocket) --------------------------------------------------------
@@ -157,6 +176,15 @@ class Settings(BaseSettings):
 
     # --- ingestion ------------------------------------------------------------
     max_upload_bytes: int = Field(50 * 1024 * 1024, description="Largest PDF upload, bytes.")
+    upload_orphan_grace_s: float = Field(
+        3600.0, description="A file in data_dir/uploads that no material refers to is deleted "
+        "once it is this old, seconds (a failed or abandoned upload; an upload in progress is "
+        "younger)."
+    )
+    upload_sweep_interval_s: float = Field(
+        3600.0, description="How often the server looks for such orphaned uploads, seconds "
+        "(also once at start)."
+    )
     max_pdf_pages: int = Field(2000, description="Pages read from one PDF at most.")
     max_extracted_chars: int = Field(
         5_000_000, description="Characters extracted from one material at most."
@@ -210,6 +238,14 @@ class Settings(BaseSettings):
         40, description="Candidates taken from each of vector and keyword search before fusion."
     )
     retrieval_rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
+
+    @field_validator("login_rate_limit_account", "login_rate_limit_address")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value)  # ValueError names what is wrong
+        return value
 
     # --- derived ----------------------------------------------------------------
     @property

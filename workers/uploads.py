@@ -4,30 +4,43 @@ The PDF goes to a temporary file under data_dir/uploads as it arrives (never who
 memory), hashed and size-checked on the way, and is recognised by its magic bytes. A material
 row is created (or the user's existing one with the same content returned) and the ingestion
 task kicked. The file waits under data_dir/uploads for the worker (shared with workers).
+
+No way out leaves a file behind: a failed, refused or abandoned upload removes its staged file,
+a failed insert removes the moved one, and a sweep (at start and every
+`upload_sweep_interval_s`) removes what a killed process left: files no material refers to,
+older than `upload_orphan_grace_s`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import os
+import re
+import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-from fastapi import Request
+from fastapi import FastAPI, Request
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import func
+from starlette.exceptions import HTTPException
 
+from chat_server.db import Database
 from chat_server.errors import ApiError
 from chat_server.models import Material, MaterialKind, MaterialStatus
 from chat_server.settings import Settings
+from chat_server.text import PROBLEM, SafeStr, clean_text
 from workers.tasks import upload_path
 
 log = logging.getLogger(__name__)
@@ -37,13 +50,14 @@ MAGIC_WINDOW = 1024  # the PDF spec allows the header anywhere in the first 1024
 
 
 class YouTubeIn(BaseModel):
-    url: str = Field(min_length=1, max_length=2048, description="A YouTube link or a video id.")
-    title: str | None = Field(None, max_length=300)
+    url: SafeStr = Field(min_length=1, max_length=2048,
+                         description="A YouTube link or a video id.")
+    title: SafeStr | None = Field(None, max_length=300)
 
 
 class TextIn(BaseModel):
-    title: str = Field(min_length=1, max_length=300)
-    text: str = Field(min_length=1)
+    title: SafeStr = Field(min_length=1, max_length=300)
+    text: SafeStr = Field(min_length=1)
 
 
 @dataclass
@@ -144,17 +158,21 @@ async def receive_pdf(request: Request, settings: Settings) -> Received:
             raise ApiError(422, "Invalid request: file: the file is empty.")
         if PDF_MAGIC not in seen.head:
             raise ApiError(415, "This file is not a PDF (it does not start with %PDF-).")
+        title = fields.get("title", b"").decode("utf-8", "replace").strip() or None
+        filename = state.get("filename_final") or ""
+        for name, value in (("title", title), ("filename", filename)):
+            if value is not None and not clean_text(value):
+                raise ApiError(422, f"Invalid request: {name}: {PROBLEM}")
         ok = True
-    except ApiError:
+    except (ApiError, HTTPException):  # HTTPException: the body limit (413)
         raise
-    except Exception as exc:
-        log.info("bad multipart upload: %r", exc)
+    except Exception as exc:  # a broken body, or the client went away mid-upload
+        log.info("bad multipart upload: %s", type(exc).__name__)
         raise ApiError(400, "The upload could not be read as multipart/form-data.") from exc
     finally:
-        if not ok:
+        if not ok:  # every way out but success (cancellation too) removes the staged file
             tmp.unlink(missing_ok=True)
-    title = fields.get("title", b"").decode("utf-8", "replace").strip() or None
-    return Received(tmp, digest.hexdigest(), state.get("filename_final") or "", title)
+    return Received(tmp, digest.hexdigest(), filename, title)
 
 
 async def read_capped_json(request: Request, max_bytes: int) -> Any:
@@ -200,6 +218,22 @@ async def create_material(
     if staged is not None:
         final = upload_path(settings, material_id, suffix)
         os.replace(staged, final)
+    try:
+        return await _insert(session, settings, material_id=material_id, user_id=user_id,
+                             kind=kind, title=title, source=source,
+                             content_hash=content_hash, final=final, suffix=suffix)
+    except BaseException:
+        # Nothing refers to the file unless the statement committed: never leave it behind.
+        if final is not None:
+            final.unlink(missing_ok=True)
+        raise
+
+
+async def _insert(
+    session: AsyncSession, settings: Settings, *, material_id: uuid.UUID, user_id: uuid.UUID,
+    kind: MaterialKind, title: str, source: str, content_hash: str, final: Path | None,
+    suffix: str,
+) -> tuple[Material, bool]:
     inserted = await session.scalar(
         insert(Material).values(
             id=material_id, user_id=user_id, kind=kind, title=title[:300], source=source,
@@ -218,10 +252,11 @@ async def create_material(
     )
     assert existing is not None, "the unique constraint said it exists"
     if existing.status != MaterialStatus.failed:
-        if final is not None:
-            final.unlink(missing_ok=True)
+        if final is not None:  # a metadata operation, like the os.replace that put it there
+            final.unlink(missing_ok=True)  # noqa: ASYNC240
         return existing, False
-    # Same content after a failure: try again (a video may have captions now).
+    # Same content after a failure: try again (a video may have captions now). The file
+    # takes the existing material's name; if the update fails, the sweep finds it unreferenced.
     moved: Path | None = None
     if final is not None:
         moved = upload_path(settings, existing.id, suffix)
@@ -248,3 +283,80 @@ async def stage_text(settings: Settings, body: str) -> Path:
 def remove_uploads(settings: Settings, material_id: uuid.UUID) -> None:
     for suffix in (".pdf", ".txt"):
         upload_path(settings, material_id, suffix).unlink(missing_ok=True)
+
+
+# --- orphans -------------------------------------------------------------------------------
+
+_MATERIAL_FILE = re.compile(r"^([0-9a-f-]{36})\.(?:pdf|txt)$")
+_STAGED_FILE = re.compile(r"^incoming-[0-9a-f]{32}\.part$")
+
+
+def _old_files(directory: Path, cutoff: float) -> list[tuple[Path, uuid.UUID | None]]:
+    """Our files in `directory` last written before `cutoff`: (path, material id or None for
+    a staged upload). Other names are not ours and are left alone."""
+    found: list[tuple[Path, uuid.UUID | None]] = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            staged = _STAGED_FILE.match(entry.name)
+            material = _MATERIAL_FILE.match(entry.name)
+            if not (staged or material) or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    continue
+                found.append((Path(entry.path), uuid.UUID(material.group(1)) if material
+                              else None))
+            except (OSError, ValueError):
+                continue
+    return found
+
+
+async def sweep_orphans(settings: Settings, db: Database) -> int:
+    """Delete the files under data_dir/uploads that no material refers to and that are older
+    than `upload_orphan_grace_s` (failed or abandoned uploads); returns how many."""
+    directory = settings.data_dir / "uploads"
+    if not directory.is_dir():
+        return 0
+    cutoff = time.time() - settings.upload_orphan_grace_s
+    old = await asyncio.to_thread(_old_files, directory, cutoff)
+    if not old:
+        return 0
+    ids = [material_id for _, material_id in old if material_id is not None]
+    referenced: set[uuid.UUID] = set()
+    if ids:
+        async with db.session() as session:
+            referenced = set(await session.scalars(
+                select(Material.id).where(Material.id.in_(ids), Material.file_path.is_not(None))))
+    removed = 0
+    for path, material_id in old:
+        if material_id is None or material_id not in referenced:
+            try:
+                path.unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+    if removed:
+        log.info("removed %d orphaned upload files", removed)
+    return removed
+
+
+@asynccontextmanager
+async def sweep_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Sweeps orphaned uploads at start and every `upload_sweep_interval_s`."""
+    settings: Settings = app.state.settings
+
+    async def sweep_forever() -> None:
+        while True:
+            try:
+                await sweep_orphans(settings, app.state.db)
+            except Exception:
+                log.warning("sweeping orphaned uploads failed", exc_info=True)
+            await asyncio.sleep(settings.upload_sweep_interval_s)
+
+    task = asyncio.create_task(sweep_forever(), name="upload-sweep")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task

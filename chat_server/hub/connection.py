@@ -43,12 +43,12 @@ class Conn:
     __slots__ = (
         "hub", "_send", "user_id", "session_id", "epoch", "last_o", "state", "queue", "nbytes",
         "held", "_waiter", "writer", "closer", "handler", "forced", "last_recv", "last_ping",
-        "expires_at", "warned", "close_code", "raw", "_write_now",
+        "expires_at", "warned", "close_code", "raw", "_write_now", "generation", "subscribed",
     )
 
     def __init__(self, hub: Hub, send: Send, user_id: str, session_id: str,
                  expires_at: float, raw: bool = False,
-                 write_now: Callable[[bytes], bool] | None = None) -> None:
+                 write_now: Callable[[bytes], bool] | None = None, generation: int = 0) -> None:
         self.hub = hub
         self._send = send
         self.raw = raw  # the server takes pre-framed bytes (wsproto.EXTENSION)
@@ -74,7 +74,9 @@ class Conn:
         self.last_ping = now
         self.expires_at = expires_at
         self.warned = False
-        self.close_code: int | None = None
+        self.close_code: int | None = None  # set once the close is counted (ours or the peer's)
+        self.generation = generation  # the user's token generation the socket authenticated at
+        self.subscribed = False  # holds a reference on the bus subscription of its user
 
     # --- queueing (synchronous; called from fan-out) ---------------------------------
     def push(self, offset: int, text: str, size: int, frame: bytes | None = None) -> None:
@@ -229,8 +231,9 @@ class Conn:
         self.queue.clear()
         self.held.clear()
         self.nbytes = 0
-        # Detached on the next loop turn: close() may run inside the hub's fan-out loop over
-        # this user's sockets, which must not change under it. Until then push() ignores us.
+        # Out of fan-out early (finish() detaches too, whatever happens): on the next loop
+        # turn, as close() may run inside the hub's fan-out loop over this user's sockets,
+        # which must not change under it. Until then push() ignores us.
         asyncio.get_running_loop().call_soon(self.hub.detach, self)
         self.hub.count_close(code, overflow=overflow)
         if self.writer is not None:
@@ -257,14 +260,22 @@ class Conn:
             pass  # already disconnected
 
     async def finish(self) -> None:
-        """Called by the handler on its way out: stop the writer and the closer."""
-        if self.state is not State.CLOSING:
-            self.state = State.CLOSING
-            self.queue.clear()
-            self.hub.detach(self)
+        """The socket's last step, whatever ended it (client close, server close, dropped TCP,
+        an exception): the endpoint calls it in `finally`. Leaves the hub, stops the writer and
+        the closer, and gives back the bus subscription."""
+        self.state = State.CLOSING
+        self.queue.clear()
+        self.held.clear()
+        self.nbytes = 0
+        self.hub.detach(self)  # idempotent: close() may have detached it already
         for task in (self.writer, self.closer):
             if task is not None and task is not asyncio.current_task():
                 if task is self.writer:
                     task.cancel()
                 with suppress(asyncio.CancelledError, Exception):
                     await asyncio.wait_for(task, CLOSE_TIMEOUT_S + 1)
+        bus = self.hub.bus
+        if self.subscribed and bus is not None:
+            self.subscribed = False
+            with suppress(Exception):
+                await bus.unsubscribe(self.user_id)

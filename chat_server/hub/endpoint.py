@@ -7,7 +7,6 @@ server's `send` directly, which keeps per-frame work on the fan-out path minimal
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -15,6 +14,7 @@ from contextlib import suppress
 from typing import Any
 
 from chat_server.auth import AuthError, authenticate
+from chat_server.errors import is_unavailable
 from chat_server.hub import protocol as p
 from chat_server.hub.bus import ResumeFailed
 from chat_server.hub.connection import Conn, Send, State
@@ -61,8 +61,23 @@ class HubEndpoint:
             return
         except _Disconnected:
             return
+        except Exception as exc:  # e.g. the database is unreachable: no socket was registered
+            unavailable = is_unavailable(exc)
+            log.log(logging.WARNING if unavailable else logging.ERROR,
+                    "socket authentication failed: %s", type(exc).__name__,
+                    exc_info=not unavailable)
+            await _close_now(send, hub, Close.TRY_AGAIN_LATER if unavailable
+                             else Close.INTERNAL_ERROR, "try again later")
+            await _drain(receive)
+            return
         # Held by this coroutine for the socket's whole life; nothing reads them from here on.
         scope["headers"] = []
+        if hub.stopping:  # stop() closed the sockets it knew; this one would be missed
+            await _close_now(send, hub, Close.SERVICE_RESTART, "server restarting")
+            return
+        # Registered from here; every way out (client close, server close, a dropped
+        # connection, an exception, a forced close) goes through finish() in `finally`.
+        hub.attach(conn)
         try:
             await self._serve(app, hub, conn, resume, receive)
         except asyncio.CancelledError:
@@ -70,11 +85,11 @@ class HubEndpoint:
             if not conn.forced or task is None:
                 raise
             task.uncancel()  # our own forced close of a socket that reads nothing
+        except Exception:
+            log.exception("socket %s of %s failed", conn.session_id, conn.user_id)
+            conn.close(Close.INTERNAL_ERROR, "internal error")
         finally:
             await conn.finish()
-            if conn.state is State.CLOSING and hub.bus is not None:
-                with suppress(Exception):
-                    await hub.bus.unsubscribe(conn.user_id)
 
     async def _authenticate(self, app: Any, hub: Hub, receive: Any, send: Send,
                             scope_extensions: dict[str, Any] | None,
@@ -88,9 +103,10 @@ class HubEndpoint:
             raise _Disconnected
         text = msg.get("text")
         try:
-            frame = json.loads(text) if text is not None else None
-        except ValueError:
-            frame = None
+            frame = p.loads(text) if text is not None else None
+        except p.FrameError as exc:
+            raise Refused(Close.AUTH_FAILED, f"the first frame must be auth: {exc.message}"
+                          ) from None
         if not isinstance(frame, dict) or frame.get("type") != "auth":
             raise Refused(Close.AUTH_FAILED, "the first frame must be auth")
         token = frame.get("token")
@@ -109,16 +125,22 @@ class HubEndpoint:
             raise Refused(Close.AUTH_FAILED, exc.message[:120]) from None
         frames = (scope_extensions or {}).get(EXTENSION)
         conn = Conn(hub, send, str(identity.user.id), uuid.uuid4().hex, identity.expires_at,
-                    raw=frames is not None, write_now=(frames or {}).get("write_now"))
+                    raw=frames is not None, write_now=(frames or {}).get("write_now"),
+                    generation=identity.generation)
         return conn, resume
 
     async def _serve(self, app: Any, hub: Hub, conn: Conn, resume: dict[str, Any] | None,
                      receive: Any) -> None:
         bus = hub.bus
         assert bus is not None
-        hub.attach(conn)  # live events are held from here on, then deduped by offset
+        # Live events are held from attach() on, then deduped by offset.
         try:
-            await asyncio.wait_for(bus.subscribe(conn.user_id), SUBSCRIBE_TIMEOUT_S)
+            # Counted from the call on (a subscribe that times out still holds its reference):
+            # finish() gives it back. Run inline (asyncio.timeout), not as a task that a
+            # timeout could cancel before it counted.
+            conn.subscribed = True
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT_S):
+                await bus.subscribe(conn.user_id)
             head = await bus.head(conn.user_id)
             history: list[str] = []
             failed: ResumeFailed | None = None
@@ -151,9 +173,9 @@ class HubEndpoint:
         while True:
             msg = await receive()
             if msg["type"] == "websocket.disconnect":
-                if conn.state is not State.CLOSING:
-                    hub.count_close(int(msg.get("code") or 1005))
-                    conn.state = State.CLOSING
+                if conn.close_code is None:  # the peer closed (or the connection dropped)
+                    conn.close_code = int(msg.get("code") or 1005)
+                    hub.count_close(conn.close_code)
                 return
             if conn.state is State.CLOSING:
                 continue  # draining until the peer answers our close
@@ -166,16 +188,19 @@ class HubEndpoint:
                 continue
             hub.frames_in += 1
             hub.bytes_in += len(text)
-            await self._handle(app, hub, conn, text)
+            try:
+                await self._handle(app, hub, conn, text)
+            except Exception:  # a bug handling one frame: that frame fails, not the socket
+                log.exception("socket %s: handling a frame failed", conn.session_id)
+                conn.send_frame(p.error(p.INTERNAL, "Internal error; try again."))
 
     async def _handle(self, app: Any, hub: Hub, conn: Conn, text: str) -> None:
+        refused: p.FrameError | None = None
         try:
-            frame = json.loads(text)
-        except ValueError:
-            frame = None
-            kind: Any = None
-        else:
-            kind = frame.get("type") if isinstance(frame, dict) else None
+            frame = p.loads(text)
+        except p.FrameError as exc:
+            frame, refused = None, exc
+        kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "pong":
             return  # keepalive answer: activity only, not rate limited
         bucket = hub.bucket(conn.user_id)
@@ -188,8 +213,8 @@ class HubEndpoint:
                 conn.send_frame(p.error(p.RATE_LIMITED, "Too many frames; slow down.",
                                         retry_after=round(wait, 3)))
                 return
-        if frame is None:
-            conn.send_frame(p.error(p.BAD_JSON, "The frame is not valid JSON."))
+        if refused is not None:
+            conn.send_frame(p.error(refused.code, refused.message))
             return
         if not isinstance(kind, str):
             conn.send_frame(p.error(p.BAD_FRAME,
@@ -241,6 +266,7 @@ class HubEndpoint:
             conn.send_frame(p.error(p.AUTH_FAILED, "The token belongs to another user.", **ref))
             return
         conn.expires_at = identity.expires_at
+        conn.generation = identity.generation
         conn.warned = False
         conn.send_frame(p.dumps({"type": "auth.refreshed", "expires_at": int(conn.expires_at),
                                  **ref}))

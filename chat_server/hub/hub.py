@@ -13,6 +13,7 @@ import logging
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
+from typing import Any
 
 from chat_server import metrics
 from chat_server.hub.bus import Bus
@@ -83,6 +84,19 @@ class Hub:
         if user is not None:
             for conn in list(user.conns):
                 conn.new_epoch(epoch)
+
+    def on_signal(self, message: dict[str, Any]) -> None:
+        """Bus.signal from any instance: `tokens.revoked {user_id, generation}` (the password
+        changed) closes the user's sockets authenticated before it with 4401."""
+        if message.get("type") != "tokens.revoked":
+            return
+        user = self.users.get(str(message.get("user_id")))
+        generation = message.get("generation")
+        if user is None or not isinstance(generation, int):
+            return
+        for conn in list(user.conns):
+            if conn.generation < generation:
+                conn.close(Close.AUTH_FAILED, "credentials changed")
 
     # --- registry ------------------------------------------------------------------------
     def attach(self, conn: Conn) -> None:

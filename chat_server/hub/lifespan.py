@@ -46,6 +46,7 @@ async def hub_lifespan(app: FastAPI) -> AsyncIterator[None]:
         if isinstance(bus, RedisBus):
             await bus.wait_ready(2.0)  # not fatal: the readiness probe reports it meanwhile
         hub.bus = bus
+        bus.on_signal(hub.on_signal)
         app.state.bus = bus
         app.state.hub = hub
         app.state.readiness["bus"] = bus.ready

@@ -6,8 +6,12 @@ docs/protocol.md documents every one of these; keep them in step.
 from __future__ import annotations
 
 import json
+import re
 from enum import IntEnum
+from itertools import accumulate
 from typing import Any
+
+from chat_server.text import clean
 
 
 class Close(IntEnum):
@@ -32,6 +36,44 @@ RATE_LIMITED = "rate_limited"
 AUTH_FAILED = "auth_failed"
 UNAVAILABLE = "unavailable"
 INTERNAL = "internal"
+
+
+MAX_DEPTH = 32  # client frames nest at most this deep (arrays and objects)
+
+
+class FrameError(Exception):
+    """A client frame that cannot be taken: `code` (bad_json | bad_frame) and a message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def loads(text: str) -> Any:
+    """Parse a client frame: JSON nested at most MAX_DEPTH deep (the depth is counted before
+    parsing, so a deep frame never reaches the recursive decoder), with no NUL character or
+    lone surrogate in any string (Postgres and UTF-8 refuse them further on). Raises
+    FrameError."""
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+        raise FrameError(BAD_FRAME, f"The frame is nested deeper than {MAX_DEPTH} levels.")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise FrameError(BAD_JSON, "The frame is not valid JSON.") from None
+    # A NUL or a surrogate can only come from a \u escape: the text itself is valid UTF-8.
+    if "\\u" in text and not clean(value):
+        raise FrameError(BAD_FRAME, "Text must not contain NUL characters or lone surrogates.")
+    return value
+
+
+def _depth(text: str) -> int:
+    brackets = [_STEP[c] for c in _STRING.sub("", text) if c in _STEP]
+    return max(accumulate(brackets), default=0)
 
 
 def dumps(obj: dict[str, Any]) -> str:
