@@ -115,8 +115,8 @@ async def test_sweep_removes_only_old_unreferenced_uploads(settings: Settings) -
     stale.write_bytes(b"x")
     os.utime(stale, (old, old))
     async with serve_app(create_app(settings)):
-        await until(lambda: _gone(stale))
+        await until(lambda: _none_staged(settings))
 
 
-async def _gone(path: Path) -> bool:
-    return not path.exists()
+async def _none_staged(settings: Settings) -> bool:
+    return not any(name.startswith("incoming-") for name in _files(settings))
