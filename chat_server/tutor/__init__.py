@@ -34,7 +34,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 ttl_s=settings.history_ttl_s))
         providers = await stack.enter_async_context(open_providers(settings))
         tutor = Tutor(settings, app.state.db, bus.publish, providers, bus.publish_many,
-                      signal=bus.signal)
+                      signal=bus.signal, ready=bus.ready)
         bus.on_signal(tutor.on_signal)
         tutor.start()
         app.state.tutor = tutor

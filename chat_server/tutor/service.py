@@ -20,6 +20,10 @@ Policies:
 - Retries: `llm_retries` on retryable faults before the first token (retry-after honoured,
   else exponential backoff from 0.5 s, capped at 8 s; retry-after capped at 30 s), then the
   next provider of `llm_fallback`; after the first token a fault ends the reply `failed`.
+- The bus (Redis) unreachable: a send is refused with `unavailable` (retryable) and nothing of
+  it stays stored (its chat.ack could not be published: the rows it wrote are deleted); a reply
+  whose events can no longer be published ends `interrupted` with its text kept, as at a
+  shutdown (its end is stored; the learner reloads it over REST).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 from chat_server import metrics, retrieval
 from chat_server.batch import Batcher
 from chat_server.db import Database
+from chat_server.hub.bus import BusUnavailable
 from chat_server.models import MessageStatus
 from chat_server.settings import Settings
 from chat_server.tutor import store
@@ -58,6 +63,10 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, dict[str, Any]], Awaitable[int]]
 Signal = Callable[[dict[str, Any]], Awaitable[None]]
+Ready = Callable[[], Awaitable[bool]]
+
+BUS_DOWN = ("Messages can't be delivered right now (the event bus is unreachable); nothing was "
+            "stored: send it again in a moment.")
 
 MAX_TEXT_CHARS = 16_000
 MAX_CLIENT_ID_CHARS = 100
@@ -99,7 +108,8 @@ class Reply:
     received: float = 0.0  # time.perf_counter() when send() got the frame
     starting: bool = False  # holds one of the tutor's STARTING_MAX permits
     acked: asyncio.Future[Any] | None = None  # the publish of chat.ack + reply.start
-    # Set before the task is cancelled, so the task knows why: cancelled | interrupted.
+    # Set before the task is cancelled, so the task knows why: cancelled | interrupted |
+    # discarded (its send is undone: no end is stored or published).
     stop_reason: str | None = None
     task: asyncio.Task[None] | None = None
     ending: asyncio.Task[None] | None = None
@@ -160,7 +170,7 @@ def _frame_uuid(value: Any, name: str) -> uuid.UUID:
 class Tutor:
     def __init__(self, settings: Settings, db: Database, publish: Publish,
                  providers: list[Provider], publish_many: PublishMany,
-                 signal: Signal | None = None) -> None:
+                 signal: Signal | None = None, ready: Ready | None = None) -> None:
         if not providers:
             raise ValueError("The tutor needs at least one provider.")
         self.settings = settings
@@ -170,6 +180,8 @@ class Tutor:
         # Reaches the tutors of every instance (Bus.signal): a cancel for a reply streaming on
         # another instance. None: this process is the only one.
         self._signal = signal
+        # Whether the bus can publish now (Bus.ready); None: always.
+        self._ready = ready
         self._coalescer = Coalescer(self._publish_many, settings.reply_flush_ms / 1000)
         # Replies that end together are stored together (one statement, one commit).
         self._ends: Batcher[store.Finished] = Batcher(
@@ -209,20 +221,24 @@ class Tutor:
         if self._closing:
             raise TutorError("unavailable", "The tutor is shutting down; send again in a moment.")
         client_id, text, conversation_id, material_ids, socratic = self._parse(frame)
+        if self._ready is not None and not await self._ready():
+            raise TutorError("unavailable", BUS_DOWN)
         message_id, reply_id = uuid.uuid4(), uuid.uuid4()
         await self._starting.acquire()
+        handed: list[Reply] = []  # the reply whose task took the permit over
         try:
             await self._start(user_id, client_id, text, conversation_id, material_ids, socratic,
-                              message_id, reply_id, received)
+                              message_id, reply_id, received, handed)
+        except BusUnavailable as exc:  # a re-ack that could not be published
+            raise TutorError("unavailable", BUS_DOWN) from exc
         finally:
-            reply = self._replies.get(reply_id)
-            if reply is None or reply.task is None:
+            if not handed:
                 self._starting.release()  # refused, re-acked or failed: no reply task to hold it
 
     async def _start(self, user_id: uuid.UUID, client_id: str, text: str,
                      conversation_id: uuid.UUID | None, material_ids: list[uuid.UUID] | None,
                      socratic: bool | None, message_id: uuid.UUID, reply_id: uuid.UUID,
-                     received: float) -> None:
+                     received: float, handed: list[Reply]) -> None:
         try:
             sent = await self._store(user_id, client_id, text, conversation_id, material_ids,
                                      socratic, message_id, reply_id)
@@ -257,7 +273,30 @@ class Tutor:
             (reply.user, {"type": "chat.ack", "id": client_id, **ids}),
             (reply.user, {"type": "reply.start", **ids})]))
         reply.task = asyncio.create_task(self._run(reply), name=f"reply-{reply.reply_id}")
-        await reply.acked
+        handed.append(reply)
+        try:
+            await reply.acked
+        except Exception as exc:
+            # Nobody was told of this message: undo it rather than answer it into the void.
+            await self._discard(reply, new_conversation=conversation_id is None)
+            raise TutorError("unavailable", BUS_DOWN) from exc
+
+    async def _discard(self, reply: Reply, *, new_conversation: bool) -> None:
+        """Stop a reply whose chat.ack could not be published and delete what its send stored
+        (both messages; the conversation too if the send started it)."""
+        reply.stop_reason = "discarded"
+        assert reply.task is not None
+        reply.task.cancel()  # before it runs again: it resumes into the cancellation
+        await asyncio.wait({reply.task})
+        self._replies.pop(reply.reply_id, None)
+        if self._by_conversation.get(reply.conversation_id) == reply.reply_id:
+            del self._by_conversation[reply.conversation_id]
+        try:
+            await store.discard(self.db.pool, reply.user_id, [reply.reply_id, reply.message_id],
+                                reply.conversation_id if new_conversation else None)
+        except Exception as exc:  # left `streaming`: the orphan sweep marks it interrupted
+            log.warning("could not discard the undelivered send of reply %s: %s",
+                        reply.reply_id, type(exc).__name__)
 
     async def cancel(self, user_id: uuid.UUID, reply_id: str) -> None:
         """Stop a streaming reply (its HTTP stream closes); it ends `cancelled`, text kept."""
@@ -410,8 +449,13 @@ class Tutor:
                 finish = await self._stream(reply, request)
             await self._end(reply, finish)
         except asyncio.CancelledError:
-            await self._end(reply, reply.stop_reason or "interrupted")
+            if reply.stop_reason != "discarded":
+                await self._end(reply, reply.stop_reason or "interrupted")
             raise
+        except BusUnavailable as exc:
+            # Its events can't be published: as at a shutdown, the reply ends here, text kept.
+            log.warning("reply %s interrupted: %s", reply.reply_id, exc)
+            await self._end(reply, "interrupted")
         except ProviderError as err:
             await self._end(reply, "failed", code=err.code, message=err.message)
         except Exception as err:
@@ -590,6 +634,8 @@ class Tutor:
                                         "finish_reason": finish,
                                         "usage": reply.usage.as_dict()}))
             await self._publish_many(events)
+        except BusUnavailable as exc:  # stored all the same: the learner reloads it over REST
+            log.warning("could not publish the end of reply %s (%s): %s", rid, finish, exc)
         except Exception:
             log.exception("could not publish the end of reply %s", rid)
         finally:

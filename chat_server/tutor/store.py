@@ -121,6 +121,20 @@ async def send(pool: asyncpg.Pool, *, user_id: uuid.UUID, client_id: str, text: 
     return Sent(row["id"], row["socratic"], row["has_chunks"], history)
 
 
+async def discard(pool: asyncpg.Pool, user_id: uuid.UUID, message_ids: list[uuid.UUID],
+                  conversation_id: uuid.UUID | None) -> None:
+    """Undo a send nobody was told of: its messages, and `conversation_id` (the conversation
+    the send started) if nothing else is in it."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("delete from messages where user_id = $1 and id = any($2::uuid[])",
+                           user_id, message_ids)
+        if conversation_id is not None:
+            await conn.execute(
+                "delete from conversations c where c.id = $1 and c.user_id = $2 and not exists "
+                "(select 1 from messages m where m.conversation_id = c.id)",
+                conversation_id, user_id)
+
+
 # A `streaming` reply whose heartbeat (or, before its first one, its start) is older than
 # $1 seconds: the process streaming it died, nothing will ever end it.
 _ORPHAN = ("status = 'streaming' and coalesce(heartbeat_at, created_at) "
