@@ -96,15 +96,55 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        if is_unavailable(exc):
-            log.warning("request failed, the database is unavailable: %s", type(exc).__name__)
-            return JSONResponse(
-                error_body("unavailable", "The service is unavailable right now; try again."),
-                status_code=503, headers={"Retry-After": "1"})
-        log.exception("unhandled error", exc_info=exc)
+        # Only what escapes CatchAllMiddleware gets here: a failure after the response began.
+        return unexpected_response(exc)
+
+    # Innermost of the middlewares (added first): any other exception is answered here.
+    app.add_middleware(CatchAllMiddleware)
+
+
+def unexpected_response(exc: Exception) -> JSONResponse:
+    if is_unavailable(exc):
+        log.warning("request failed, the database is unavailable: %s: %s",
+                    type(exc).__name__, exc)
         return JSONResponse(
-            error_body("internal", "Something went wrong on our side."), status_code=500
-        )
+            error_body("unavailable", "The service is unavailable right now; try again."),
+            status_code=503, headers={"Retry-After": "1"})
+    log.exception("unhandled error", exc_info=exc)
+    return JSONResponse(
+        error_body("internal", "Something went wrong on our side."), status_code=500
+    )
+
+
+class CatchAllMiddleware:
+    """An exception no handler took is logged once and answered (JSON 500, or 503 when the
+    database is unreachable) here, below Starlette's ServerErrorMiddleware, which would answer
+    the same and then re-raise it: the server would log it a second time and drop the
+    keep-alive connection, so the client's next request on it failed too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except StarletteHTTPException:
+            raise
+        except Exception as exc:
+            if started:
+                raise
+            await unexpected_response(exc)(scope, receive, send)
 
 
 @dataclass(frozen=True)
