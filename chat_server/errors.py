@@ -129,22 +129,28 @@ class CatchAllMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = _Watched(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, watched)
         except StarletteHTTPException:
             raise
         except Exception as exc:
-            if started:
+            if watched.started:
                 raise
             await unexpected_response(exc)(scope, receive, send)
+
+
+class _Watched:
+    """`send`, noting whether the response has begun (after that, nothing else can be sent)."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
 
 
 @dataclass(frozen=True)
@@ -196,7 +202,6 @@ class BodyLimitMiddleware:
             await _refuse(send, 413, "too_large", f"Request body is larger than {limit} bytes.")
             return
         seen = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -207,16 +212,11 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watched = _Watched(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, watched)
         except BodyTooLarge:
-            if not started:
+            if not watched.started:
                 await _refuse(send, 413, "too_large", f"Request body is larger than {limit} bytes.")
 
 

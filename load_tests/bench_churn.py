@@ -18,9 +18,7 @@ import argparse
 import asyncio
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,39 +27,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 import psutil  # noqa: E402
 
-from tests.support.churn import FLAVOURS, churn  # noqa: E402
+from load_tests.report import commit_of, log, serve_checkout  # noqa: E402
+from tests.support.churn import FLAVOURS, churn, gauges  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
 from tests.support.ws import new_user, socket  # noqa: E402
 
 DEFAULT_CYCLES = 3000
 WARMUP = 100
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def wait_http(url: str, wait_s: float = 120) -> None:
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
-
-
-async def gauges(base: str) -> tuple[float, float]:
-    async with httpx.AsyncClient(base_url=base) as c:
-        text = (await c.get("/metrics")).text
-    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-              if line.startswith(("tutorhub_ws_open_sockets ", "tutorhub_ws_users_online "))}
-    return values["tutorhub_ws_open_sockets"], values["tutorhub_ws_users_online"]
 
 
 async def run(base: str, server: psutil.Process, cycles: int) -> list[dict[str, Any]]:
@@ -99,29 +73,14 @@ def main() -> int:
     args = parser.parse_args()
     code = args.code.resolve()
     port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PYTHONPATH": str(code), "TUTORHUB_DATA_DIR": f"{tmp}/data",
-               "TUTORHUB_LOG_LEVEL": "warning",
-               "TUTORHUB_SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789"}
-        for var in ("TUTORHUB_DATABASE_URL", "TUTORHUB_REDIS_URL"):
-            env.pop(var, None)
-        proc = subprocess.Popen([sys.executable, "-m", "chat_server.cli", "serve", "--port",
-                                 str(port)], env=env, cwd=tmp)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/readyz")
-            log(f"server from {code} on :{port}")
-            rows = asyncio.run(run(f"http://127.0.0.1:{port}", psutil.Process(proc.pid),
-                                   args.cycles))
-        finally:
-            proc.terminate()
-            proc.wait(60)
-    commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "?"
+    with serve_checkout(code, port) as proc:
+        log(f"server from {code} on :{port}")
+        rows = asyncio.run(run(f"http://127.0.0.1:{port}", psutil.Process(proc.pid), args.cycles))
     lines = [
         "# Socket churn",
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} CPUs; "
-        f"server from `{code.name}` at {commit}; {args.cycles} sockets per flavour after "
+        f"server from `{code.name}` at {commit_of(code)}; {args.cycles} sockets per flavour after "
         f"{WARMUP} per flavour of warm-up; one socket stays open throughout (1 and 1 are right).",
         "`.venv/bin/python load_tests/bench_churn.py`",
         "",

@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "load_tests"))
 
-import httpx  # noqa: E402
 import hub_loadgen  # noqa: E402
 import psutil  # noqa: E402
 from jose import jwt  # noqa: E402
 
+from load_tests.report import log, wait_http  # noqa: E402
 from tests.support.services import RedisServer, free_port  # noqa: E402
 
 EMBED_SECRET = "bench-embed-secret-0123456789abcdef"
@@ -46,25 +46,9 @@ LOADGENS = 2
 STEPS = [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 10000]  # the issue asks 1k–6k; 8k, 10k for headroom
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def wait_http(url: str, wait_s: float = 120) -> None:
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def cpu_s(procs: list[psutil.Process]) -> float:

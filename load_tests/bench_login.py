@@ -17,9 +17,7 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,31 +25,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "load_tests"))
 
 import httpx  # noqa: E402
-from report import pct  # noqa: E402
 
+from load_tests.report import commit_of, pct, serve_checkout  # noqa: E402
 from tests.support.services import free_port  # noqa: E402
 from tests.support.ws import socket  # noqa: E402
 
 HAMMERS = 4
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def wait_http(url: str, wait_s: float = 120) -> None:
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def pings(ws: Any, seconds: float) -> list[float]:
@@ -117,24 +98,11 @@ def main() -> int:
     args = parser.parse_args()
     code = args.code.resolve()
     port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "PYTHONPATH": str(code), "TUTORHUB_DATA_DIR": f"{tmp}/data",
-               "TUTORHUB_LOG_LEVEL": "warning",
-               "TUTORHUB_SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789"}
-        if args.no_throttle:
-            env["TUTORHUB_LOGIN_RATE_LIMIT_ACCOUNT"] = env["TUTORHUB_LOGIN_RATE_LIMIT_ADDRESS"] = "1000000/minute"
-        for var in ("TUTORHUB_DATABASE_URL", "TUTORHUB_REDIS_URL"):
-            env.pop(var, None)
-        proc = subprocess.Popen([sys.executable, "-m", "chat_server.cli", "serve", "--port",
-                                 str(port)], env=env, cwd=tmp)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/readyz")
-            res = asyncio.run(run(f"http://127.0.0.1:{port}", args.seconds))
-        finally:
-            proc.terminate()
-            proc.wait(60)
-    commit = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip() or "?"
+    limits = ({"TUTORHUB_LOGIN_RATE_LIMIT_ACCOUNT": "1000000/minute",
+               "TUTORHUB_LOGIN_RATE_LIMIT_ADDRESS": "1000000/minute"} if args.no_throttle else {})
+    with serve_checkout(code, port, **limits):
+        res = asyncio.run(run(f"http://127.0.0.1:{port}", args.seconds))
+    commit = commit_of(code)
 
     def line(name: str, rtts: list[float]) -> str:
         return (f"| {name} | {len(rtts)} | {pct(rtts, 0.5):.1f} | {pct(rtts, 0.99):.1f} | "

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
 
 
 def pct(values: list[float], q: float) -> float:
@@ -58,3 +65,44 @@ class Report:
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def wait_http(url: str, wait_s: float = 120) -> None:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextmanager
+def serve_checkout(code: Path, port: int, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`tutorhub serve` from the checkout `code` (its chat_server on PYTHONPATH) on embedded
+    PostgreSQL and the in-process bus, in a throwaway data folder, with `env` added; ready."""
+    with tempfile.TemporaryDirectory() as tmp:
+        environ = {**os.environ, "PYTHONPATH": str(code), "TUTORHUB_DATA_DIR": f"{tmp}/data",
+                   "TUTORHUB_LOG_LEVEL": "warning",
+                   "TUTORHUB_SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789", **env}
+        for var in ("TUTORHUB_DATABASE_URL", "TUTORHUB_REDIS_URL"):
+            environ.pop(var, None)
+        proc = subprocess.Popen([sys.executable, "-m", "chat_server.cli", "serve", "--port",
+                                 str(port)], env=environ, cwd=tmp)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/readyz")
+            yield proc
+        finally:
+            proc.terminate()
+            proc.wait(60)
+
+
+def commit_of(code: Path) -> str:
+    return subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip() or "?"

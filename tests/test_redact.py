@@ -8,13 +8,12 @@ import logging
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 import pytest
 
-from chat_server.db import libpq_url
 from chat_server.redact import redact
 from chat_server.settings import Settings
+from tests.support.db import refuse_inserts
 from tests.support.rawhttp import keep_alive, request
 from tests.support.ws import socket
 
@@ -72,20 +71,7 @@ async def test_no_secret_in_any_log_line(
 ) -> None:
     # A registration the database refuses with an error that quotes the email, after the
     # password was hashed: what issue #16 found logged with the hash and the email.
-    conn = await asyncpg.connect(libpq_url(database_url))
-    try:
-        await conn.execute("""
-            create function refuse_boom() returns trigger language plpgsql as $$
-            begin
-              if new.display_name = 'boom' then
-                raise exception 'refusing %', new.email;
-              end if;
-              return new;
-            end $$;
-            create trigger refuse_boom before insert on users
-              for each row execute function refuse_boom();""")
-    finally:
-        await conn.close()
+    await refuse_inserts(database_url, "users", "new.display_name = 'boom'", "refusing %")
     caplog.set_level(logging.DEBUG)
     # The 500 is answered once, as JSON, and its keep-alive connection serves the next request.
     boom = json.dumps({"email": EMAIL, "password": PASSWORD, "display_name": "boom"}).encode()

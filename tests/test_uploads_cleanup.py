@@ -10,13 +10,13 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
 import httpx
 
 from chat_server.app import create_app
-from chat_server.db import libpq_url, open_database
+from chat_server.db import open_database
 from chat_server.models import Material, MaterialKind, MaterialStatus, User
 from chat_server.settings import Settings
+from tests.support.db import refuse_inserts
 from tests.support.services import serve_app
 from tests.support.ws import new_user, until
 from workers.uploads import sweep_orphans
@@ -32,18 +32,8 @@ def _files(settings: Settings) -> list[str]:
 async def test_failed_insert_refused_upload_and_abandoned_upload_leave_no_file(
     server: str, settings: Settings, database_url: str,
 ) -> None:
-    conn = await asyncpg.connect(libpq_url(database_url))
-    try:  # the database refuses these materials after their file was staged
-        await conn.execute("""
-            create function refuse_material() returns trigger language plpgsql as $$
-            begin
-              if new.title = 'refuse' then raise exception 'refused'; end if;
-              return new;
-            end $$;
-            create trigger refuse_material before insert on materials
-              for each row execute function refuse_material();""")
-    finally:
-        await conn.close()
+    # The database refuses these materials after their file was staged.
+    await refuse_inserts(database_url, "materials", "new.title = 'refuse'", "refused")
     _, token = await new_user(server)
     auth = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=server, timeout=30) as c:

@@ -5,26 +5,17 @@ from __future__ import annotations
 import gc
 from typing import Any
 
-import httpx
 import psutil
 
 from chat_server.app import create_app
 from chat_server.hub.hub import Hub
 from chat_server.settings import Settings
-from tests.support.churn import FLAVOURS, churn
+from tests.support.churn import FLAVOURS, churn, gauges
 from tests.support.services import serve_app
 from tests.support.ws import new_user, socket, until
 
 CYCLES = 700  # per flavour
 RSS_BOUND = 3_000_000  # bytes for all 2,100 cycles (main grew ~6 KB per cycle: 12 MB)
-
-
-async def _gauges(base: str) -> tuple[float, float]:
-    async with httpx.AsyncClient(base_url=base) as c:
-        text = (await c.get("/metrics")).text
-    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-              if line.startswith(("tutorhub_ws_open_sockets ", "tutorhub_ws_users_online "))}
-    return values["tutorhub_ws_open_sockets"], values["tutorhub_ws_users_online"]
 
 
 async def test_socket_churn_returns_registries_gauges_and_memory_to_baseline(
@@ -34,7 +25,7 @@ async def test_socket_churn_returns_registries_gauges_and_memory_to_baseline(
     async with serve_app(app) as base:
         uid, token = await new_user(base)
         hub, bus = app.state.hub, app.state.bus
-        sockets0, users0 = await _gauges(base)  # the gauges are per process (other apps)
+        sockets0, users0 = await gauges(base)  # the gauges are per process (other apps)
         async with socket(base, token):  # a socket that stays open throughout
             for flavour in (*FLAVOURS, "refused"):  # warm-up: every path once, caches filled
                 await churn(base, token, flavour, 60)
@@ -46,13 +37,13 @@ async def test_socket_churn_returns_registries_gauges_and_memory_to_baseline(
                 await until(lambda: _settled(hub, bus, 1))
                 assert [c.state.value for c in hub.users[uid].conns] == ["live"], flavour
                 assert bus._subscribed == {uid: 1}, flavour
-                assert await _gauges(base) == (sockets0 + 1, users0 + 1), flavour
+                assert await gauges(base) == (sockets0 + 1, users0 + 1), flavour
             gc.collect()
             growth = psutil.Process().memory_info().rss - rss0
             assert growth < RSS_BOUND, growth
         await until(lambda: _settled(hub, bus, 0))
         assert hub.users == {} and bus._subscribed == {}
-        assert await _gauges(base) == (sockets0, users0)
+        assert await gauges(base) == (sockets0, users0)
 
 
 async def _settled(hub: Hub, bus: Any, sockets: int) -> bool:

@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_server.auth import AuthError, Passwords, create_token, decode_claims
+from chat_server.auth import AuthError, Claims, Passwords, create_token, decode_claims
 from chat_server.deps import CurrentUser, SessionDep, SettingsDep
 from chat_server.errors import ApiError
 from chat_server.models import RefreshToken, User
@@ -66,6 +66,13 @@ async def _issue(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
         refresh_token=create_token(settings, user_id, "refresh", generation=generation, jti=jti),
         expires_in=settings.access_token_ttl_s,
     )
+
+
+def _refresh_claims(settings: Settings, token: str) -> Claims:
+    try:
+        return decode_claims(settings, token, "refresh")
+    except AuthError as exc:
+        raise ApiError(401, BAD_REFRESH) from exc
 
 
 async def _revoke_family(session: AsyncSession, family_id: uuid.UUID) -> None:
@@ -121,10 +128,7 @@ async def login(
 @router.post("/auth/refresh", response_model=TokenPair,
              summary="Exchange a refresh token for a new token pair (the old one stops working)")
 async def refresh(body: RefreshIn, session: SessionDep, settings: SettingsDep) -> TokenPair:
-    try:
-        claims = decode_claims(settings, body.refresh_token, "refresh")
-    except AuthError as exc:
-        raise ApiError(401, BAD_REFRESH) from exc
+    claims = _refresh_claims(settings, body.refresh_token)
     if claims.jti is None:
         raise ApiError(401, BAD_REFRESH)
     user = await session.get(User, claims.user_id)
@@ -160,10 +164,7 @@ async def refresh(body: RefreshIn, session: SessionDep, settings: SettingsDep) -
 @router.post("/auth/logout", status_code=204,
              summary="Log out: revoke the given refresh token and every one of its family")
 async def logout(body: RefreshIn, session: SessionDep, settings: SettingsDep) -> Response:
-    try:
-        claims = decode_claims(settings, body.refresh_token, "refresh")
-    except AuthError as exc:
-        raise ApiError(401, BAD_REFRESH) from exc
+    claims = _refresh_claims(settings, body.refresh_token)
     family = await session.scalar(
         select(RefreshToken.family_id).where(RefreshToken.id == claims.jti,
                                              RefreshToken.user_id == claims.user_id))

@@ -7,6 +7,7 @@ import json
 from contextlib import suppress
 from typing import Literal
 
+import httpx
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -52,3 +53,12 @@ async def churn(base_url: str, token: str, flavour: Flavour, cycles: int,
             await cycle(base_url, token, flavour)
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
+async def gauges(base_url: str) -> tuple[float, float]:
+    """(tutorhub_ws_open_sockets, tutorhub_ws_users_online) from /metrics."""
+    async with httpx.AsyncClient(base_url=base_url) as c:
+        text = (await c.get("/metrics")).text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith(("tutorhub_ws_open_sockets ", "tutorhub_ws_users_online "))}
+    return values["tutorhub_ws_open_sockets"], values["tutorhub_ws_users_online"]
