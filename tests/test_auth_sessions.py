@@ -114,3 +114,8 @@ async def test_a_refresh_token_from_before_rotation_works_once(
     assert r.status_code == 200
     assert (await _refresh(client, r.json()["refresh_token"])).status_code == 200
     assert (await _refresh(client, legacy)).status_code == 401
+    # One logged out before it was ever used can't refresh either.
+    unused = jwt.encode({"sub": uid, "typ": "refresh", "iat": now, "exp": now + 3600,
+                         "jti": uuid.uuid4().hex}, settings.resolved_secret_key(), "HS256")
+    assert (await client.post("/auth/logout", json={"refresh_token": unused})).status_code == 204
+    assert (await _refresh(client, unused)).status_code == 401

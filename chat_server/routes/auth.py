@@ -170,7 +170,15 @@ async def logout(body: RefreshIn, session: SessionDep, settings: SettingsDep) ->
                                              RefreshToken.user_id == claims.user_id))
     if family is not None:
         await _revoke_family(session, family)
+    elif claims.legacy and claims.jti is not None:
+        # Issued before refresh tokens were stored: stored now, revoked, so it can't refresh.
+        session.add(RefreshToken(id=claims.jti, user_id=claims.user_id, family_id=uuid.uuid4(),
+                                 expires_at=datetime.fromtimestamp(claims.expires_at, UTC),
+                                 revoked_at=datetime.now(UTC)))
+    try:
         await session.commit()
+    except IntegrityError:  # its user is gone, or it was stored meanwhile: nothing to revoke
+        await session.rollback()
     return Response(status_code=204)
 
 
