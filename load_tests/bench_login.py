@@ -4,8 +4,8 @@
 
 One `tutorhub serve` process (embedded PostgreSQL, in-process bus). A learner's socket pings
 every 50 ms and times each pong: idle for 3 s, then while 4 clients post wrong passwords to
-/auth/token as fast as they are answered (`--seconds`). Then 40 wrong passwords for one account
-followed by the right one. `--no-throttle` sets the login limits out of reach (password hashing
+/auth/token as fast as they are answered (`--seconds`). Before that, 40 wrong passwords for one
+account followed by the right one. `--no-throttle` sets the login limits out of reach (password hashing
 alone); `--code DIR` runs another checkout's server (e.g. main's, which ignores the limits).
 Prints a report; writes load_tests/reports/login.md (a full run of this checkout only).
 """
@@ -58,6 +58,13 @@ async def run(base: str, seconds: float) -> dict[str, Any]:
             await c.post("/auth/register", json={"email": email, "password": "right password"})
         token = (await c.post("/auth/token", data={"username": "learner@example.com",
                                                     "password": "right password"})).json()["access_token"]
+        # First (the address's window still empty): one account guessed at.
+        guesses = []
+        for _ in range(40):
+            r = await c.post("/auth/token", data={"username": "victim@example.com", "password": "wrong"})
+            guesses.append(r.status_code)
+        right = await c.post("/auth/token", data={"username": "victim@example.com",
+                                                  "password": "right password"})
         statuses: dict[int, int] = {}
         stop = asyncio.Event()
 
@@ -78,12 +85,6 @@ async def run(base: str, seconds: float) -> dict[str, Any]:
             stop.set()
             await asyncio.gather(*tasks)
             took = time.monotonic() - started
-        guesses = []
-        for _ in range(40):
-            r = await c.post("/auth/token", data={"username": "victim@example.com", "password": "wrong"})
-            guesses.append(r.status_code)
-        right = await c.post("/auth/token", data={"username": "victim@example.com",
-                                                  "password": "right password"})
     return {"idle": idle, "busy": busy, "statuses": statuses, "per_s": sum(statuses.values()) / took,
             "guesses": {s: guesses.count(s) for s in sorted(set(guesses))}, "right": right.status_code,
             "retry_after": right.headers.get("retry-after")}
