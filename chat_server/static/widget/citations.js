@@ -1,0 +1,85 @@
+/*
+ * Citations: the label of a source chip and the sheet that opens a cited passage with its page
+ * or timestamp (YouTube: a link to that second).
+ */
+
+import { el, formatTime, iconButton } from './dom.js';
+import { UI } from './strings.js';
+
+const YOUTUBE_ID = /^[A-Za-z0-9_-]{11}$/;
+
+export function youtubeId(source) {
+  const s = String(source ?? '').trim();
+  if (YOUTUBE_ID.test(s)) return s;
+  try {
+    const url = new URL(s);
+    const host = url.hostname.replace(/^(www|m|music)\./, '');
+    let id = null;
+    if (host === 'youtu.be') id = url.pathname.slice(1).split('/')[0];
+    else if (host.endsWith('youtube.com') || host.endsWith('youtube-nocookie.com')) {
+      id = url.searchParams.get('v')
+        || (/^\/(?:embed|shorts|live|v)\/([^/?#]+)/.exec(url.pathname) || [])[1];
+    }
+    return id && YOUTUBE_ID.test(id) ? id : null;
+  } catch {
+    return null;
+  }
+}
+
+/** "Title · Page 2" or "Title · 1:05" for a citation of the server's shape. */
+export function citationLabel(c) {
+  const where = c.page != null ? UI.page(c.page) : c.start_s != null ? formatTime(c.start_s) : '';
+  return where ? `${c.title || ''} · ${where}` : c.title || '';
+}
+
+export class CitationSheet {
+  /** material(id): a material the widget knows, or undefined (a video's source link). */
+  constructor({ material }) {
+    this.material = material;
+    this.opener = null;
+    this.title = el('h2', { id: 'sheet-title' });
+    this.closeButton = iconButton('sheet-close', UI.close, 'close');
+    this.where = el('div', { class: 'where' });
+    this.text = el('blockquote', { class: 'passage' });
+    this.sheet = el('section', { class: 'sheet citation', role: 'dialog', 'aria-labelledby': 'sheet-title',
+      hidden: true },
+    el('div', { class: 'drawer-head' }, this.title, this.closeButton),
+    el('div', { class: 'drawer-body' }, this.where, this.text));
+    this.closeButton.addEventListener('click', () => this.close());
+  }
+
+  get isOpen() { return !this.sheet.hidden; }
+
+  /** Show citation `n` of a message's `citations`; focus returns to `opener` on close. */
+  open(citations, n, opener) {
+    const c = citations.find((x) => Number(x.n) === n);
+    this.title.textContent = c ? `${UI.source(n)} · ${c.title || ''}` : UI.source(n);
+    this.where.replaceChildren();
+    this.text.textContent = c ? c.text || '' : UI.sourceMissing;
+    if (c) {
+      if (c.page != null) this.where.append(UI.page(c.page));
+      if (c.start_s != null) {
+        const t = formatTime(c.start_s);
+        const material = this.material(c.material_id);
+        const id = youtubeId(c.video_id || c.url || material?.source);
+        if (id) {
+          const href = `https://youtu.be/${id}?t=${Math.floor(Number(c.start_s) || 0)}`;
+          this.where.append(el('a', { href, target: '_blank', rel: 'noopener noreferrer',
+            text: UI.watchAt(t) }));
+        } else {
+          this.where.append(UI.at(t));
+        }
+      }
+    }
+    this.sheet.dataset.n = String(n);
+    this.sheet.hidden = false;
+    this.opener = opener;
+    this.closeButton.focus();
+  }
+
+  close() {
+    if (this.sheet.hidden) return;
+    this.sheet.hidden = true;
+    this.opener?.focus();
+  }
+}

@@ -1,0 +1,671 @@
+/*
+ * <tutorhub-chat>: the session (login or embed token, socket, REST), the conversations and the
+ * replies streaming into them; it builds the frame of the UI and places the views the other
+ * modules own (login.js, messages.js, citations.js, materials.js).
+ *
+ * A part is a module that owns a feature: a class built with the component's context (see
+ * _context()) that builds its own elements, which _build() places. The component calls on every
+ * part in `this.parts`: reset() when a session ends or another begins, render() as a session
+ * starts, load() for its REST state (at start and after resume.failed), onEvent(ev) for every
+ * socket event. Its CSS, if any, is its class's static `css`, added after styles.js.
+ */
+
+import { Api } from './api.js';
+import { CitationSheet } from './citations.js';
+import { Connection } from './connection.js';
+import { el, iconButton, ICONS, uuid } from './dom.js';
+import { LoginForm } from './login.js';
+import { plainText } from './markdown.js';
+import { Materials } from './materials.js';
+import { MessageList } from './messages.js';
+import { UI } from './strings.js';
+import { STYLE } from './styles.js';
+
+export class TutorhubChat extends HTMLElement {
+  static get observedAttributes() { return ['server', 'token']; }
+
+  /** The `server` default: where widget.js came from (widget.js sets it). */
+  static defaultServer = null;
+
+  constructor() {
+    super();
+    this.attachShadow({ mode: 'open' });
+    this.conn = null;
+    this.api = new Api({
+      server: () => this.server,
+      embedToken: () => this.embedToken,
+      onSessionLost: () => this._sessionLost(),
+    });
+    this.user = null;
+    this.conversations = [];
+    this.currentId = null; // null: a new conversation that the first message will create
+    this.viewKey = 0; // bumps whenever the shown conversation changes
+    this.draftSocratic = false;
+    this.messages = []; // what the chat view shows, oldest first
+    this.replies = new Map(); // reply_id → {conversationId, text, seq, status, citations, msg, stale}
+    this.pending = new Map(); // client frame id → {frame, user, assistant, viewKey, sent, cancel}
+    this.acked = new Set(); // client frame ids already acknowledged
+    this.parts = [];
+  }
+
+  // --- lifecycle ------------------------------------------------------------------------------
+
+  connectedCallback() {
+    if (!this.ui) this._build();
+    this._boot();
+  }
+
+  disconnectedCallback() {
+    this.conn?.stop();
+    this.conn = null;
+  }
+
+  attributeChangedCallback(name, oldValue, value) {
+    if (!this.ui || oldValue === value || !this.isConnected) return;
+    if (name === 'token' && value && this.conn?.welcomed) {
+      // A host page refreshed the embed token: hand it to the live socket, no reconnect.
+      this.conn.send({ type: 'auth.refresh', token: value });
+      return;
+    }
+    this._boot();
+  }
+
+  get server() {
+    const attr = this.getAttribute('server');
+    const base = attr ? new URL(attr, location.href) : new URL(TutorhubChat.defaultServer);
+    return base.href.replace(/\/+$/, '');
+  }
+
+  get embedToken() { return this.getAttribute('token') || null; }
+
+  _boot() {
+    this.conn?.stop();
+    this.conn = null;
+    this.replies.clear();
+    this.pending.clear();
+    this.acked.clear();
+    for (const part of this.parts) part.reset?.();
+    this.messages = [];
+    this.currentId = null;
+    this.api.loadTokens();
+    if (!this.api.token) {
+      this._showLogin();
+      return;
+    }
+    this._startSession();
+  }
+
+  async _startSession() {
+    this.login.hide();
+    this.ui.body.hidden = false;
+    this.ui.convsToggle.hidden = false;
+    this.ui.materialsToggle.hidden = false;
+    this.ui.logout.hidden = !!this.embedToken; // the host page owns an embedded session
+    this._renderMessages();
+    for (const part of this.parts) part.render?.();
+    this.conn = new Connection({
+      url: this.server.replace(/^http/, 'ws') + '/ws/v1',
+      token: () => this.api.token,
+      onEvent: (ev) => this._onEvent(ev),
+      onStatus: (state) => this._onStatus(state),
+      onWelcome: () => this._flushOutbox(true),
+      onResumeFailed: () => this._reloadAll(),
+      onAuthFailed: () => this._onSocketAuthFailed(),
+    });
+    this.conn.start();
+    try {
+      const [me] = await Promise.all([this.api.request('GET', '/me'), this._loadConversations(),
+        ...this.parts.map((part) => part.load?.())]);
+      this.user = me;
+      this.ui.who.textContent = me?.display_name || me?.email || '';
+    } catch (err) {
+      if (err.status !== 401) this._toast(err.message);
+    }
+    this.ui.input.focus();
+  }
+
+  async _onSocketAuthFailed() {
+    if (await this.api.refresh()) return true;
+    this._sessionLost();
+    return false;
+  }
+
+  _sessionLost() {
+    this.conn?.stop();
+    this.conn = null;
+    this._emit('tutorhub-auth-failed', {});
+    if (this.embedToken) {
+      this._toast(UI.embedExpired);
+      return;
+    }
+    this.api.saveTokens(null);
+    this._showLogin(UI.sessionExpired);
+  }
+
+  _showLogin(message = '') {
+    this.ui.body.hidden = true;
+    this.ui.convsToggle.hidden = true;
+    this.ui.materialsToggle.hidden = true;
+    this._onStatus('offline');
+    this.login.show(message);
+  }
+
+  _logout() {
+    this.conn?.stop();
+    this.conn = null;
+    this.api.saveTokens(null);
+    this._closeDrawers();
+    this._boot();
+  }
+
+  // --- status ---------------------------------------------------------------------------------
+
+  _onStatus(state) {
+    const s = this.ui.status;
+    s.dataset.state = state;
+    s.querySelector('.label').textContent = UI.status[state];
+    s.title = UI.status[state];
+    const live = this.ui.body.hidden === false;
+    this.ui.banner.hidden = !live || state === 'connected' || state === 'connecting';
+    this.ui.banner.textContent = state === 'offline' ? UI.willSend : UI.reconnectingBanner;
+    this._emit('tutorhub-status', { state });
+  }
+
+  _emit(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail, bubbles: true, composed: true }));
+  }
+
+  _announce(text) {
+    // Clearing first makes screen readers announce a repeated message too.
+    this.ui.announcer.textContent = '';
+    setTimeout(() => { this.ui.announcer.textContent = text; }, 30);
+  }
+
+  _toast(text) {
+    this._announce(text);
+    this.ui.toast.textContent = text;
+    this.ui.toast.hidden = !text;
+    clearTimeout(this.toastTimer);
+    this.toastTimer = setTimeout(() => { this.ui.toast.hidden = true; }, 6000);
+  }
+
+  // --- conversations --------------------------------------------------------------------------
+
+  async _loadConversations() {
+    this.conversations = await this.api.request('GET', '/conversations?limit=100') || [];
+    this._renderConversations();
+  }
+
+  _renderConversations() {
+    const list = this.ui.convList;
+    list.replaceChildren();
+    for (const c of this.conversations) {
+      const b = el('button', { type: 'button', text: c.title || UI.newConversation, title: c.title,
+        'aria-current': c.id === this.currentId ? 'true' : 'false' });
+      b.addEventListener('click', () => { this._openConversation(c.id); this._closeDrawers(); });
+      list.append(el('li', {}, b));
+    }
+    this.ui.noConvs.hidden = this.conversations.length > 0;
+    const current = this.conversations.find((c) => c.id === this.currentId);
+    this.ui.convTitle.textContent = current ? current.title : '';
+    this.ui.socratic.checked = current ? !!current.socratic : this.draftSocratic;
+  }
+
+  _newConversation() {
+    this.currentId = null;
+    this.viewKey += 1;
+    this.messages = [];
+    this._renderMessages();
+    this._renderConversations();
+    this._closeDrawers();
+    this.ui.input.focus();
+  }
+
+  async _openConversation(id) {
+    this.currentId = id;
+    this.viewKey += 1;
+    const key = this.viewKey;
+    this._renderConversations();
+    let conv;
+    try {
+      conv = await this.api.request('GET', `/conversations/${encodeURIComponent(id)}`);
+    } catch (err) {
+      this._toast(err.message);
+      return;
+    }
+    if (key !== this.viewKey) return; // the user moved on meanwhile
+    this.messages = conv.messages.map((m) => this._fromRest(m, id));
+    const known = this.conversations.findIndex((c) => c.id === id);
+    if (known >= 0) this.conversations[known] = { ...this.conversations[known], ...conv };
+    this._renderConversations();
+    this._renderMessages();
+    this.ui.input.focus();
+  }
+
+  _fromRest(m, conversationId) {
+    const msg = { id: m.id, role: m.role, text: m.content || '', status: m.status,
+      citations: m.citations || [], error: m.error };
+    if (m.role !== 'assistant') return msg;
+    const r = this.replies.get(m.id);
+    if (m.status === 'streaming') {
+      if (r && !r.stale) {
+        // We saw this reply from its start: our copy is complete, the stored one may lag.
+        msg.text = r.text;
+        msg.citations = r.citations.length ? r.citations : msg.citations;
+      } else {
+        // Joined mid-stream: show what is stored, ignore later deltas, reload when it ends.
+        this.replies.set(m.id, { conversationId, text: msg.text, seq: null, status: 'streaming',
+          citations: msg.citations, msg, stale: true });
+        msg.streaming = true;
+        return msg;
+      }
+      msg.streaming = r.status === 'streaming';
+      r.msg = msg;
+    } else if (r) {
+      r.msg = msg;
+    }
+    return msg;
+  }
+
+  async _setSocratic(on) {
+    if (!this.currentId) {
+      this.draftSocratic = on;
+      return;
+    }
+    try {
+      const conv = await this.api.request('PATCH',
+        `/conversations/${encodeURIComponent(this.currentId)}`, { json: { socratic: on } });
+      const i = this.conversations.findIndex((c) => c.id === conv.id);
+      if (i >= 0) this.conversations[i] = conv;
+    } catch (err) {
+      this.ui.socratic.checked = !on;
+      this._toast(err.message);
+    }
+  }
+
+  _reloadAll() {
+    // The event history no longer covers our gap: replies in flight can't be patched from
+    // events, so take the server's stored state and reload them again when they end.
+    for (const r of this.replies.values()) {
+      if (r.status === 'streaming') r.stale = true;
+    }
+    this.reloading ??= (async () => {
+      try {
+        await Promise.all([this._loadConversations(), ...this.parts.map((part) => part.load?.())]);
+        if (this.currentId) await this._openConversation(this.currentId);
+      } catch (err) {
+        this._toast(err.message);
+      } finally {
+        this.reloading = null;
+      }
+    })();
+    return this.reloading;
+  }
+
+  // --- chat -----------------------------------------------------------------------------------
+
+  _busy() {
+    for (const p of this.pending.values()) if (p.viewKey === this.viewKey) return true;
+    return this.messages.some((m) => m.role === 'assistant' && m.streaming);
+  }
+
+  _send() {
+    const text = this.ui.input.value.trim();
+    if (!text || this._busy() || !this.conn) return;
+    const id = uuid();
+    const frame = { type: 'chat.send', id, text };
+    if (this.currentId) frame.conversation_id = this.currentId;
+    else frame.socratic = this.draftSocratic;
+    const user = { role: 'user', text, status: 'sending', clientId: id };
+    const assistant = { role: 'assistant', text: '', streaming: true, waiting: true, citations: [] };
+    this.pending.set(id, { frame, user, assistant, viewKey: this.viewKey, sent: false, cancel: false });
+    this.messages.push(user, assistant);
+    this.list.append(user);
+    this.list.append(assistant);
+    this.ui.input.value = '';
+    this._autosize();
+    this._flushOutbox();
+    this._updateComposer();
+  }
+
+  _flushOutbox(resend = false) {
+    // A resend with the same id is acked again and never answered twice (docs/protocol.md),
+    // so after a reconnect every frame still waiting for its ack goes out again.
+    for (const p of this.pending.values()) {
+      if ((resend || !p.sent) && this.conn?.send(p.frame)) p.sent = true;
+    }
+  }
+
+  _stop() {
+    for (const p of this.pending.values()) {
+      if (p.viewKey === this.viewKey) p.cancel = true; // cancel as soon as the ack names the reply
+    }
+    for (const [replyId, r] of this.replies) {
+      if (r.status === 'streaming' && r.conversationId === this.currentId) {
+        this.conn?.send({ type: 'chat.cancel', reply_id: replyId });
+      }
+    }
+    this.ui.input.focus();
+  }
+
+  _reply(replyId, conversationId) {
+    let r = this.replies.get(replyId);
+    if (!r) {
+      r = { conversationId: conversationId ?? null, text: '', seq: null, status: 'streaming',
+        citations: [], msg: null, stale: false };
+      this.replies.set(replyId, r);
+    } else if (conversationId && !r.conversationId) {
+      r.conversationId = conversationId;
+    }
+    return r;
+  }
+
+  _onEvent(ev) {
+    this._onChatEvent(ev);
+    for (const part of this.parts) part.onEvent?.(ev);
+  }
+
+  _onChatEvent(ev) {
+    switch (ev.type) {
+      case 'chat.ack': return this._onAck(ev);
+      case 'reply.queued': {
+        const r = this._reply(ev.reply_id);
+        if (r.msg) { r.msg.queued = ev.position; this.list.queueRender(r.msg); }
+        return undefined;
+      }
+      case 'reply.start': return this._onStart(ev);
+      case 'reply.delta': return this._onDelta(ev);
+      case 'reply.citations': {
+        const r = this._reply(ev.reply_id);
+        r.citations = Array.isArray(ev.citations) ? ev.citations : [];
+        if (r.msg && !r.stale) { r.msg.citations = r.citations; this.list.queueRender(r.msg); }
+        return undefined;
+      }
+      case 'reply.end': return this._onEnd(ev);
+      case 'reply.error': {
+        const r = this._reply(ev.reply_id);
+        r.error = ev.message || ev.code;
+        if (r.msg) { r.msg.error = r.error; this.list.queueRender(r.msg); }
+        return undefined;
+      }
+      case 'conversation.updated':
+        return this._loadConversations().catch(() => {});
+      case 'auth.expiring':
+        return this._onExpiring();
+      case 'error': return this._onError(ev);
+      default: return undefined;
+    }
+  }
+
+  _onAck(ev) {
+    if (this.acked.has(ev.id)) return; // the ack of a resend, or replayed by a resume
+    const p = this.pending.get(ev.id);
+    const r = this._reply(ev.reply_id, ev.conversation_id);
+    if (!p) {
+      // Sent from another tab or device: show it when its reply has finished.
+      if (ev.conversation_id === this.currentId) r.stale = true;
+      return;
+    }
+    this.pending.delete(ev.id);
+    this.acked.add(ev.id);
+    p.user.status = 'sent';
+    p.user.id = ev.message_id;
+    this.list.queueRender(p.user);
+    r.msg = p.assistant;
+    p.assistant.id = ev.reply_id;
+    if (p.cancel && ev.reply_id) this.conn?.send({ type: 'chat.cancel', reply_id: ev.reply_id });
+    if (!p.frame.conversation_id && p.viewKey === this.viewKey && this.currentId === null) {
+      this.currentId = ev.conversation_id;
+    }
+    if (!this.conversations.some((c) => c.id === ev.conversation_id)) {
+      this._loadConversations().catch(() => {});
+    }
+    this._updateComposer();
+  }
+
+  _onStart(ev) {
+    const r = this._reply(ev.reply_id, ev.conversation_id);
+    r.status = 'streaming';
+    if (!r.msg && ev.conversation_id === this.currentId && !r.stale) {
+      r.msg = { id: ev.reply_id, role: 'assistant', text: r.text, streaming: true, citations: [] };
+      this.messages.push(r.msg);
+      this.list.append(r.msg);
+    }
+    if (r.msg) { r.msg.waiting = true; r.msg.queued = null; this.list.queueRender(r.msg); }
+    this._updateComposer();
+  }
+
+  _onDelta(ev) {
+    const r = this._reply(ev.reply_id);
+    if (r.stale) return;
+    const seq = Number(ev.seq);
+    if (Number.isFinite(seq)) {
+      if (r.seq !== null && seq <= r.seq) return; // a duplicate that slipped past the offset check
+      // The hub merges queued deltas into one frame: `seq` is the last one, `parts` how many.
+      const parts = Math.max(1, Number(ev.parts) || 1);
+      if (seq - parts > (r.seq ?? 0)) r.gap = true;
+      r.seq = seq;
+    }
+    r.text += String(ev.text ?? '');
+    if (r.msg) {
+      r.msg.text = r.text;
+      r.msg.waiting = false;
+      r.msg.queued = null;
+      this.list.queueRender(r.msg);
+    }
+  }
+
+  _onEnd(ev) {
+    const r = this._reply(ev.reply_id);
+    r.status = ev.finish_reason || 'stop';
+    if (r.msg) {
+      r.msg.streaming = false;
+      r.msg.waiting = false;
+      r.msg.finish = r.status;
+      if (!r.stale) this.list.queueRender(r.msg);
+      if (r.conversationId === this.currentId && r.text) {
+        this._announce(UI.tutorReplied + plainText(r.text).slice(0, 400));
+      }
+    }
+    if ((r.stale || r.gap) && r.conversationId && r.conversationId === this.currentId) {
+      this._openConversation(this.currentId);
+    }
+    this._updateComposer();
+    this._loadConversations().catch(() => {}); // titles and order change as conversations are used
+  }
+
+  _onError(ev) {
+    const message = ev.message || ev.code || 'Error';
+    const p = ev.id ? this.pending.get(ev.id) : null;
+    if (p) {
+      this.pending.delete(ev.id);
+      p.user.status = 'failed';
+      p.user.error = message;
+      p.assistant.streaming = false;
+      p.assistant.waiting = false;
+      this.messages = this.messages.filter((m) => m !== p.assistant);
+      p.assistant.el?.remove();
+      this.list.queueRender(p.user);
+      this._updateComposer();
+    }
+    this._toast(message);
+  }
+
+  async _onExpiring() {
+    if (this.embedToken) {
+      this._emit('tutorhub-token-expiring', {}); // the host sets a fresh `token` attribute
+      return;
+    }
+    if (await this.api.refresh()) this.conn?.send({ type: 'auth.refresh', token: this.api.token });
+  }
+
+  // --- chat view ------------------------------------------------------------------------------
+
+  _renderMessages() {
+    this.list.render(this.messages);
+    this._updateComposer();
+    this.list.scrollToEnd(true);
+  }
+
+  _updateComposer() {
+    const busy = this._busy();
+    this.ui.sendBtn.hidden = busy;
+    this.ui.stopBtn.hidden = !busy;
+    this.list.box.setAttribute('aria-busy', busy ? 'true' : 'false');
+  }
+
+  _autosize() {
+    const ta = this.ui.input;
+    ta.style.height = 'auto';
+    ta.style.height = `${Math.min(ta.scrollHeight + 2, 180)}px`;
+  }
+
+  _openCitation(msgEl, n, opener) {
+    const msg = this.messages.find((m) => m.el === msgEl);
+    this.citations.open(msg?.citations || [], n, opener);
+  }
+
+  // --- drawers --------------------------------------------------------------------------------
+
+  _toggleDrawer(name) {
+    const { panel, toggle } = this.drawers[name];
+    const open = !panel.hasAttribute('data-open');
+    this._closeDrawers(false);
+    if (!open) return;
+    panel.setAttribute('data-open', '');
+    toggle.setAttribute('aria-expanded', 'true');
+    this.ui.scrim.hidden = false;
+    this.ui.scrim.classList.toggle('for-convs', name === 'convs');
+    this.drawerOpener = toggle;
+    panel.querySelector('button, input, textarea')?.focus();
+  }
+
+  _openDrawer(name) {
+    if (!this.drawers[name].panel.hasAttribute('data-open')) this._toggleDrawer(name);
+  }
+
+  _closeDrawers(restoreFocus = true) {
+    const drawers = Object.values(this.drawers);
+    const wasOpen = drawers.some(({ panel }) => panel.hasAttribute('data-open'));
+    for (const { panel, toggle } of drawers) {
+      panel.removeAttribute('data-open');
+      toggle.setAttribute('aria-expanded', 'false');
+    }
+    this.ui.scrim.hidden = true;
+    if (wasOpen && restoreFocus) this.drawerOpener?.focus();
+  }
+
+  // --- DOM ------------------------------------------------------------------------------------
+
+  /** What the parts may use of the component. */
+  _context() {
+    return {
+      api: this.api,
+      toast: (text) => this._toast(text),
+      announce: (text) => this._announce(text),
+      openDrawer: (name) => this._openDrawer(name),
+      closeDrawers: () => this._closeDrawers(),
+      signedIn: () => !this.ui.body.hidden,
+    };
+  }
+
+  _build() {
+    const ctx = this._context();
+    this.login = new LoginForm({ api: this.api, onSignedIn: () => this._startSession() });
+    this.list = new MessageList();
+    this.materials = new Materials(ctx);
+    this.citations = new CitationSheet({ material: (id) => this.materials.get(id) });
+    this.parts = [this.materials];
+
+    const ui = {};
+    ui.convsToggle = iconButton('toggle-convs', UI.conversations, 'menu');
+    ui.convsToggle.setAttribute('aria-expanded', 'false');
+    ui.materialsToggle = iconButton('toggle-materials', UI.materials, 'book');
+    ui.materialsToggle.setAttribute('aria-expanded', 'false');
+    ui.status = el('span', { class: 'status', role: 'status', 'data-state': 'offline' },
+      el('span', { class: 'dot', 'aria-hidden': 'true' }), el('span', { class: 'label', text: UI.status.offline }));
+    ui.convTitle = el('span', { class: 'conv-title' });
+    const bar = el('header', { class: 'bar' }, ui.convsToggle,
+      el('div', { class: 'titles' }, el('span', { class: 'name', text: UI.appName }), ui.convTitle),
+      ui.status, ui.materialsToggle);
+
+    // Conversations drawer
+    ui.convList = el('ul', { class: 'conv-list' });
+    ui.noConvs = el('p', { class: 'muted', text: UI.noConversations });
+    ui.newConv = el('button', { type: 'button', class: 'ghost new-conv' });
+    ui.newConv.innerHTML = ICONS.plus;
+    ui.newConv.append(UI.newConversation);
+    ui.who = el('span', { class: 'who' });
+    ui.logout = el('button', { type: 'button', class: 'linkish', text: UI.logOut });
+    ui.convClose = iconButton('close-drawer', UI.close, 'close');
+    ui.convs = el('nav', { class: 'drawer convs', 'aria-label': UI.conversations },
+      el('div', { class: 'drawer-head' }, el('h2', { text: UI.conversations }), ui.convClose),
+      el('div', { class: 'drawer-body' }, ui.newConv, ui.convList, ui.noConvs),
+      el('div', { class: 'drawer-foot' }, ui.who, ui.logout));
+
+    // Chat
+    ui.socratic = el('input', { type: 'checkbox', role: 'switch' });
+    ui.banner = el('div', { class: 'banner', hidden: true, role: 'status' });
+    ui.toast = el('div', { class: 'banner toast', hidden: true, role: 'alert' });
+    ui.input = el('textarea', { rows: '1', placeholder: UI.messagePlaceholder, 'aria-label': UI.messageLabel,
+      maxlength: '16000', enterkeyhint: 'send' });
+    ui.sendBtn = el('button', { type: 'submit', class: 'primary send', 'aria-label': UI.send, title: UI.send });
+    ui.sendBtn.innerHTML = ICONS.send;
+    ui.stopBtn = el('button', { type: 'button', class: 'primary stop', 'aria-label': UI.stop, title: UI.stop,
+      hidden: true });
+    ui.stopBtn.innerHTML = ICONS.stop;
+    ui.stopBtn.append(UI.stop);
+    ui.composer = el('form', { class: 'composer' }, ui.input, ui.sendBtn, ui.stopBtn);
+    const chat = el('main', { class: 'chat' },
+      el('div', { class: 'toolbar' },
+        el('label', { class: 'switch', title: UI.socraticHint }, ui.socratic, UI.socratic)),
+      this.list.box, ui.toast, ui.banner, ui.composer);
+
+    ui.scrim = el('div', { class: 'scrim', hidden: true });
+    ui.announcer = el('div', { class: 'sr-only', 'aria-live': 'polite', 'aria-atomic': 'true' });
+    ui.body = el('div', { class: 'body', hidden: true }, ui.convs, chat, ui.scrim, this.materials.panel,
+      this.citations.sheet);
+    ui.app = el('div', { class: 'app' }, bar, this.login.section, ui.body, this.materials.overlay,
+      ui.announcer);
+    const style = el('style', { text: STYLE + this.parts.map((part) => part.constructor.css ?? '').join('') });
+    this.shadowRoot.replaceChildren(style, ui.app);
+    this.ui = ui;
+    this.drawers = {
+      convs: { panel: ui.convs, toggle: ui.convsToggle },
+      materials: { panel: this.materials.panel, toggle: ui.materialsToggle },
+    };
+    this._wire();
+  }
+
+  _wire() {
+    const ui = this.ui;
+    ui.convsToggle.addEventListener('click', () => this._toggleDrawer('convs'));
+    ui.materialsToggle.addEventListener('click', () => this._toggleDrawer('materials'));
+    ui.convClose.addEventListener('click', () => this._closeDrawers());
+    ui.scrim.addEventListener('click', () => this._closeDrawers());
+    ui.newConv.addEventListener('click', () => this._newConversation());
+    ui.logout.addEventListener('click', () => this._logout());
+    ui.socratic.addEventListener('change', () => this._setSocratic(ui.socratic.checked));
+    ui.composer.addEventListener('submit', (e) => { e.preventDefault(); this._send(); });
+    ui.stopBtn.addEventListener('click', () => this._stop());
+    ui.input.addEventListener('input', () => this._autosize());
+    ui.input.addEventListener('keydown', (e) => {
+      // Enter sends; Shift+Enter is a new line; never send mid-composition (IME).
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && e.keyCode !== 229) {
+        e.preventDefault();
+        this._send();
+      }
+    });
+    this.list.box.addEventListener('click', (e) => {
+      const chip = e.target.closest('.cite, .source');
+      if (!chip) return;
+      this._openCitation(chip.closest('.msg'), Number(chip.dataset.n), chip);
+    });
+    ui.app.addEventListener('keydown', (e) => {
+      if (e.key !== 'Escape') return;
+      if (this.citations.isOpen) this.citations.close();
+      else this._closeDrawers();
+    });
+    this.materials.acceptDrops(ui.app);
+  }
+}

@@ -1,0 +1,318 @@
+/*
+ * The materials drawer: upload a PDF (picker or drag and drop anywhere on the widget, with
+ * upload progress), add a YouTube link or pasted text, and the list of materials with their
+ * ingestion progress from `material.*` events. A new upload type starts in upload() below.
+ */
+
+import { el, formatTime, iconButton, ICONS, uuid } from './dom.js';
+import { UI } from './strings.js';
+
+const STATUS_RANK = { uploading: 0, queued: 1, pending: 1, processing: 2, ready: 3, failed: 3 };
+
+export class Materials {
+  /** ctx: what the component lends its parts (component.js, `_context`). */
+  constructor(ctx) {
+    this.ctx = ctx;
+    this.items = new Map(); // material id → material (REST shape + local fields)
+
+    this.fileInput = el('input', { type: 'file', accept: 'application/pdf,.pdf', multiple: true,
+      hidden: true });
+    const pickFile = el('button', { type: 'button', class: 'ghost' });
+    pickFile.innerHTML = ICONS.upload;
+    pickFile.append(' ', UI.chooseFile);
+    const dropzone = el('div', { class: 'dropzone' }, el('strong', { text: UI.dropHere }), pickFile,
+      el('span', { class: 'muted', text: UI.uploadHint }), this.fileInput);
+    this.ytInput = el('input', { class: 'field', type: 'url', placeholder: UI.youtubePlaceholder,
+      'aria-label': UI.youtubeLabel });
+    this.ytError = el('p', { class: 'form-error', role: 'alert' });
+    const ytForm = el('form', { class: 'yt-form' },
+      el('div', { class: 'row' }, this.ytInput, el('button', { type: 'submit', class: 'ghost', text: UI.add })),
+      this.ytError);
+    this.textTitle = el('input', { class: 'field', placeholder: UI.textTitlePlaceholder,
+      'aria-label': UI.textTitleLabel, maxlength: '300' });
+    this.textInput = el('textarea', { class: 'field', placeholder: UI.textPlaceholder,
+      'aria-label': UI.textLabel });
+    this.textError = el('p', { class: 'form-error', role: 'alert' });
+    const textForm = el('form', { class: 'text-form' }, this.textTitle, this.textInput,
+      el('button', { type: 'submit', class: 'ghost', text: UI.addText }), this.textError);
+    this.list = el('ul', { class: 'mat-list', 'aria-label': UI.materials });
+    this.empty = el('p', { class: 'muted', text: UI.noMaterials });
+    const close = iconButton('close-drawer', UI.close, 'close');
+    this.panel = el('aside', { class: 'drawer materials', 'aria-label': UI.materials },
+      el('div', { class: 'drawer-head' }, el('h2', { text: UI.materials }), close),
+      el('div', { class: 'drawer-body' },
+        el('div', { class: 'section' }, dropzone),
+        // The list sits under the drop zone, so a new upload's progress is in view at once.
+        el('div', { class: 'section' }, el('h3', { text: UI.materials }), this.list, this.empty),
+        el('div', { class: 'section' }, el('h3', { text: UI.youtubeLabel }), ytForm),
+        el('div', { class: 'section' }, el('h3', { text: UI.textLabel }), textForm)));
+    // Shown over the whole widget while files are dragged onto it (see acceptDrops).
+    this.overlay = el('div', { class: 'drop-overlay', hidden: true, text: UI.dropOverlay });
+
+    close.addEventListener('click', () => ctx.closeDrawers());
+    pickFile.addEventListener('click', () => this.fileInput.click());
+    this.fileInput.addEventListener('change', () => {
+      this.upload([...this.fileInput.files]);
+      this.fileInput.value = '';
+    });
+    ytForm.addEventListener('submit', (e) => this._addYoutube(e));
+    textForm.addEventListener('submit', (e) => this._addText(e));
+  }
+
+  /** Drag and drop anywhere on `app` (the widget) while signed in. */
+  acceptDrops(app) {
+    let depth = 0;
+    const hasFiles = (e) => [...(e.dataTransfer?.types || [])].includes('Files');
+    app.addEventListener('dragenter', (e) => {
+      if (!hasFiles(e) || !this.ctx.signedIn()) return;
+      e.preventDefault();
+      depth += 1;
+      app.classList.add('dragging');
+      this.overlay.hidden = false;
+    });
+    app.addEventListener('dragover', (e) => {
+      if (!hasFiles(e) || !this.ctx.signedIn()) return;
+      e.preventDefault();
+      e.dataTransfer.dropEffect = 'copy';
+    });
+    app.addEventListener('dragleave', () => {
+      depth = Math.max(0, depth - 1);
+      if (!depth) { app.classList.remove('dragging'); this.overlay.hidden = true; }
+    });
+    app.addEventListener('drop', (e) => {
+      if (!hasFiles(e) || !this.ctx.signedIn()) return;
+      e.preventDefault();
+      depth = 0;
+      app.classList.remove('dragging');
+      this.overlay.hidden = true;
+      this.upload([...e.dataTransfer.files]);
+      this.ctx.openDrawer('materials');
+    });
+  }
+
+  get(id) { return this.items.get(id); }
+
+  // --- the part's hooks (component.js) --------------------------------------------------------
+
+  reset() {
+    this.items.clear();
+  }
+
+  render() {
+    this.list.replaceChildren();
+    for (const m of this.items.values()) { m.el = null; this._render(m); }
+    this.empty.hidden = this.items.size > 0;
+  }
+
+  async load() {
+    const rows = await this.ctx.api.request('GET', '/materials?limit=200') || [];
+    for (const m of rows.reverse()) this._upsert(m, false);
+  }
+
+  onEvent(ev) {
+    switch (ev.type) {
+      case 'material.progress':
+        return this._upsert({ id: ev.material_id, status: 'processing', stage: ev.stage,
+          progress_done: ev.done, progress_total: ev.total }, true);
+      case 'material.ready':
+        return this._upsert({ id: ev.material_id, status: 'ready', error: null,
+          ...(ev.chunks != null && { chunk_count: ev.chunks }),
+          ...(ev.pages != null && { pages: ev.pages }),
+          ...(ev.duration_s != null && { duration_s: ev.duration_s }) }, true);
+      case 'material.failed':
+        return this._upsert({ id: ev.material_id, status: 'failed',
+          error: ev.reason || UI.failed }, true);
+      default: return undefined;
+    }
+  }
+
+  // --- state ----------------------------------------------------------------------------------
+
+  _upsert(patch, live) {
+    if (!patch.id) return;
+    const old = this.items.get(patch.id);
+    let next;
+    if (!old) {
+      next = { title: '', kind: '', ...patch };
+      if (live) this._fetch(patch.id);
+    } else {
+      next = { ...old };
+      const oldRank = STATUS_RANK[old.status] ?? 0;
+      const newRank = STATUS_RANK[patch.status] ?? 0;
+      // A REST snapshot taken before the latest event must not move progress backwards.
+      const stale = newRank < oldRank || (!live && old.live && newRank === oldRank);
+      for (const [k, v] of Object.entries(patch)) {
+        if (stale && ['status', 'stage', 'progress_done', 'progress_total', 'error'].includes(k)) continue;
+        next[k] = v;
+      }
+    }
+    if (live) next.live = true;
+    this.items.set(patch.id, next);
+    this._render(next);
+    this.empty.hidden = this.items.size > 0;
+    if (live && (patch.status === 'ready' || patch.status === 'failed')) {
+      this.ctx.announce(`${next.title || UI.materials}: ${patch.status === 'ready' ? UI.ready
+        : `${UI.failed} — ${next.error}`}`);
+    }
+  }
+
+  async _fetch(id) {
+    try {
+      this._upsert(await this.ctx.api.request('GET', `/materials/${encodeURIComponent(id)}`), false);
+    } catch { /* shown from events alone */ }
+  }
+
+  _render(m) {
+    if (!m.el) {
+      m.el = el('li', { class: 'mat' },
+        el('div', { class: 'top' }, el('span', { class: 'kind' }), el('span', { class: 'title' }),
+          el('button', { type: 'button', class: 'icon remove', 'aria-label': UI.remove, title: UI.remove })),
+        el('div', { class: 'bar-track', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100' },
+          el('div', { class: 'bar-fill' })),
+        el('div', { class: 'state', 'aria-live': 'polite' }));
+      m.el.querySelector('.remove').innerHTML = ICONS.close;
+      m.el.querySelector('.remove').addEventListener('click', () => this._remove(m.el.dataset.id));
+      this.list.prepend(m.el);
+    }
+    const node = m.el;
+    node.dataset.id = m.id;
+    node.dataset.status = m.status || '';
+    node.querySelector('.kind').textContent = m.kind || '…';
+    node.querySelector('.title').textContent = m.title || '…';
+    node.querySelector('.title').title = m.title || '';
+    node.querySelector('.remove').hidden = m.status === 'uploading';
+    const track = node.querySelector('.bar-track');
+    const fill = node.querySelector('.bar-fill');
+    const state = node.querySelector('.state');
+    const done = Number(m.progress_done) || 0;
+    const total = Number(m.progress_total) || 0;
+    const terminal = m.status === 'ready' || m.status === 'failed';
+    track.hidden = m.status === 'failed';
+    let pct = null;
+    if (m.status === 'ready') pct = 100;
+    else if (m.status === 'uploading') pct = m.upload_pct ?? null;
+    else if (total > 0) pct = Math.max(0, Math.min(100, Math.round((done / total) * 100)));
+    track.classList.toggle('indeterminate', pct === null && !terminal);
+    fill.style.width = pct === null ? '' : `${pct}%`;
+    if (pct === null) track.removeAttribute('aria-valuenow');
+    else track.setAttribute('aria-valuenow', String(pct));
+    track.setAttribute('aria-label', `${m.title || UI.materials}`);
+    let text;
+    if (m.status === 'ready') {
+      const bits = [UI.ready];
+      if (m.pages) bits.push(UI.pages(m.pages));
+      else if (m.duration_s) bits.push(formatTime(m.duration_s));
+      if (m.chunk_count) bits.push(UI.chunks(m.chunk_count));
+      text = bits.join(' · ');
+    } else if (m.status === 'failed') {
+      text = `${UI.failed}: ${m.error || ''}`;
+    } else if (m.status === 'uploading') {
+      text = pct === null ? `${UI.uploading}…` : `${UI.uploading} ${pct}%`;
+    } else if (m.status === 'processing' && m.stage) {
+      const label = UI.stages[m.stage] || m.stage;
+      text = total > 0 ? `${label} ${done}/${total}` : `${label}…`;
+    } else {
+      text = `${UI.queuedMaterial}…`;
+    }
+    state.textContent = text;
+  }
+
+  async _remove(id) {
+    try {
+      await this.ctx.api.request('DELETE', `/materials/${encodeURIComponent(id)}`);
+      const m = this.items.get(id);
+      m?.el?.remove();
+      this.items.delete(id);
+      this.empty.hidden = this.items.size > 0;
+    } catch (err) {
+      this.ctx.toast(err.message);
+    }
+  }
+
+  // --- adding ---------------------------------------------------------------------------------
+
+  /** Upload files (from the picker or a drop); what is not a PDF is refused with a reason. */
+  upload(files) {
+    for (const file of files) {
+      const isPdf = file.type === 'application/pdf' || /\.pdf$/i.test(file.name);
+      if (!isPdf) {
+        this.ctx.toast(UI.onlyPdf(file.name));
+        continue;
+      }
+      this._uploadPdf(file);
+    }
+  }
+
+  _uploadPdf(file) {
+    // XHR rather than fetch: it reports upload progress for the bar.
+    const { api } = this.ctx;
+    const localId = `local-${uuid()}`;
+    this._upsert({ id: localId, kind: 'pdf', title: file.name, status: 'uploading',
+      upload_pct: 0 }, false);
+    const settle = (material, error) => {
+      this.items.get(localId)?.el?.remove();
+      this.items.delete(localId);
+      if (material) this._upsert(material, false);
+      else {
+        this._upsert({ id: `failed-${uuid()}`, kind: 'pdf', title: file.name,
+          status: 'failed', error }, false);
+      }
+    };
+    const form = new FormData();
+    form.append('file', file, file.name);
+    const send = (retry) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', api.server() + '/materials');
+      const token = api.token;
+      if (token) xhr.setRequestHeader('Authorization', `Bearer ${token}`);
+      xhr.upload.onprogress = (e) => {
+        if (e.lengthComputable) {
+          this._upsert({ id: localId, upload_pct: Math.round((e.loaded / e.total) * 100) }, false);
+        }
+      };
+      xhr.onload = async () => {
+        let data = null;
+        try { data = JSON.parse(xhr.responseText); } catch { data = null; }
+        if (xhr.status === 401 && retry && await api.refresh()) { send(false); return; }
+        if (xhr.status >= 200 && xhr.status < 300 && data?.id) settle(data, null);
+        else settle(null, data?.message || `Upload failed (${xhr.status}).`);
+      };
+      xhr.onerror = () => settle(null, UI.networkError);
+      xhr.send(form);
+    };
+    send(true);
+  }
+
+  async _addYoutube(e) {
+    e.preventDefault();
+    const url = this.ytInput.value.trim();
+    this.ytError.textContent = '';
+    if (!url) return;
+    try {
+      const m = await this.ctx.api.request('POST', '/materials/youtube', { json: { url } });
+      this.ytInput.value = '';
+      this._upsert(m, false);
+    } catch (err) {
+      this.ytError.textContent = err.message;
+    }
+  }
+
+  async _addText(e) {
+    e.preventDefault();
+    const text = this.textInput.value;
+    const title = this.textTitle.value.trim();
+    this.textError.textContent = '';
+    if (!text.trim()) return;
+    try {
+      // A title is required: without one, the text's first line (shortened) names it.
+      const first = text.trim().split('\n')[0].trim();
+      const json = { title: title || (first.length > 60 ? `${first.slice(0, 57)}…` : first), text };
+      const m = await this.ctx.api.request('POST', '/materials/text', { json });
+      this.textInput.value = '';
+      this.textTitle.value = '';
+      this._upsert(m, false);
+    } catch (err) {
+      this.textError.textContent = err.message;
+    }
+  }
+}
