@@ -104,7 +104,7 @@ async def widget_module(request: Request, version: str, name: str) -> Response:
         # Another version is another deploy's: serving today's module under its URL would mix
         # versions in the browser's cache for a year.
         return JSONResponse(
-            error_body("not_found", "No such widget module: reload the page for the current widget."),
+            error_body("not_found", "No such widget module: reload the page for the current one."),
             status_code=404, headers={"Cache-Control": "no-store", **CORS},
         )
     return _serve(request, asset, JAVASCRIPT, {"Cache-Control": MODULE_CACHE, **CORS})
