@@ -4,10 +4,13 @@
  * modules own (login.js, messages.js, citations.js, materials.js).
  *
  * A part is a module that owns a feature: a class built with the component's context (see
- * _context()) that builds its own elements, which _build() places. The component calls on every
- * part in `this.parts`: reset() when a session ends or another begins, render() as a session
- * starts, load() for its REST state (at start and after resume.failed), onEvent(ev) for every
- * socket event. Its CSS, if any, is its class's static `css`, added after styles.js.
+ * _context()) that builds its own elements, which _build() places. The component calls these
+ * optional hooks on every part in `this.parts`:
+ *   reset()      the widget starts over (attached, `server` or `token` changed, logout)
+ *   render()     a session starts: show what it holds
+ *   load()       fetch its REST state (a promise), as a session starts and after resume.failed
+ *   onEvent(ev)  every socket event, after the component's own handling
+ * Its CSS, if any, is its class's static `css`, added after styles.js.
  */
 
 import { Api } from './api.js';
