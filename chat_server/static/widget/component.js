@@ -630,7 +630,8 @@ export class TutorhubChat extends HTMLElement {
       this.citations.sheet);
     ui.app = el('div', { class: 'app' }, bar, this.login.section, ui.body, this.materials.overlay,
       ui.announcer);
-    const style = el('style', { text: STYLE + this.parts.map((part) => part.constructor.css ?? '').join('') });
+    const css = this.parts.map((part) => part.constructor.css ?? '').join('');
+    const style = el('style', { text: STYLE + css });
     this.shadowRoot.replaceChildren(style, ui.app);
     this.ui = ui;
     this.drawers = {

@@ -26,7 +26,8 @@ export class Materials {
       'aria-label': UI.youtubeLabel });
     this.ytError = el('p', { class: 'form-error', role: 'alert' });
     const ytForm = el('form', { class: 'yt-form' },
-      el('div', { class: 'row' }, this.ytInput, el('button', { type: 'submit', class: 'ghost', text: UI.add })),
+      el('div', { class: 'row' }, this.ytInput,
+        el('button', { type: 'submit', class: 'ghost', text: UI.add })),
       this.ytError);
     this.textTitle = el('input', { class: 'field', placeholder: UI.textTitlePlaceholder,
       'aria-label': UI.textTitleLabel, maxlength: '300' });
