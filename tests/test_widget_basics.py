@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 
 import httpx
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
 from jose import jwt
 from playwright.async_api import Page, expect
 
@@ -14,6 +12,7 @@ from chat_server.app import create_app
 from chat_server.settings import Settings
 from tests.support.browser import browser_fixture, page_fixture  # noqa: F401  (fixtures)
 from tests.support.services import free_port, serve_app
+from tests.support.widget import school_site
 
 PASSWORD = "correct horse battery"
 
@@ -153,13 +152,9 @@ async def test_embedded_on_another_origin(settings: Settings, page: Page) -> Non
                        settings.embed_secret, "HS256")
     tutor = create_app(settings.model_copy(update={"cors_origins": [host_origin]}))
     async with serve_app(tutor) as tutor_url:
-        host = FastAPI()
-        page_html = (f'<!doctype html><meta charset="utf-8"><h1>School</h1>'
-                     f'<script type="module" src="{tutor_url}/widget.js"></script>'
-                     f'<tutorhub-chat server="{tutor_url}" token="{token}"></tutorhub-chat>')
-        host.add_api_route("/", lambda: HTMLResponse(page_html))
-        async with serve_app(host, port=host_port):
-            await page.goto(host_origin + "/")
+        element = f'<tutorhub-chat server="{tutor_url}" token="{token}"></tutorhub-chat>'
+        async with school_site(host_port, tutor_url, element) as host_page:
+            await page.goto(host_page)
             chat = page.locator("tutorhub-chat")
             await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
             await expect(chat.locator(".who")).to_have_text("Ivan")  # GET /me across origins

@@ -12,8 +12,6 @@ from urllib.parse import urljoin
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
 from jose import jwt
 from playwright.async_api import Page, Response, expect
 
@@ -23,6 +21,7 @@ from chat_server.settings import Settings
 from tests.support.browser import browser_fixture, page_fixture  # noqa: F401  (fixtures)
 from tests.support.fake_providers import FakeProvider, openai_stream
 from tests.support.services import free_port, serve_app
+from tests.support.widget import school_site
 
 MODULES = {path.name for path in (STATIC_DIR / "widget").glob("*.js")}
 JAVASCRIPT = "text/javascript; charset=utf-8"
@@ -133,11 +132,6 @@ async def test_one_script_tag_on_another_origin_loads_the_modules_and_streams(
             "openai_base_url": provider.base_url + "/v1", "openai_api_key": "sk-test",
             "llm_retries": 0}))
         async with serve_app(tutor) as tutor_url:
-            host = FastAPI()
-            page_html = (f'<!doctype html><meta charset="utf-8"><h1>School</h1>'
-                         f'<script type="module" src="{tutor_url}/widget.js"></script>'
-                         f'<tutorhub-chat token="{token}"></tutorhub-chat>')
-            host.add_api_route("/", lambda: HTMLResponse(page_html))
             scripts: list[Response] = []
             page.on("response", lambda r: scripts.append(r)
                     if r.request.resource_type == "script" else None)
@@ -149,8 +143,9 @@ async def test_one_script_tag_on_another_origin_loads_the_modules_and_streams(
                 ws.on("framereceived", lambda payload: frames.append(str(payload)))
 
             page.on("websocket", on_socket)
-            async with serve_app(host, port=host_port):
-                await page.goto(host_origin + "/")
+            element = f'<tutorhub-chat token="{token}"></tutorhub-chat>'
+            async with school_site(host_port, tutor_url, element) as host_page:
+                await page.goto(host_page)
                 chat = page.locator("tutorhub-chat")
                 await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
                 await expect(chat.locator(".who")).to_have_text("Анна")

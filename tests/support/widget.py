@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import httpx
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
 from playwright.async_api import Locator, Page, expect
+
+from tests.support.services import serve_app
 
 PASSWORD = "correct horse battery"
 
@@ -28,6 +35,18 @@ async def log_in(page: Page, base_url: str, email: str, password: str = PASSWORD
     await chat.get_by_role("button", name="Log in").click()
     await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
     return chat
+
+
+@asynccontextmanager
+async def school_site(port: int, tutor_url: str, element: str) -> AsyncIterator[str]:
+    """A host site on its own origin (a loopback port) whose page embeds the widget served by
+    `tutor_url` with one module script and `element`; yields the page's URL."""
+    html = (f'<!doctype html><meta charset="utf-8"><h1>School</h1>'
+            f'<script type="module" src="{tutor_url}/widget.js"></script>{element}')
+    host = FastAPI()
+    host.add_api_route("/", lambda: HTMLResponse(html))
+    async with serve_app(host, port=port) as url:
+        yield url + "/"
 
 
 async def record_material_states(page: Page) -> None:
