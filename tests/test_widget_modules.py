@@ -114,6 +114,19 @@ def test_a_deploy_gives_every_module_a_new_url(tmp_path: Path) -> None:
         Widget.read(tmp_path)
 
 
+def test_only_markdown_and_icons_reach_inner_html() -> None:
+    """The safety rule (markdown.js) across every module, a future feature's too: HTML is only
+    ever set from renderMarkdown() or the widget's own icons."""
+    sinks = 0
+    for path in sorted((STATIC_DIR / "widget").glob("*.js")):
+        code = path.read_text()
+        assert not re.search(r"outerHTML|insertAdjacentHTML|document\.write|srcdoc", code), path
+        for rhs in re.findall(r"\.innerHTML\s*=\s*([^;]+);", code):
+            assert re.fullmatch(r"renderMarkdown\([\w.]+\)|ICONS(\.\w+|\[\w+\])", rhs), (path.name, rhs)
+            sinks += 1
+    assert sinks >= 2
+
+
 REPLY = ["Фотосинтез ", "turns **light** ", "into sugar", " [1]."]
 
 

@@ -4,7 +4,7 @@
  * Safety rule of the whole widget: text from the model, materials or the server reaches the DOM
  * either through textContent or through renderMarkdown(), which escapes the whole source before
  * adding bold, italic, code, code blocks, lists, paragraphs, http(s) links and citation chips.
- * Nothing else is ever assigned to innerHTML (but the widget's own static SVG icons, dom.js).
+ * Nothing else is ever assigned to innerHTML but the widget's own static SVG icons (dom.js).
  */
 
 const ESCAPES = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
