@@ -1,6 +1,7 @@
 """The widget as native ES modules: `/widget.js` imports its siblings under `/widget/<version>/`;
 every module is JavaScript with CORS and immutable caching; a deploy changes every module URL;
-one script tag on a page of another origin loads the modules and streams a reply."""
+HTML reaches the DOM only through renderMarkdown() or icons in any module; one script tag on a
+page of another origin loads the modules and streams a reply."""
 
 from __future__ import annotations
 
