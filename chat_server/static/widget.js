@@ -18,6 +18,16 @@
  */
 
 import { TutorhubChat } from './widget/__VERSION__/component.js';
+// Every other module too, though the component imports them: the browser then fetches them all
+// as soon as this entry arrives, not level by level (load_tests/reports/widget.md).
+import './widget/__VERSION__/api.js';
+import './widget/__VERSION__/connection.js';
+import './widget/__VERSION__/dom.js';
+import './widget/__VERSION__/login.js';
+import './widget/__VERSION__/materials.js';
+import './widget/__VERSION__/messages.js';
+import './widget/__VERSION__/strings.js';
+import './widget/__VERSION__/styles.js';
 
 export { escapeHtml, renderMarkdown } from './widget/__VERSION__/markdown.js';
 export { youtubeId } from './widget/__VERSION__/citations.js';
