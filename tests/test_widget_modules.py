@@ -48,7 +48,7 @@ async def test_every_module_is_javascript_with_cors_and_immutable_caching() -> N
         assert entry.headers["access-control-allow-origin"] == "*"
         assert entry.headers["cache-control"] == "public, max-age=300, must-revalidate"
         assert "__VERSION__" not in entry.text
-        # The entry names every module itself, so a browser fetches them all in one round.
+        # The entry names every module itself, so a browser requests them all at once.
         assert {spec.rsplit("/", 1)[1] for spec in SPECIFIER.findall(entry.text)} == MODULES
 
         # Walk the import graph from the entry: every specifier is relative (no bare names, no
