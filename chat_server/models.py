@@ -233,6 +233,9 @@ class Chunk(Base):
     language: Mapped[str] = mapped_column(
         String(30), nullable=False, default="simple", server_default="simple"
     )
+    # [[offset in text, page or start second], …] where the place changes (migration 0004);
+    # null for chunks stored before it.
+    locations: Mapped[list[list[float]] | None] = mapped_column(JSONB)
     embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM))
     # Nullable: filled from `text` with the chunk's language configuration.
     tsv: Mapped[Any | None] = mapped_column(TSVECTOR, nullable=True)

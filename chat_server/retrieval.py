@@ -28,15 +28,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from chat_server.passages import Locations, parse_locations
 from chat_server.settings import Settings
 
 
@@ -52,6 +55,20 @@ class Hit:
     start_s: float | None  # start second (YouTube)
     score: float
     language: str  # text search configuration of the chunk: english | russian | simple
+    # Where each page / transcript line begins in `text` (chat_server/passages.py); empty for
+    # text materials and for chunks stored before migration 0004.
+    locations: Locations = ()
+    similarity: float | None = None  # cosine of the question's and the chunk's embeddings
+    # The chunk's sentences (spans of `text`) with their cosine to the question, best evidence
+    # first; empty when the hits were not re-scored by sentence (rescore()).
+    sentences: tuple[ScoredSpan, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScoredSpan:
+    start: int
+    end: int
+    similarity: float
 
 
 @dataclass(frozen=True)
@@ -151,6 +168,7 @@ def _fused(keyword_ids: str) -> str:
         "select u.id, u.rank from k, unnest(k.ids) with ordinality as u(id, rank)) r "
         "group by r.id order by score desc, r.id limit :k) "
         "select c.id, f.score, c.material_id, c.text, c.page_start, c.start_s, c.language, "
+        "c.locations, 1 - (c.embedding <=> cast(:vec as vector)) as similarity, "
         "m.title, m.kind, m.source from f join chunks c on c.id = f.id "
         "join materials m on m.id = c.material_id order by f.score desc, f.id")
 
@@ -280,10 +298,43 @@ def fuse(rankings: list[list[int]], k: int) -> dict[int, float]:
     return scores
 
 
+# Sentences embedded for sentence_relevance(), by embedding model and text: the same passages
+# come back for a learner's follow-up questions.
+SENTENCE_CACHE = 4096
+_sentences: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+
+
+async def sentence_relevance(settings: Settings, question: str,
+                             texts: list[str]) -> list[float]:
+    """How close each text (a passage) is to the question in meaning, with the embedding model
+    of `settings`: 0 at the cosine above which a text is on the question for that model (its
+    `on_topic_cosine`), 1 for the same meaning, below 0 off the question. Costs one embedding
+    of every text not seen lately: callers keep `texts` few."""
+    from workers.embeddings import get_embedder
+
+    embedder = get_embedder(settings)
+    model = str(embedder.identity.get("model"))
+    query = await embedder.embed_query(question)
+    missing = [t for t in dict.fromkeys(texts) if (model, t) not in _sentences]
+    if missing:
+        for text, vector in zip(missing, await embedder.embed(missing), strict=True):
+            _sentences[(model, text)] = vector
+            while len(_sentences) > SENTENCE_CACHE:
+                _sentences.popitem(last=False)
+    line = embedder.on_topic_cosine
+    out = []
+    for text in texts:
+        vector = _sentences[(model, text)]
+        _sentences.move_to_end((model, text))
+        cosine = sum(a * b for a, b in zip(query, vector, strict=True))
+        out.append((cosine - line) / (1.0 - line))
+    return out
+
+
 async def embed_query(settings: Settings, query: str) -> list[float]:
     from workers.embeddings import get_embedder
 
-    return (await get_embedder(settings).embed([query]))[0]
+    return await get_embedder(settings).embed_query(query)
 
 
 async def hybrid_search(
@@ -325,7 +376,9 @@ async def hybrid_search(
     return [
         Hit(chunk_id=r["id"], material_id=r["material_id"], title=r["title"], kind=str(r["kind"]),
             source=r["source"], text=r["text"], page=r["page_start"], start_s=r["start_s"],
-            score=r["score"], language=r["language"])
+            score=r["score"], language=r["language"],
+            locations=parse_locations(json.loads(r["locations"]) if r["locations"] else None),
+            similarity=r["similarity"])
         for r in await conn.fetch(statement.sql, *statement.args(params))
     ]
 

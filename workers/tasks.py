@@ -10,6 +10,7 @@ exactly one set of chunks. Transient faults are retried with exponential backoff
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -29,7 +30,13 @@ from chat_server.db import Database
 from chat_server.hub.bus import Bus
 from chat_server.settings import Settings
 from workers.chunking import Chunker, TextChunk
-from workers.embeddings import Embedder, LocalEmbedder, get_embedder, vector_literal
+from workers.embeddings import (
+    E5Embedder,
+    Embedder,
+    LocalEmbedder,
+    get_embedder,
+    vector_literal,
+)
 from workers.extract import (
     Extracted,
     MaterialFailed,
@@ -172,7 +179,7 @@ class Pipeline:
         self.reporter = reporter
         self.batch = max(1, settings.embedding_batch_size)
         # Chunks no longer than the local model reads (OpenAI's model reads 8k tokens).
-        local = embedder if isinstance(embedder, LocalEmbedder) else None
+        local = embedder if isinstance(embedder, LocalEmbedder | E5Embedder) else None
         self.chunker = Chunker(settings.chunk_size_chars, settings.chunk_overlap_chars,
                                local.max_tokens if local else None, local.count if local else None)
         self.chunks: list[TextChunk] = []
@@ -381,8 +388,9 @@ async def _extract(runtime: Runtime, kind: str, source: str, file_path: str | No
 
 _INSERT = text(
     "insert into chunks (material_id, user_id, idx, text, page_start, page_end, start_s, "
-    "end_s, language, embedding, tsv) values (:material_id, :user_id, :idx, cast(:text as text), "
-    ":page_start, :page_end, :start_s, :end_s, cast(:language as text), "
+    "end_s, locations, language, embedding, tsv) values (:material_id, :user_id, :idx, "
+    "cast(:text as text), :page_start, :page_end, :start_s, :end_s, cast(:locations as jsonb), "
+    "cast(:language as text), "
     "cast(:embedding as vector), to_tsvector(cast(cast(:language as text) as regconfig), "
     "cast(:text as text)))"
 )
@@ -401,6 +409,7 @@ async def _store(runtime: Runtime, material_id: uuid.UUID, user_id: uuid.UUID,
                     {"material_id": material_id, "user_id": user_id, "idx": i,
                      "text": c.text, "page_start": c.page_start, "page_end": c.page_end,
                      "start_s": c.start_s, "end_s": c.end_s, "language": c.language,
+                     "locations": json.dumps(c.locations) if c.locations else None,
                      "embedding": vector_literal(v)}
                     for i, (c, v) in enumerate(
                         zip(chunks[start:start + INSERT_BATCH],

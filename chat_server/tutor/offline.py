@@ -1,96 +1,135 @@
 """The offline tutor: an extractive answer from the learner's own passages, no network.
 
-It scores every sentence of the retrieved passages by word overlap with the question
-(crude prefix stemming so Russian inflections match: "фотосинтез", "фотосинтеза"),
-keeps the best few, and streams them word by word with [n] markers pointing at the
-passage each came from. The frame around them is in the question's language.
+Every sentence of the retrieved passages is a candidate (a sentence that two overlapping chunks
+share is one candidate, kept from the better-ranked passage). Each is scored against the
+question by
+- exact terms: the share of the question's content words (crude stems, so Russian inflections
+  meet; numbers whole) that it holds, each word weighted by how rare it is among the candidates,
+  so the word that tells two similar facts apart counts more than the words they share;
+- meaning, when the words alone are weak evidence (a paraphrase, a question asked in the other
+  language than the material): the cosine of the question and the sentences of the best-ranked
+  passages, with the deployment's embedding model (PromptRequest.relevance);
+- the rank retrieval gave its passage.
+The answer leads with the best sentence and adds at most two more that score nearly as well
+and bring something the ones before lack; each is followed by the marker of the passage it
+quotes (citations.py turns that into its page or second). When even the best evidence is weak
+it says plainly that the materials do not cover the question. The frame is in the question's
+language.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from chat_server.retrieval import Hit
-from chat_server.tutor.prompt import Language, PromptRequest, estimate_tokens
+from chat_server.passages import Span, terms
+from chat_server.tutor.citations import Source
+from chat_server.tutor.prompt import Language, PromptRequest, Relevance, estimate_tokens
 from chat_server.tutor.providers import ReplyStream, Usage
 
 MAX_SENTENCES = 3
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-_CYRILLIC_WORD = re.compile(r"[\u0400-\u04FF]")
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|\n{2,}")
-
-_STOPWORDS = frozenset("""
-a an the and or but if of to in on at by for with from as is are was were be been being it its
-this that these those what which who whom whose when where why how do does did can could would
-should will shall may might must not no yes i you he she we they me my your our their them his her
-about into than then there here so such very just also any some all each more most other only own
-same too s t don tell explain please describe mean means
-и в во не что он на я с со как а то все она так его но да ты к у же вы за бы по только ее мне было
-вот от меня еще нет о из ему теперь когда даже ну вдруг ли если уже или ни быть был него до вас
-нибудь опять уж вам ведь там потом себя ничего ей может они тут где есть надо ней для мы тебя их чем
-была сам чтобы без будто чего раз тоже себе под будет ж тогда кто этот того потому этого какой
-совсем ним здесь этом один почти мой тем чтобы нее сейчас были куда зачем всех никогда можно при
-наконец два об другой хоть после над больше тот через эти нас про всего них какая много разве три
-эту моя впрочем хорошо свою этой перед иногда лучше чуть том нельзя такой им более всегда конечно
-всю между такое это расскажи объясни что-такое значит такое почему
-""".split())
+# Below this share of the question's (weighted) words, the words alone do not show that a
+# sentence answers it: meaning decides (when an embedding model is at hand).
+WORDS_SUFFICE = 0.6
+# Without a meaning check, a sentence must hold at least this share of the question's words.
+WORDS_MINIMUM = 0.34
+# Meaning is checked on the sentences of the passages ranked this high, and on the best few by
+# words: a bounded number of short texts embedded per question (and cached).
+MEANING_RANKS = 2
+MEANING_MAX_SENTENCES = 20
+# An added sentence must score this close to the lead and not repeat what is already said.
+ADD_RATIO = 0.7
+SAME_CONTENT = 0.7  # share of its words already said: the same sentence again, in effect
 
 
-_RU_ENDING = re.compile(r"[аеёиоуыэюяйь]{1,2}$")
-_EN_ENDING = re.compile(r"(?:ing|ed|s)$")
-
-
-def _stem(word: str) -> str:
-    """Crude and language-agnostic enough: drop a common ending, keep five letters."""
-    if _CYRILLIC_WORD.match(word):
-        word = _RU_ENDING.sub("", word) if len(word) > 4 else word
-    elif len(word) > 4:
-        word = _EN_ENDING.sub("", word)
-    return word[:5]
-
-
-def terms(text: str) -> set[str]:
-    return {_stem(w) for w in (m.lower() for m in _WORD.findall(text))
-            if w not in _STOPWORDS and not w.isdigit() and len(w) > 1}
-
-
-def sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text.replace("\r", "")) if len(s.strip()) > 2]
-
-
-@dataclass(frozen=True)
-class Pick:
-    n: int
-    order: int
-    score: float
+@dataclass(eq=False)
+class Candidate:
+    source: Source
+    span: Span
     text: str
+    words: set[str]
+    coverage: float = 0.0  # weighted share of the question's words it holds
+    # Closeness in meaning to the question, when checked: 0 at the line above which a sentence
+    # is on the question for the embedding model, 1 for the same meaning (retrieval.py).
+    meaning: float | None = None
+    score: float = 0.0
 
 
-def pick_sentences(question: str, hits: list[Hit], limit: int = MAX_SENTENCES) -> list[Pick]:
-    """The sentences sharing the most question terms, best first; [] when none share any."""
+def _flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def candidates(sources: Sequence[Source]) -> list[Candidate]:
+    """Every sentence of the passages once, best-ranked passage first."""
+    seen: set[str] = set()
+    out: list[Candidate] = []
+    for source in sorted(sources, key=lambda s: (s.rank, s.n)):
+        for span in source.sentences():
+            text = _flat(source.hit.text[span.start:span.end])
+            key = text.lower()
+            if key in seen:
+                continue  # overlapping chunks: the same sentence from a worse-ranked passage
+            seen.add(key)
+            out.append(Candidate(source, span, text, terms(text)))
+    return out
+
+
+def _rank_weight(rank: int) -> float:
+    return 1.0 / (1.0 + 0.25 * (rank - 1))
+
+
+async def pick_sentences(question: str, sources: Sequence[Source],
+                         relevance: Relevance | None = None, *,
+                         limit: int = MAX_SENTENCES) -> list[Candidate]:
+    """The sentences to answer with, best first; [] when the passages do not cover it."""
+    found = candidates(sources)
+    if not found:
+        return []
     wanted = terms(question)
-    if not wanted:
+    df = {t: sum(t in c.words for c in found) for t in wanted}
+    idf = {t: math.log(1 + (len(found) + 1) / (df[t] + 0.5)) for t in wanted}
+    total = sum(idf.values())
+    for c in found:
+        c.coverage = sum(idf[t] for t in wanted & c.words) / total if total else 0.0
+        c.score = c.coverage * (0.6 + 0.4 * _rank_weight(c.source.rank))
+    best_words = max(c.coverage for c in found)
+    checked = False
+    if best_words < WORDS_SUFFICE and relevance is not None:
+        by_words = sorted(found, key=lambda c: -c.score)[:4]
+        pool = [c for c in found if c.source.rank <= MEANING_RANKS]
+        pool = list(dict.fromkeys(by_words + pool))[:MEANING_MAX_SENTENCES]
+        for c, meaning in zip(pool, await relevance(question, [c.text for c in pool]),
+                              strict=True):
+            c.meaning = meaning
+            c.score = max(c.score, (0.5 * c.coverage + max(0.0, meaning)) * (
+                0.6 + 0.4 * _rank_weight(c.source.rank)))
+        checked = True
+    ranked = sorted(found, key=lambda c: -c.score)
+    lead = ranked[0]
+    if lead.score <= 0:
         return []
-    scored: list[Pick] = []
-    order = 0
-    for n, hit in enumerate(hits, 1):
-        for sentence in sentences(hit.text):
-            order += 1
-            overlap = len(wanted & terms(sentence))
-            if overlap:
-                # Earlier-ranked passages win ties; long sentences don't win by length alone.
-                scored.append(Pick(n, order, overlap - 0.01 * n, " ".join(sentence.split())))
-    if not scored:
+    if checked:
+        if lead.coverage < WORDS_SUFFICE and (lead.meaning is None or lead.meaning < 0):
+            return []
+    elif lead.coverage < WORDS_MINIMUM:
         return []
-    best = max(round(p.score) for p in scored)
-    # More than half the best overlap: a sentence sharing one word of three is noise.
-    keep = [p for p in scored if round(p.score) * 2 > best]
-    return sorted(keep, key=lambda p: (-p.score, p.order))[:limit]
+    chosen = [lead]
+    said = set(lead.words)
+    for c in ranked[1:]:
+        if len(chosen) >= limit or c.score < ADD_RATIO * lead.score:
+            break
+        new = c.words - said
+        if not c.words or len(new) < (1 - SAME_CONTENT) * len(c.words):
+            continue  # says again what is already said
+        if not (wanted & new) and c.meaning is None:
+            continue  # brings nothing the question asked about
+        chosen.append(c)
+        said |= c.words
+    return chosen
 
 
 _TEXT: dict[str, dict[Language, str]] = {
@@ -101,9 +140,9 @@ _TEXT: dict[str, dict[Language, str]] = {
               "Загрузите PDF, текст или ссылку на YouTube и спросите снова.",
     },
     "not_found": {
-        "en": "I couldn't find anything about this in your materials. "
-              "Try rephrasing the question, or add a material that covers it.",
-        "ru": "В ваших материалах я не нашёл ничего об этом. "
+        "en": "I couldn't find anything about this in your materials: they do not cover this "
+              "question. Try rephrasing it, or add a material that covers it.",
+        "ru": "В ваших материалах я не нашёл ничего об этом: этот вопрос в них не освещён. "
               "Попробуйте переформулировать вопрос или добавьте материал по этой теме.",
     },
     "lead": {
@@ -121,18 +160,18 @@ _TEXT: dict[str, dict[Language, str]] = {
 }
 
 
-def compose(request: PromptRequest) -> str:
+async def compose(request: PromptRequest) -> str:
     lang = request.language
     if not request.hits:
         return _TEXT["no_materials"][lang]
-    picks = pick_sentences(request.question, request.hits)
+    picks = await pick_sentences(request.question, request.sources, request.relevance)
     if not picks:
         return _TEXT["not_found"][lang]
     if request.socratic:
         first = picks[0]
-        return (f"{_TEXT['socratic_lead'][lang]} {first.text} [{first.n}] "
+        return (f"{_TEXT['socratic_lead'][lang]} {first.text} [{first.source.n}] "
                 f"{_TEXT['socratic_question'][lang]}")
-    body = " ".join(f"{p.text} [{p.n}]" for p in picks)
+    body = " ".join(f"{p.text} [{p.source.n}]" for p in picks)
     return f"{_TEXT['lead'][lang]} {body}"
 
 
@@ -147,7 +186,7 @@ class _OfflineStream:
         return None  # no socket: iterated word by word
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        answer = compose(self._request)
+        answer = await compose(self._request)
         words = answer.split(" ")
         budget = self._request.max_tokens
         sent = ""

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chat_server.retrieval import Hit
+from chat_server.tutor.citations import Source, cited_numbers, sources
+
+__all__ = ["PromptRequest", "Source", "Turn", "build_request", "cited_numbers"]
 
 Language = Literal["en", "ru"]
+# (question, passages) -> the cosine of the question's and each passage's embeddings.
+Relevance = Callable[[str, list[str]], Awaitable[list[float]]]
 
 _CYRILLIC = re.compile(r"[\u0400-\u04FF]")
 _LATIN = re.compile(r"[A-Za-z]")
-_MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
 def detect_language(text: str) -> Language:
@@ -39,9 +43,11 @@ SYSTEM_PROMPT = """You are Tutorhub's tutor. You help a learner understand their
 materials.
 
 Rules:
-- Answer from the numbered passages of the learner's materials given with the question.
-- Cite the passages you use with their markers, like [1] or [2][3], right after the claim.
-  Cite only markers that exist; never invent sources.
+- Answer from the numbered passages of the learner's materials given with the question. Each
+  passage is labelled with its material and its page (PDF) or time (video).
+- Cite the passages you use with their markers, like [1] or [2][3], right after the claim, and
+  keep the passage's own words for facts, names and numbers. Cite only markers that exist;
+  never invent sources.
 - If the passages do not cover the question, say so plainly, then (if you can) give a short general
   answer clearly marked as not coming from their materials.
 - Answer in the learner's language: {language_name}. Keep it clear and short unless asked
@@ -80,6 +86,11 @@ class PromptRequest:
     temperature: float
     input_tokens_estimate: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # The numbered passages of the prompt ([n] is sources[n - 1]): the hits, cut at page breaks.
+    sources: list[Source] = field(default_factory=list)
+    # How close a few sentences are to the question by meaning (the deployment's embedding
+    # model), for the offline tutor; None: it compares words only.
+    relevance: Relevance | None = None
 
 
 def system_prompt(language: Language, socratic: bool) -> str:
@@ -87,17 +98,17 @@ def system_prompt(language: Language, socratic: bool) -> str:
     return text + SOCRATIC_RULES if socratic else text
 
 
-def format_passages(hits: Sequence[Hit], language: Language) -> str:
-    if not hits:
+def format_passages(passages: Sequence[Source], language: Language) -> str:
+    if not passages:
         return _NO_MATERIALS[language]
     parts = []
-    for n, hit in enumerate(hits, 1):
+    for source in passages:
         where = ""
-        if hit.page is not None:
-            where = f", page {hit.page}"
-        elif hit.start_s is not None:
-            where = f", at {_timestamp(hit.start_s)}"
-        parts.append(f"[{n}] {hit.title}{where}:\n{hit.text.strip()}")
+        if source.page is not None:
+            where = f", page {source.page}"
+        elif source.start_s is not None:
+            where = f", at {_timestamp(source.start_s)}"
+        parts.append(f"[{source.n}] {source.hit.title}{where}:\n{source.text.strip()}")
     return "\n\n".join(parts)
 
 
@@ -125,7 +136,8 @@ def trim_history(turns: Sequence[Turn], budget: int) -> list[Turn]:
 
 
 def build_request(*, question: str, hits: Sequence[Hit], history: Sequence[Turn], socratic: bool,
-                  history_budget: int, max_tokens: int, temperature: float) -> PromptRequest:
+                  history_budget: int, max_tokens: int, temperature: float,
+                  relevance: Relevance | None = None) -> PromptRequest:
     language = detect_language(question)
     messages: list[dict[str, str]] = []
     for turn in trim_history(history, history_budget):
@@ -134,7 +146,8 @@ def build_request(*, question: str, hits: Sequence[Hit], history: Sequence[Turn]
             messages[-1]["content"] += "\n\n" + turn.content
         else:
             messages.append({"role": turn.role, "content": turn.content})
-    final = (f"Passages from my materials:\n\n{format_passages(hits, language)}\n\n"
+    passages = sources(hits)
+    final = (f"Passages from my materials:\n\n{format_passages(passages, language)}\n\n"
              f"My question: {question}")
     if messages and messages[-1]["role"] == "user":
         messages[-1]["content"] += "\n\n" + final
@@ -144,24 +157,5 @@ def build_request(*, question: str, hits: Sequence[Hit], history: Sequence[Turn]
     estimate = estimate_tokens(system) + sum(estimate_tokens(m["content"]) for m in messages)
     return PromptRequest(system=system, messages=messages, question=question, language=language,
                          hits=list(hits), socratic=socratic, max_tokens=max_tokens,
-                         temperature=temperature, input_tokens_estimate=estimate)
-
-
-def cited_numbers(text: str, available: int) -> list[int]:
-    """Markers [n] in `text` that point at one of `available` passages, in first-use order."""
-    seen: list[int] = []
-    for m in _MARKER.finditer(text):
-        n = int(m.group(1))
-        if 1 <= n <= available and n not in seen:
-            seen.append(n)
-    return seen
-
-
-def citation(n: int, hit: Hit) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": n, "material_id": str(hit.material_id), "title": hit.title,
-                           "kind": hit.kind, "text": hit.text}
-    if hit.page is not None:
-        out["page"] = hit.page
-    if hit.start_s is not None:
-        out["start_s"] = hit.start_s
-    return out
+                         temperature=temperature, input_tokens_estimate=estimate,
+                         sources=passages, relevance=relevance)

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from chat_server import metrics, retrieval
@@ -46,14 +47,14 @@ from chat_server.hub.bus import BusUnavailable
 from chat_server.models import MessageStatus
 from chat_server.settings import Settings
 from chat_server.tutor import store
+from chat_server.tutor.citations import Source
+from chat_server.tutor.citations import resolve as resolve_citations
 from chat_server.tutor.errors import ProviderError, TutorError
 from chat_server.tutor.prompt import (
     CHARS_PER_TOKEN_MAX,
     PromptRequest,
     Turn,
     build_request,
-    citation,
-    cited_numbers,
     estimate_tokens,
 )
 from chat_server.tutor.providers import Provider, Usage
@@ -103,6 +104,7 @@ class Reply:
     has_chunks: bool = False
     usage: Usage = field(default_factory=Usage)
     hits: list[retrieval.Hit] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)  # the prompt's numbered passages
     provider: str | None = None
     model: str | None = None
     received: float = 0.0  # time.perf_counter() when send() got the frame
@@ -538,11 +540,14 @@ class Tutor:
     async def _prepare(self, reply: Reply) -> PromptRequest:
         if reply.has_chunks:
             reply.hits = await self._retrieve(reply)
-        return build_request(
+        request = build_request(
             question=reply.question, hits=reply.hits, history=reply.history,
             socratic=reply.socratic,
             history_budget=self.settings.history_token_budget,
-            max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
+            max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature,
+            relevance=partial(retrieval.sentence_relevance, self.settings))
+        reply.sources = request.sources
+        return request
 
     async def _retrieve(self, reply: Reply) -> list[retrieval.Hit]:
         return await retrieval.retrieve(
@@ -597,8 +602,7 @@ class Tutor:
                       message: str | None = None) -> None:
         """Store and announce the end of a reply; runs exactly once per reply, on every path."""
         text = "".join(reply.text)
-        numbers = cited_numbers(text, len(reply.hits))
-        citations = [citation(n, reply.hits[n - 1]) for n in numbers]
+        citations = resolve_citations(text, reply.sources)
         if not reply.usage.output_tokens and text:
             reply.usage.output_tokens = estimate_tokens(text)
         status = {"stop": MessageStatus.complete, "length": MessageStatus.complete,

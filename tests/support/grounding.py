@@ -183,3 +183,67 @@ def table(scores: Scores) -> list[str]:
     lines.append(f"\"Not covered\" (a reply that cites nothing): precision {precision:.0%}, "
                  f"recall {recall:.0%} on the out-of-scope questions.")
     return lines
+
+
+async def ask_in_process(settings: Any, *, questions: list[Question] | None = None
+                         ) -> tuple[list[Outcome], float]:
+    """Ingest every document (real PDFs through REST and the in-process broker) for a new
+    learner, then answer each question as the tutor does — retrieval, the prompt's passages,
+    the offline tutor, citations — in this process (no socket: fast enough for the suite).
+    Returns the outcomes and the ingestion time."""
+    import asyncio
+    import time
+    import uuid
+    from functools import partial
+
+    import httpx
+
+    from chat_server.app import create_app
+    from chat_server.retrieval import retrieve, sentence_relevance
+    from chat_server.tutor.citations import resolve
+    from chat_server.tutor.offline import OfflineProvider
+    from chat_server.tutor.prompt import build_request
+    from tests.support.services import serve_app
+
+    documents, every = load()
+    questions = every if questions is None else questions
+    app = create_app(settings)
+    async with serve_app(app) as base, httpx.AsyncClient(base_url=base, timeout=60) as client:
+        email = f"eval-{uuid.uuid4().hex[:8]}@example.com"
+        await client.post("/auth/register", json={"email": email, "password": "password-123"})
+        token = (await client.post("/auth/token", data={
+            "username": email, "password": "password-123"})).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        uid = uuid.UUID((await client.get("/me", headers=headers)).json()["id"])
+        started = time.perf_counter()
+        names: dict[str, str] = {}
+        for doc in documents:
+            r = await client.post("/materials", headers=headers, data={"title": doc.title},
+                                  files={"file": (f"{doc.name}.pdf", doc.pdf(), "application/pdf")})
+            assert r.status_code == 202, r.text
+            names[str(r.json()["id"])] = doc.name
+        async with asyncio.timeout(300):
+            for mid in names:
+                while (m := (await client.get(f"/materials/{mid}", headers=headers)).json())[
+                        "status"] != "ready":
+                    assert m["status"] != "failed", m
+                    await asyncio.sleep(0.1)
+        ingest_s = time.perf_counter() - started
+        outcomes: list[Outcome] = []
+        provider = OfflineProvider()
+        for q in questions:
+            sent = time.perf_counter()
+            hits = await retrieve(app.state.db.pool, settings, uid, q.text,
+                                  k=settings.retrieval_top_k)
+            request = build_request(question=q.text, hits=hits, history=[], socratic=False,
+                                    history_budget=0, max_tokens=1024, temperature=0.3,
+                                    relevance=partial(sentence_relevance, settings))
+            pieces: list[str] = []
+            first: float | None = None
+            async with provider.stream(request) as stream:
+                async for piece in stream:
+                    first = first or time.perf_counter() - sent
+                    pieces.append(piece)
+            answer = "".join(pieces)
+            outcomes.append(Outcome(q, answer, resolve(answer, request.sources), names, first))
+    return outcomes, ingest_s
