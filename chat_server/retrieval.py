@@ -58,7 +58,9 @@ class Hit:
     # Where each page / transcript line begins in `text` (chat_server/passages.py); empty for
     # text materials and for chunks stored before migration 0004.
     locations: Locations = ()
-    similarity: float | None = None  # cosine of the question's and the chunk's embeddings
+    # Cosine of the question's and the chunk's embeddings (plus the model's cross-language gap
+    # for a chunk in another language than the question: comparable across languages).
+    similarity: float | None = None
     # The chunk's sentences (spans of `text`) with their cosine to the question, best evidence
     # first; empty when the hits were not re-scored by sentence (rescore()).
     sentences: tuple[ScoredSpan, ...] = ()
@@ -162,13 +164,20 @@ def _fused(keyword_ids: str) -> str:
     """Both sides, reciprocal rank fusion and the hits with their material in one statement;
     `keyword_ids` is the keyword side's array of ids (a subquery or a parameter)."""
     return (
-        f"with v as (select {_VECTOR_IDS} as ids), k as (select {keyword_ids} as ids), "
+        f"with v0 as (select {_VECTOR_IDS} as ids), "
+        # The vector candidates in another language than the question's move up by the
+        # embedding model's cross-language gap (0: unchanged order).
+        "v as (select array(select c.id from v0, chunks c where c.id = any(v0.ids) order by "
+        "(c.embedding <=> cast(:vec as vector)) - case when c.language = :qlang then 0 "
+        "else cast(:gap as float8) end, c.id) as ids), "
+        f"k as (select {keyword_ids} as ids), "
         "f as (select r.id, sum(1.0::float8 / (:rrf + r.rank)) as score from ("
         "select u.id, u.rank from v, unnest(v.ids) with ordinality as u(id, rank) union all "
         "select u.id, u.rank from k, unnest(k.ids) with ordinality as u(id, rank)) r "
         "group by r.id order by score desc, r.id limit :k) "
         "select c.id, f.score, c.material_id, c.text, c.page_start, c.start_s, c.language, "
-        "c.locations, 1 - (c.embedding <=> cast(:vec as vector)) as similarity, "
+        "c.locations, 1 - (c.embedding <=> cast(:vec as vector)) + case when c.language = "
+        ":qlang then 0 else cast(:gap as float8) end as similarity, "
         "m.title, m.kind, m.source from f join chunks c on c.id = f.id "
         "join materials m on m.id = c.material_id order by f.score desc, f.id")
 
@@ -185,6 +194,24 @@ def words(question: str) -> list[str]:
     """The question's words for websearch_to_tsquery (its operators left out)."""
     found = [w for w in _WORD.findall(question) if w.lower() not in ("or", "and", "not")]
     return found[:MAX_QUERY_WORDS]
+
+
+_CYRILLIC = re.compile(r"[\u0400-\u04FF]")
+_LATIN = re.compile(r"[A-Za-z]")
+
+
+def question_language(question: str) -> str:
+    """The text search configuration a chunk in the question's language has."""
+    cyrillic = len(_CYRILLIC.findall(question))
+    return "russian" if cyrillic and cyrillic * 3 >= len(_LATIN.findall(question)) else "english"
+
+
+def cross_language_gap(settings: Settings) -> float:
+    """How much lower the embedding model's cosine is for the same meaning in another language
+    (0: the model has no common space for them, or none is known)."""
+    from workers.embeddings import get_embedder
+
+    return float(getattr(get_embedder(settings), "cross_language_gap", 0.0))
 
 
 def _vec(vector: list[float]) -> str:
@@ -322,11 +349,15 @@ async def sentence_relevance(settings: Settings, question: str,
             while len(_sentences) > SENTENCE_CACHE:
                 _sentences.popitem(last=False)
     line = embedder.on_topic_cosine
+    gap = cross_language_gap(settings)
+    language = question_language(question)
     out = []
     for text in texts:
         vector = _sentences[(model, text)]
         _sentences.move_to_end((model, text))
         cosine = sum(a * b for a, b in zip(query, vector, strict=True))
+        if question_language(text) != language:
+            cosine += gap
         out.append((cosine - line) / (1.0 - line))
     return out
 
@@ -362,7 +393,8 @@ async def hybrid_search(
     kq = await _prepare(conn, user_id, found, n, material_ids)
     params: dict[str, Any] = {
         "uid": user_id, "mids": material_ids or None, "n": n, "q": " or ".join(found),
-        "kq": kq, "scan": KEYWORD_SCAN, "rrf": settings.retrieval_rrf_k, "k": k}
+        "kq": kq, "scan": KEYWORD_SCAN, "rrf": settings.retrieval_rrf_k, "k": k,
+        "qlang": question_language(query), "gap": cross_language_gap(settings)}
     statement = _HYBRID
     if isinstance(vector, asyncio.Future) and vector.done():
         # Embedded while the options were set (a question asked again: the embedder's cache):

@@ -327,6 +327,8 @@ class E5Embedder:
     # blurs them: chunks close before that.
     max_tokens = 500
     on_topic_cosine = 0.84
+    # The same meaning in Russian and English scores this much lower than within one language.
+    cross_language_gap = 0.06
 
     def __init__(self, batch_size: int, threads: int = 0, cache_size: int = 256) -> None:
         self.identity = {"provider": "e5", "model": E5_MODEL, "dim": EMBEDDING_DIM}

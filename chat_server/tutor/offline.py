@@ -40,7 +40,8 @@ WORDS_MINIMUM = 0.34
 # Meaning is checked on the sentences of the passages ranked this high, and on the best few by
 # words: a bounded number of short texts embedded per question (and cached).
 MEANING_RANKS = 2
-MEANING_MAX_SENTENCES = 20
+MEANING_CLOSEST = 3
+MEANING_MAX_SENTENCES = 30
 # An added sentence must score this close to the lead and not repeat what is already said.
 ADD_RATIO = 0.7
 SAME_CONTENT = 0.7  # share of its words already said: the same sentence again, in effect
@@ -100,7 +101,13 @@ async def pick_sentences(question: str, sources: Sequence[Source],
     checked = False
     if best_words < WORDS_SUFFICE and relevance is not None:
         by_words = sorted(found, key=lambda c: -c.score)[:4]
-        pool = [c for c in found if c.source.rank <= MEANING_RANKS]
+        # The passages retrieval ranked best, and those closest to the question by meaning
+        # (a passage in another language than the question ranks low on words alone).
+        hits = sorted({c.source.hit.chunk_id: c.source.hit for c in found}.values(),
+                      key=lambda h: -(h.similarity or 0.0))
+        closest = {h.chunk_id for h in hits[:MEANING_CLOSEST]}
+        pool = [c for c in found if c.source.rank <= MEANING_RANKS
+                or c.source.hit.chunk_id in closest]
         pool = list(dict.fromkeys(by_words + pool))[:MEANING_MAX_SENTENCES]
         for c, meaning in zip(pool, await relevance(question, [c.text for c in pool]),
                               strict=True):
@@ -108,15 +115,13 @@ async def pick_sentences(question: str, sources: Sequence[Source],
             c.score = max(c.score, (0.5 * c.coverage + max(0.0, meaning)) * (
                 0.6 + 0.4 * _rank_weight(c.source.rank)))
         checked = True
-    ranked = sorted(found, key=lambda c: -c.score)
+    # Evidence: the words alone, or (where it was checked) the meaning.
+    floor = WORDS_SUFFICE if checked else WORDS_MINIMUM
+    ranked = [c for c in sorted(found, key=lambda c: -c.score)
+              if c.score > 0 and (c.coverage >= floor or (c.meaning or -1.0) >= 0)]
+    if not ranked:
+        return []  # the materials do not cover the question
     lead = ranked[0]
-    if lead.score <= 0:
-        return []
-    if checked:
-        if lead.coverage < WORDS_SUFFICE and (lead.meaning is None or lead.meaning < 0):
-            return []
-    elif lead.coverage < WORDS_MINIMUM:
-        return []
     chosen = [lead]
     said = set(lead.words)
     for c in ranked[1:]:
