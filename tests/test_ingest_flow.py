@@ -27,7 +27,7 @@ from tests.support.ingest import (
     youtube_server,
 )
 from tests.support.services import serve_app
-from workers.embeddings import LocalEmbedder
+from workers.embeddings import get_embedder
 from workers.extract import ENCRYPTED, NO_TEXT, NO_TRANSCRIPT
 from workers.tasks import ingest
 
@@ -294,7 +294,7 @@ async def test_chunks_embedded_while_reading_keep_their_own_vectors(settings: Se
                 "where material_id = :m order by idx"), {"m": r.json()["id"]})).all()
     assert [row.idx for row in rows] == list(range(body["chunk_count"]))
     assert [row.page_start for row in rows] == sorted(row.page_start for row in rows)
-    expected = await LocalEmbedder(8).embed([row.text for row in rows])
+    expected = await get_embedder(s).embed([row.text for row in rows])
     for row, vector in zip(rows, expected, strict=True):
         stored = json.loads(row.e)
         assert max(abs(a - b) for a, b in zip(stored, vector, strict=True)) < 1e-5

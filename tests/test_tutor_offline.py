@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -12,10 +13,11 @@ from sqlalchemy import select, text
 from chat_server.app import create_app
 from chat_server.db import open_database
 from chat_server.models import Chunk, Material, MaterialKind, MaterialStatus, User
-from chat_server.retrieval import Hit
+from chat_server.retrieval import Hit, sentence_relevance
 from chat_server.settings import Settings
 from chat_server.tutor.offline import OfflineProvider
-from chat_server.tutor.prompt import build_request, citation, cited_numbers
+from chat_server.tutor.citations import resolve
+from chat_server.tutor.prompt import build_request, cited_numbers
 from chat_server.tutor.service import Tutor
 from tests.support.services import serve_app
 
@@ -52,9 +54,13 @@ async def _store_document(settings: Settings, user_id: uuid.UUID, name: str, tit
             for r in rows]
 
 
-async def _answer(question: str, hits: list[Hit], socratic: bool = False) -> str:
+async def _answer(question: str, hits: list[Hit], socratic: bool = False,
+                  settings: Settings | None = None) -> str:
+    """The offline answer; with `settings`, meaning is checked with their embedding model, as
+    the tutor does."""
     request = build_request(question=question, hits=hits, history=[], socratic=socratic,
-                            history_budget=2000, max_tokens=1024, temperature=0.3)
+                            history_budget=2000, max_tokens=1024, temperature=0.3,
+                            relevance=partial(sentence_relevance, settings) if settings else None)
     pieces: list[str] = []
     async with OfflineProvider().stream(request) as stream:
         async for piece in stream:
@@ -70,15 +76,24 @@ async def test_offline_answers_english_question_citing_the_right_passage(
 ) -> None:
     hits = await _store_document(settings, uuid.uuid4(), "photosynthesis_en.txt",
                                  "Photosynthesis", "english")
-    answer = await _answer("Where does the oxygen released in photosynthesis come from?", hits)
+    answer = await _answer("Where does the oxygen released in photosynthesis come from?", hits,
+                           settings=settings)
     assert answer.startswith("Here is what your materials say:")
     numbers = cited_numbers(answer, len(hits))
     water = next(n for n, h in enumerate(hits, 1) if "splitting of water" in h.text)
     assert water in numbers
     assert f"The oxygen we breathe comes from this splitting of water, not from carbon dioxide. " \
            f"[{water}]" in answer
-    cited = citation(water, hits[water - 1])
-    assert cited["title"] == "Photosynthesis" and "splitting of water" in cited["text"]
+    request = build_request(question="Where does the oxygen released in photosynthesis come from?",
+                            hits=hits, history=[], socratic=False, history_budget=2000,
+                            max_tokens=1024, temperature=0.3)
+    cited = next(c for c in resolve(answer, request.sources) if c["n"] == water)
+    assert cited["title"] == "Photosynthesis"
+    # The citation shows the quoted span itself (every sentence quoted from it, here
+    # neighbours), inside its whole passage.
+    assert cited["text"].endswith("The oxygen we breathe comes from this splitting of water, not from carbon dioxide.")
+    assert cited["text"] in cited["passage"]
+    assert cited["passage"] == hits[water - 1].text and cited["text"] != cited["passage"]
     assert cited["material_id"] == str(hits[0].material_id)
 
     nothing = await _answer("What is the capital of France?", hits)

@@ -145,9 +145,9 @@ _TEXT: dict[str, dict[Language, str]] = {
               "Загрузите PDF, текст или ссылку на YouTube и спросите снова.",
     },
     "not_found": {
-        "en": "I couldn't find anything about this in your materials: they do not cover this "
+        "en": "I couldn't find anything about this in your materials. They do not cover this "
               "question. Try rephrasing it, or add a material that covers it.",
-        "ru": "В ваших материалах я не нашёл ничего об этом: этот вопрос в них не освещён. "
+        "ru": "В ваших материалах я не нашёл ничего об этом. Этот вопрос в них не освещён. "
               "Попробуйте переформулировать вопрос или добавьте материал по этой теме.",
     },
     "lead": {
