@@ -91,6 +91,7 @@ def test_local_vectors_are_unit_length_and_meaningful() -> None:
 async def test_provider_change_refused_until_reembed(settings: Settings) -> None:
     assert settings.database_url
     settings = settings.model_copy(update={"embedding_provider": "local"})  # MiniLM
+    assert settings.database_url
     with openai_embeddings_server() as (base_url, seen):
         openai = settings.model_copy(update={"embedding_provider": "openai", "openai_base_url": base_url,
                                              "openai_api_key": "sk-test"})

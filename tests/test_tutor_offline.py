@@ -15,8 +15,8 @@ from chat_server.db import open_database
 from chat_server.models import Chunk, Material, MaterialKind, MaterialStatus, User
 from chat_server.retrieval import Hit, sentence_relevance
 from chat_server.settings import Settings
-from chat_server.tutor.offline import OfflineProvider
 from chat_server.tutor.citations import resolve
+from chat_server.tutor.offline import OfflineProvider
 from chat_server.tutor.prompt import build_request, cited_numbers
 from chat_server.tutor.service import Tutor
 from tests.support.services import serve_app
