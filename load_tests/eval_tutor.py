@@ -176,6 +176,31 @@ def _serve() -> tuple[subprocess.Popen[bytes], str, tempfile.TemporaryDirectory[
     raise RuntimeError("the server did not become ready")
 
 
+def embedding_speed(report: Report, rounds: int = 3) -> None:
+    """ms per question embedding for e5 and MiniLM, interleaved in this process (each model
+    warm, its cache bypassed): the same questions, alternating model by round."""
+    from workers.embeddings import load_e5_model, load_local_model
+
+    _, questions = load()
+    texts = [q.text for q in questions]
+    e5, minilm = load_e5_model(), load_local_model(1)
+    run = {"e5": lambda t: e5.query(t), "minilm": lambda t: minilm.encode([t])}
+    for encode in run.values():
+        encode(texts[0])
+    spent: dict[str, list[float]] = {name: [] for name in run}
+    for _ in range(rounds):
+        for name, encode in run.items():
+            for text in texts:
+                started = time.perf_counter()
+                encode(text)
+                spent[name].append((time.perf_counter() - started) * 1000)
+    p50 = {name: pct(v, 0.5) for name, v in spent.items()}
+    report.say(f"Question embedding, {len(texts)} questions x {rounds} rounds, interleaved by "
+               f"round: e5 p50 {p50['e5']:.1f} ms (p95 {pct(spent['e5'], 0.95):.1f}), MiniLM "
+               f"p50 {p50['minilm']:.1f} ms (p95 {pct(spent['minilm'], 0.95):.1f}); e5 / MiniLM "
+               f"= {p50['e5'] / p50['minilm']:.2f}.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group(required=True)
@@ -183,6 +208,8 @@ def main() -> None:
     where.add_argument("--serve", action="store_true", help="start a throwaway server")
     parser.add_argument("--report", default=str(REPORT), help="where to write ('-': nowhere)")
     parser.add_argument("--misses", action="store_true", help="list wrong first citations")
+    parser.add_argument("--speed", action="store_true",
+                        help="also time question embedding with e5 and MiniLM (interleaved)")
     args = parser.parse_args()
 
     report = Report()
@@ -202,6 +229,9 @@ def main() -> None:
         if args.serve:
             proc, url, data = _serve()
         asyncio.run(run(url, report, args.misses))
+        if args.speed:
+            report.say()
+            embedding_speed(report)
     finally:
         if proc is not None:
             proc.terminate()

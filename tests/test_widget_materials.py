@@ -105,9 +105,12 @@ async def test_upload_pdf_ask_and_open_citation(base_url: str, page: Page) -> No
     sheet = chat.get_by_role("dialog")
     await expect(sheet).to_be_visible()
     await expect(sheet.get_by_role("heading")).to_contain_text("biology")
-    await expect(sheet.locator(".where")).to_have_text("Page 2")
+    await expect(sheet.locator(".where")).to_have_text("p. 2")
     await expect(sheet.locator(".passage")).to_contain_text(
         "Plants release oxygen as a by-product of photosynthesis")
+    # The passage opens with the span the answer quotes marked.
+    await expect(sheet.locator(".passage mark").first).to_be_visible()
+    assert (await sheet.locator(".passage mark").first.text_content() or "") in (await answer.locator(".md").text_content() or "")
     await expect(sheet.get_by_role("button", name="Close")).to_be_focused()
     await page.keyboard.press("Escape")
     await expect(sheet).to_be_hidden()
@@ -121,7 +124,7 @@ async def test_upload_pdf_ask_and_open_citation(base_url: str, page: Page) -> No
     stored = chat.locator(".msg.assistant").last
     await expect(stored.locator(".md")).to_contain_text("Photosynthesis converts light energy")
     await stored.locator(".sources .source").first.click()
-    await expect(chat.get_by_role("dialog").locator(".where")).to_have_text("Page 2")
+    await expect(chat.get_by_role("dialog").locator(".where")).to_have_text("p. 2")
     assert page.errors == []  # type: ignore[attr-defined]
 
 

@@ -1,6 +1,6 @@
 /*
  * Citations: the label of a source chip and the sheet that opens a cited passage with its page
- * or timestamp (YouTube: a link to that second).
+ * or timestamp (YouTube: a link to that second), the quoted span marked in it.
  */
 
 import { el, formatTime, iconButton } from './dom.js';
@@ -26,7 +26,7 @@ export function youtubeId(source) {
   }
 }
 
-/** "Title · Page 2" or "Title · 1:05" for a citation of the server's shape. */
+/** "Title · p. 2" or "Title · 1:05" for a citation of the server's shape. */
 export function citationLabel(c) {
   const where = c.page != null ? UI.page(c.page) : c.start_s != null ? formatTime(c.start_s) : '';
   return where ? `${c.title || ''} · ${where}` : c.title || '';
@@ -55,7 +55,8 @@ export class CitationSheet {
     const c = citations.find((x) => Number(x.n) === n);
     this.title.textContent = c ? `${UI.source(n)} · ${c.title || ''}` : UI.source(n);
     this.where.replaceChildren();
-    this.text.textContent = c ? c.text || '' : UI.sourceMissing;
+    if (c) this.showPassage(c);
+    else this.text.textContent = UI.sourceMissing;
     if (c) {
       if (c.page != null) this.where.append(UI.page(c.page));
       if (c.start_s != null) {
@@ -75,6 +76,28 @@ export class CitationSheet {
     this.sheet.hidden = false;
     this.opener = opener;
     this.closeButton.focus();
+  }
+
+  /** The retrieved passage with the span the answer quotes marked (`text`; sentences that are
+   * not neighbours come joined by " … "). Older citations carry only `text`: shown as it is. */
+  showPassage(c) {
+    const passage = String(c.passage || c.text || '');
+    const nodes = [];
+    let rest = passage;
+    let first = null;
+    if (c.passage && c.text && c.text !== c.passage) {
+      for (const piece of String(c.text).split(' … ')) {
+        const at = piece ? rest.indexOf(piece) : -1;
+        if (at < 0) continue;
+        const mark = el('mark', { text: piece });
+        first = first || mark;
+        nodes.push(rest.slice(0, at), mark);
+        rest = rest.slice(at + piece.length);
+      }
+    }
+    nodes.push(rest);
+    this.text.replaceChildren(...nodes);
+    if (first) requestAnimationFrame(() => first.scrollIntoView({ block: 'nearest' }));
   }
 
   close() {

@@ -47,7 +47,7 @@ export const UI = {
   reconnectingBanner: 'Connection lost — reconnecting…',
   sourceTitle: 'Source',
   source: (n) => `Source ${n}`,
-  page: (p) => `Page ${p}`,
+  page: (p) => `p. ${p}`,
   at: (t) => `at ${t}`,
   watchAt: (t) => `Watch on YouTube at ${t}`,
   sourceMissing: 'This source is not available yet.',
