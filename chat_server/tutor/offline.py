@@ -122,9 +122,11 @@ async def pick_sentences(question: str, sources: Sequence[Source],
     if not ranked:
         return []  # the materials do not cover the question
     lead = ranked[0]
-    chosen = [lead]
-    said = set(lead.words)
+    chosen = _with_its_context(lead, wanted)
+    said = set().union(*(c.words for c in chosen))
     for c in ranked[1:]:
+        if any(c.text.lower() == k.text.lower() for k in chosen):
+            continue
         if len(chosen) >= limit or c.score < ADD_RATIO * lead.score:
             break
         new = c.words - said
@@ -135,6 +137,43 @@ async def pick_sentences(question: str, sources: Sequence[Source],
         chosen.append(c)
         said |= c.words
     return chosen
+
+
+# Words that point back at something said just before: a sentence opening with one leans on the
+# sentence before it ("Fust sued him", "Эти рачки составляют…").
+_BACK_REFERENCES = frozenset("""
+it its this these those they their them he his him she her such there then that
+он она оно они его её ее их ним ней нём нем этот эта это эти этого этой этих этом там тогда
+такой такая такие
+""".split())
+
+
+def _leans_back(text: str) -> bool:
+    return any(w.lower() in _BACK_REFERENCES for w in re.findall(r"\w+", text)[:3])
+
+
+def _with_its_context(lead: Candidate, wanted: set[str]) -> list[Candidate]:
+    """The lead with its neighbours on the same page that it cannot be read without: the
+    sentence before when the lead opens by pointing back, the sentence after when that one
+    opens by pointing back at the lead (where the fact often is: "…the Circum-Baikal railway
+    was finished in 1905. On its ninety kilometres, thirty-nine tunnels were built.")."""
+    spans = lead.source.sentences()
+    at = next((i for i, s in enumerate(spans) if s == lead.span), None)
+    if at is None:
+        return [lead]
+    text = lead.source.hit.text
+    group = [lead]
+
+    def neighbour(i: int) -> Candidate:
+        words = _flat(text[spans[i].start:spans[i].end])
+        return Candidate(lead.source, spans[i], words, terms(words), lead.coverage, lead.meaning,
+                         lead.score)
+
+    if at > 0 and _leans_back(lead.text):
+        group.insert(0, neighbour(at - 1))
+    if at + 1 < len(spans) and _leans_back(text[spans[at + 1].start:spans[at + 1].end]):
+        group.append(neighbour(at + 1))
+    return group
 
 
 _TEXT: dict[str, dict[Language, str]] = {
