@@ -6,7 +6,7 @@ where that span is, not where its chunk starts. Chunks stored before this migrat
 (their citations name the chunk's first page, as before) until their material is added again.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-04
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
