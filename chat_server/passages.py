@@ -92,6 +92,39 @@ def terms(text: str) -> set[str]:
     return out
 
 
+# Latin letters to Cyrillic the way Russian names are usually spelt in English ("Novgorod",
+# "Baikal", "Kharkov"), longest groups first: enough for a name in an English question to meet
+# the same name in a Russian text.
+_TO_CYRILLIC = [
+    ("shch", "щ"), ("kh", "х"), ("zh", "ж"), ("ch", "ч"), ("sh", "ш"), ("ts", "ц"), ("yu", "ю"),
+    ("ya", "я"), ("yo", "ё"), ("ye", "е"), ("ai", "ай"), ("ei", "ей"), ("oi", "ой"),
+    ("a", "а"), ("b", "б"), ("c", "к"), ("d", "д"), ("e", "е"), ("f", "ф"), ("g", "г"),
+    ("h", "х"), ("i", "и"), ("j", "дж"), ("k", "к"), ("l", "л"), ("m", "м"), ("n", "н"),
+    ("o", "о"), ("p", "п"), ("q", "к"), ("r", "р"), ("s", "с"), ("t", "т"), ("u", "у"),
+    ("v", "в"), ("w", "в"), ("x", "кс"), ("y", "ы"), ("z", "з"),
+]
+_NAME = re.compile(r"(?<!^)(?<![.!?] )\b[A-Z][a-z]{3,}\b")
+
+
+def _to_cyrillic(word: str) -> str:
+    out, i, low = [], 0, word.lower()
+    while i < len(low):
+        for latin, cyrillic in _TO_CYRILLIC:
+            if low.startswith(latin, i):
+                out.append(cyrillic)
+                i += len(latin)
+                break
+        else:
+            i += 1
+    return "".join(out)
+
+
+def name_spellings(question: str) -> dict[str, str]:
+    """Capitalised Latin words inside an English question (names, most likely) spelt in
+    Cyrillic: {Cyrillic: Latin}, so a question about Novgorod meets "Новгород"."""
+    return {_to_cyrillic(name): name for name in _NAME.findall(question)}
+
+
 def parse_locations(raw: Sequence[Sequence[float]] | None) -> Locations:
     return tuple((int(offset), place) for offset, place in raw or ())
 

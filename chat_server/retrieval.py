@@ -39,7 +39,7 @@ from typing import Any
 
 import asyncpg
 
-from chat_server.passages import Locations, parse_locations
+from chat_server.passages import Locations, name_spellings, parse_locations
 from chat_server.settings import Settings
 
 
@@ -191,8 +191,10 @@ MAX_QUERY_WORDS = 64
 
 
 def words(question: str) -> list[str]:
-    """The question's words for websearch_to_tsquery (its operators left out)."""
+    """The question's words for websearch_to_tsquery (its operators left out), and the names
+    in an English question spelt in Cyrillic too (a question about Novgorod meets "Новгород")."""
     found = [w for w in _WORD.findall(question) if w.lower() not in ("or", "and", "not")]
+    found += [w for w in name_spellings(question) if w not in found]
     return found[:MAX_QUERY_WORDS]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from chat_server.passages import place_of, sentence_spans, terms
+from chat_server.passages import name_spellings, place_of, sentence_spans, terms
 from chat_server.retrieval import Hit
 from chat_server.tutor.citations import resolve, sources
 from chat_server.tutor.offline import pick_sentences
@@ -108,3 +108,7 @@ def test_sentences_and_terms_in_both_languages() -> None:
                       "Ice, e.g. glaciers, flow.", "42 is it."]
     assert terms("Волги впадают") == terms("Волга впадает")
     assert "1837" in terms("in 1837") and terms("comes") == terms("come")
+    # Names in an English question meet their Russian spelling; the first word is no name.
+    assert name_spellings("Where did Novgorod trade with Baikal?") == {
+        "новгород": "Novgorod", "байкал": "Baikal"}
+    assert name_spellings("Which river flows out?") == {}

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from chat_server.passages import Span, terms
+from chat_server.passages import Span, name_spellings, stem, terms
 from chat_server.tutor.citations import Source
 from chat_server.tutor.prompt import Language, PromptRequest, Relevance, estimate_tokens
 from chat_server.tutor.providers import ReplyStream, Usage
@@ -64,8 +64,11 @@ def _flat(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def candidates(sources: Sequence[Source]) -> list[Candidate]:
-    """Every sentence of the passages once, best-ranked passage first."""
+def candidates(sources: Sequence[Source], alias: dict[str, str] | None = None
+               ) -> list[Candidate]:
+    """Every sentence of the passages once, best-ranked passage first; `alias` maps a term to
+    the question's term it stands for (a name spelt in Cyrillic)."""
+    alias = alias or {}
     seen: set[str] = set()
     out: list[Candidate] = []
     for source in sorted(sources, key=lambda s: (s.rank, s.n)):
@@ -75,7 +78,7 @@ def candidates(sources: Sequence[Source]) -> list[Candidate]:
             if key in seen:
                 continue  # overlapping chunks: the same sentence from a worse-ranked passage
             seen.add(key)
-            out.append(Candidate(source, span, text, terms(text)))
+            out.append(Candidate(source, span, text, {alias.get(t, t) for t in terms(text)}))
     return out
 
 
@@ -87,7 +90,9 @@ async def pick_sentences(question: str, sources: Sequence[Source],
                          relevance: Relevance | None = None, *,
                          limit: int = MAX_SENTENCES) -> list[Candidate]:
     """The sentences to answer with, best first; [] when the passages do not cover it."""
-    found = candidates(sources)
+    alias = {stem(cyrillic): stem(latin.lower())
+             for cyrillic, latin in name_spellings(question).items()}
+    found = candidates(sources, alias)
     if not found:
         return []
     wanted = terms(question)
