@@ -127,7 +127,7 @@ async def pick_sentences(question: str, sources: Sequence[Source],
     if not ranked:
         return []  # the materials do not cover the question
     lead = ranked[0]
-    chosen = _with_its_context(lead, wanted)
+    chosen = _with_its_context(lead)
     said = set().union(*(c.words for c in chosen))
     for c in ranked[1:]:
         if any(c.text.lower() == k.text.lower() for k in chosen):
@@ -157,7 +157,7 @@ def _leans_back(text: str) -> bool:
     return any(w.lower() in _BACK_REFERENCES for w in re.findall(r"\w+", text)[:3])
 
 
-def _with_its_context(lead: Candidate, wanted: set[str]) -> list[Candidate]:
+def _with_its_context(lead: Candidate) -> list[Candidate]:
     """The lead with its neighbours on the same page that it cannot be read without: the
     sentence before when the lead opens by pointing back, the sentence after when that one
     opens by pointing back at the lead (where the fact often is: "…the Circum-Baikal railway
