@@ -4,7 +4,7 @@
  */
 
 import { el, formatTime, iconButton } from './dom.js';
-import { UI } from './strings.js';
+import { EN } from './strings.js';
 
 const YOUTUBE_ID = /^[A-Za-z0-9_-]{11}$/;
 
@@ -26,19 +26,23 @@ export function youtubeId(source) {
   }
 }
 
-/** "Title · p. 2" or "Title · 1:05" for a citation of the server's shape. */
-export function citationLabel(c) {
-  const where = c.page != null ? UI.page(c.page) : c.start_s != null ? formatTime(c.start_s) : '';
+/** "Title · p. 2" or "Title · 1:05" for a citation of the server's shape (`t`: strings.js). */
+export function citationLabel(c, t = EN) {
+  const where = c.page != null ? t.page(c.page) : c.start_s != null ? formatTime(c.start_s) : '';
   return where ? `${c.title || ''} · ${where}` : c.title || '';
 }
 
 export class CitationSheet {
-  /** material(id): a material the widget knows, or undefined (a video's source link). */
-  constructor({ material }) {
+  /**
+   * material(id): a material the widget knows, or undefined (a video's source link);
+   * t: the catalogue (strings.js).
+   */
+  constructor({ material, t }) {
     this.material = material;
+    this.t = t;
     this.opener = null;
     this.title = el('h2', { id: 'sheet-title' });
-    this.closeButton = iconButton('sheet-close', UI.close, 'close');
+    this.closeButton = iconButton('sheet-close', t.close, 'close');
     this.where = el('div', { class: 'where' });
     this.text = el('blockquote', { class: 'passage' });
     this.sheet = el('section', { class: 'sheet citation', role: 'dialog', 'aria-labelledby': 'sheet-title',
@@ -52,23 +56,24 @@ export class CitationSheet {
 
   /** Show citation `n` of a message's `citations`; focus returns to `opener` on close. */
   open(citations, n, opener) {
+    const { t } = this;
     const c = citations.find((x) => Number(x.n) === n);
-    this.title.textContent = c ? `${UI.source(n)} · ${c.title || ''}` : UI.source(n);
+    this.title.textContent = c ? `${t.source(n)} · ${c.title || ''}` : t.source(n);
     this.where.replaceChildren();
     if (c) this.showPassage(c);
-    else this.text.textContent = UI.sourceMissing;
+    else this.text.textContent = t.sourceMissing;
     if (c) {
-      if (c.page != null) this.where.append(UI.page(c.page));
+      if (c.page != null) this.where.append(t.page(c.page));
       if (c.start_s != null) {
-        const t = formatTime(c.start_s);
+        const time = formatTime(c.start_s);
         const material = this.material(c.material_id);
         const id = youtubeId(c.video_id || c.url || material?.source);
         if (id) {
           const href = `https://youtu.be/${id}?t=${Math.floor(Number(c.start_s) || 0)}`;
           this.where.append(el('a', { href, target: '_blank', rel: 'noopener noreferrer',
-            text: UI.watchAt(t) }));
+            text: t.watchAt(time) }));
         } else {
-          this.where.append(UI.at(t));
+          this.where.append(t.at(time));
         }
       }
     }
@@ -104,5 +109,14 @@ export class CitationSheet {
     if (this.sheet.hidden) return;
     this.sheet.hidden = true;
     this.opener?.focus();
+  }
+
+  /** Close without moving focus and forget the passage shown (the session ended). */
+  reset() {
+    this.sheet.hidden = true;
+    this.opener = null;
+    this.title.textContent = '';
+    this.where.replaceChildren();
+    this.text.textContent = '';
   }
 }

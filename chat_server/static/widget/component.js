@@ -6,11 +6,16 @@
  * A part is a module that owns a feature: a class built with the component's context (see
  * _context()) that builds its own elements, which _build() places. The component calls these
  * optional hooks on every part in `this.parts`:
- *   reset()      the widget starts over (attached, `server` or `token` changed, logout)
+ *   reset()      the widget starts over (attached, login, logout, session lost, `server`,
+ *                `token` or language changed): forget everything of the user, DOM included
  *   render()     a session starts: show what it holds
  *   load()       fetch its REST state (a promise), as a session starts and after resume.failed
  *   onEvent(ev)  every socket event, after the component's own handling
- * Its CSS, if any, is its class's static `css`, added after styles.js.
+ * Its CSS, if any, is its class's static `css`, added after styles.js. Its strings come from
+ * the context's catalogue `t` (strings.js), in the element's language.
+ *
+ * A user never sees another's data: every session starts from _reset(), which ends the last
+ * one (its socket, its REST requests in flight: api.js) and forgets all it held.
  */
 
 import { Api } from './api.js';
@@ -21,11 +26,11 @@ import { LoginForm } from './login.js';
 import { plainText } from './markdown.js';
 import { Materials } from './materials.js';
 import { MessageList } from './messages.js';
-import { UI } from './strings.js';
+import { CATALOGUES, EN, errorText, pickLanguage } from './strings.js';
 import { STYLE } from './styles.js';
 
 export class TutorhubChat extends HTMLElement {
-  static get observedAttributes() { return ['server', 'token']; }
+  static get observedAttributes() { return ['server', 'token', 'lang']; }
 
   /** The `server` default: where widget.js came from (widget.js sets it). */
   static defaultServer = null;
@@ -34,10 +39,13 @@ export class TutorhubChat extends HTMLElement {
     super();
     this.attachShadow({ mode: 'open' });
     this.conn = null;
+    this.language = 'en';
+    this.t = EN; // the catalogue of the UI's language (strings.js)
     this.api = new Api({
       server: () => this.server,
       embedToken: () => this.embedToken,
       onSessionLost: () => this._sessionLost(),
+      strings: () => this.t,
     });
     this.user = null;
     this.conversations = [];
@@ -54,7 +62,8 @@ export class TutorhubChat extends HTMLElement {
   // --- lifecycle ------------------------------------------------------------------------------
 
   connectedCallback() {
-    if (!this.ui) this._build();
+    const language = pickLanguage(this);
+    if (!this.ui || language !== this.language) this._build(language);
     this._boot();
   }
 
@@ -65,8 +74,13 @@ export class TutorhubChat extends HTMLElement {
 
   attributeChangedCallback(name, oldValue, value) {
     if (!this.ui || oldValue === value || !this.isConnected) return;
-    if (name === 'token' && value && this.conn?.welcomed) {
-      // A host page refreshed the embed token: hand it to the live socket, no reconnect.
+    if (name === 'lang') {
+      this._relabel();
+      return;
+    }
+    if (name === 'token' && value && this.conn?.welcomed && sameSubject(oldValue, value)) {
+      // A host page refreshed its user's embed token: hand it to the live socket, no
+      // reconnect. Another user's token starts over (_boot): nothing of the last one stays.
       this.conn.send({ type: 'auth.refresh', token: value });
       return;
     }
@@ -81,21 +95,64 @@ export class TutorhubChat extends HTMLElement {
 
   get embedToken() { return this.getAttribute('token') || null; }
 
+  /** Start over: forget everything, then a session with the stored tokens or the login form. */
   _boot() {
-    this.conn?.stop();
-    this.conn = null;
-    this.replies.clear();
-    this.pending.clear();
-    this.acked.clear();
-    for (const part of this.parts) part.reset?.();
-    this.messages = [];
-    this.currentId = null;
+    this._reset();
     this.api.loadTokens();
     if (!this.api.token) {
       this._showLogin();
       return;
     }
     this._startSession();
+  }
+
+  /**
+   * End the session and forget every piece of it: the socket (its resume offset and epoch go
+   * with it), REST requests in flight (their answers are dropped: api.js), the conversations,
+   * messages and replies, the parts' state (materials), what the DOM shows of them, drafts and
+   * the login form's fields. Runs before every session starts and when one is lost, so the next
+   * user of the tab never sees the last one's data, not even for a frame.
+   */
+  _reset() {
+    this.conn?.stop();
+    this.conn = null;
+    this.api.reset();
+    this.user = null;
+    this.conversations = [];
+    this.currentId = null;
+    this.viewKey += 1;
+    this.draftSocratic = false;
+    this.messages = [];
+    this.replies.clear();
+    this.pending.clear();
+    this.acked.clear();
+    this.reloading = null;
+    for (const part of this.parts) part.reset?.();
+    if (!this.ui) return;
+    const ui = this.ui;
+    clearTimeout(this.toastTimer);
+    clearTimeout(this.announceTimer);
+    ui.toast.hidden = true;
+    ui.toast.textContent = '';
+    ui.announcer.textContent = '';
+    ui.who.textContent = '';
+    ui.input.value = '';
+    ui.input.style.height = '';
+    this._closeDrawers(false);
+    this.citations.reset();
+    this.login.reset();
+    this._renderConversations();
+    this._renderMessages();
+  }
+
+  /** The language changed: build the UI again in it, same user, same conversation. */
+  _relabel() {
+    const language = pickLanguage(this);
+    if (language === this.language) return;
+    const open = this.currentId;
+    this._build(language);
+    this._boot();
+    if (open && this.api.token) this._openConversation(open);
   }
 
   async _startSession() {
@@ -127,22 +184,33 @@ export class TutorhubChat extends HTMLElement {
     this.ui.input.focus();
   }
 
+  /** The socket's token was refused: true to reconnect now, null later, false to stop. */
   async _onSocketAuthFailed() {
-    if (await this.api.refresh()) return true;
-    this._sessionLost();
+    const session = this.api.session;
+    try {
+      if (await this.api.refresh()) return true;
+    } catch {
+      return null; // the network failed, not the tokens: keep the session, retry with backoff
+    }
+    this.api.sessionLost(session);
     return false;
   }
 
+  /** The tokens were refused and could not be refreshed (api.js reports it once a session). */
   _sessionLost() {
-    this.conn?.stop();
-    this.conn = null;
-    this._emit('tutorhub-auth-failed', {});
     if (this.embedToken) {
-      this._toast(UI.embedExpired);
+      // The host page owns the session: it sets a new `token` (its user's, or another's: then
+      // attributeChangedCallback starts over).
+      this.conn?.stop();
+      this.conn = null;
+      this._emit('tutorhub-auth-failed', {});
+      this._toast(this.t.embedExpired);
       return;
     }
     this.api.saveTokens(null);
-    this._showLogin(UI.sessionExpired);
+    this._reset();
+    this._showLogin(this.t.sessionExpired);
+    this._emit('tutorhub-auth-failed', {});
   }
 
   _showLogin(message = '') {
@@ -154,10 +222,7 @@ export class TutorhubChat extends HTMLElement {
   }
 
   _logout() {
-    this.conn?.stop();
-    this.conn = null;
-    this.api.saveTokens(null);
-    this._closeDrawers();
+    this.api.logout(); // the server revokes the refresh token's family; we forget the tokens
     this._boot();
   }
 
@@ -166,11 +231,11 @@ export class TutorhubChat extends HTMLElement {
   _onStatus(state) {
     const s = this.ui.status;
     s.dataset.state = state;
-    s.querySelector('.label').textContent = UI.status[state];
-    s.title = UI.status[state];
+    s.querySelector('.label').textContent = this.t.status[state];
+    s.title = this.t.status[state];
     const live = this.ui.body.hidden === false;
     this.ui.banner.hidden = !live || state === 'connected' || state === 'connecting';
-    this.ui.banner.textContent = state === 'offline' ? UI.willSend : UI.reconnectingBanner;
+    this.ui.banner.textContent = state === 'offline' ? this.t.willSend : this.t.reconnectingBanner;
     this._emit('tutorhub-status', { state });
   }
 
@@ -181,7 +246,8 @@ export class TutorhubChat extends HTMLElement {
   _announce(text) {
     // Clearing first makes screen readers announce a repeated message too.
     this.ui.announcer.textContent = '';
-    setTimeout(() => { this.ui.announcer.textContent = text; }, 30);
+    clearTimeout(this.announceTimer);
+    this.announceTimer = setTimeout(() => { this.ui.announcer.textContent = text; }, 30);
   }
 
   _toast(text) {
@@ -203,7 +269,7 @@ export class TutorhubChat extends HTMLElement {
     const list = this.ui.convList;
     list.replaceChildren();
     for (const c of this.conversations) {
-      const b = el('button', { type: 'button', text: c.title || UI.newConversation, title: c.title,
+      const b = el('button', { type: 'button', text: c.title || this.t.newConversation, title: c.title,
         'aria-current': c.id === this.currentId ? 'true' : 'false' });
       b.addEventListener('click', () => { this._openConversation(c.id); this._closeDrawers(); });
       list.append(el('li', {}, b));
@@ -387,7 +453,7 @@ export class TutorhubChat extends HTMLElement {
       case 'reply.end': return this._onEnd(ev);
       case 'reply.error': {
         const r = this._reply(ev.reply_id);
-        r.error = ev.message || ev.code;
+        r.error = errorText(this.t, ev.code, ev.message);
         if (r.msg) { r.msg.error = r.error; this.list.queueRender(r.msg); }
         return undefined;
       }
@@ -467,7 +533,7 @@ export class TutorhubChat extends HTMLElement {
       r.msg.finish = r.status;
       if (!r.stale) this.list.queueRender(r.msg);
       if (r.conversationId === this.currentId && r.text) {
-        this._announce(UI.tutorReplied + plainText(r.text).slice(0, 400));
+        this._announce(this.t.tutorReplied + plainText(r.text).slice(0, 400));
       }
     }
     if ((r.stale || r.gap) && r.conversationId && r.conversationId === this.currentId) {
@@ -478,7 +544,7 @@ export class TutorhubChat extends HTMLElement {
   }
 
   _onError(ev) {
-    const message = ev.message || ev.code || 'Error';
+    const message = errorText(this.t, ev.code, ev.message);
     const p = ev.id ? this.pending.get(ev.id) : null;
     if (p) {
       this.pending.delete(ev.id);
@@ -499,7 +565,9 @@ export class TutorhubChat extends HTMLElement {
       this._emit('tutorhub-token-expiring', {}); // the host sets a fresh `token` attribute
       return;
     }
-    if (await this.api.refresh()) this.conn?.send({ type: 'auth.refresh', token: this.api.token });
+    try {
+      if (await this.api.refresh()) this.conn?.send({ type: 'auth.refresh', token: this.api.token });
+    } catch { /* offline: the socket's expiry closes it, and its reconnect refreshes again */ }
   }
 
   // --- chat view ------------------------------------------------------------------------------
@@ -564,6 +632,7 @@ export class TutorhubChat extends HTMLElement {
   _context() {
     return {
       api: this.api,
+      t: this.t,
       toast: (text) => this._toast(text),
       announce: (text) => this._announce(text),
       openDrawer: (name) => this._openDrawer(name),
@@ -572,37 +641,43 @@ export class TutorhubChat extends HTMLElement {
     };
   }
 
-  _build() {
+  /** Build the UI in `language` (again when it changes: the parts are new then too). */
+  _build(language) {
+    if (this.ui) this._reset(); // the old parts stop (uploads in flight) before new ones replace them
+    this.language = language;
+    this.t = CATALOGUES[language];
+    const t = this.t;
     const ctx = this._context();
-    this.login = new LoginForm({ api: this.api, onSignedIn: () => this._startSession() });
-    this.list = new MessageList();
+    // After a login the session starts from _boot(), as any other: from nothing.
+    this.login = new LoginForm({ api: this.api, t, onSignedIn: () => this._boot() });
+    this.list = new MessageList(t);
     this.materials = new Materials(ctx);
-    this.citations = new CitationSheet({ material: (id) => this.materials.get(id) });
+    this.citations = new CitationSheet({ material: (id) => this.materials.get(id), t });
     this.parts = [this.materials];
 
     const ui = {};
-    ui.convsToggle = iconButton('toggle-convs', UI.conversations, 'menu');
+    ui.convsToggle = iconButton('toggle-convs', t.conversations, 'menu');
     ui.convsToggle.setAttribute('aria-expanded', 'false');
-    ui.materialsToggle = iconButton('toggle-materials', UI.materials, 'book');
+    ui.materialsToggle = iconButton('toggle-materials', t.materials, 'book');
     ui.materialsToggle.setAttribute('aria-expanded', 'false');
     ui.status = el('span', { class: 'status', role: 'status', 'data-state': 'offline' },
-      el('span', { class: 'dot', 'aria-hidden': 'true' }), el('span', { class: 'label', text: UI.status.offline }));
+      el('span', { class: 'dot', 'aria-hidden': 'true' }), el('span', { class: 'label', text: t.status.offline }));
     ui.convTitle = el('span', { class: 'conv-title' });
     const bar = el('header', { class: 'bar' }, ui.convsToggle,
-      el('div', { class: 'titles' }, el('span', { class: 'name', text: UI.appName }), ui.convTitle),
+      el('div', { class: 'titles' }, el('span', { class: 'name', text: t.appName }), ui.convTitle),
       ui.status, ui.materialsToggle);
 
     // Conversations drawer
     ui.convList = el('ul', { class: 'conv-list' });
-    ui.noConvs = el('p', { class: 'muted', text: UI.noConversations });
+    ui.noConvs = el('p', { class: 'muted', text: t.noConversations });
     ui.newConv = el('button', { type: 'button', class: 'ghost new-conv' });
     ui.newConv.innerHTML = ICONS.plus;
-    ui.newConv.append(UI.newConversation);
+    ui.newConv.append(t.newConversation);
     ui.who = el('span', { class: 'who' });
-    ui.logout = el('button', { type: 'button', class: 'linkish', text: UI.logOut });
-    ui.convClose = iconButton('close-drawer', UI.close, 'close');
-    ui.convs = el('nav', { class: 'drawer convs', 'aria-label': UI.conversations },
-      el('div', { class: 'drawer-head' }, el('h2', { text: UI.conversations }), ui.convClose),
+    ui.logout = el('button', { type: 'button', class: 'linkish', text: t.logOut });
+    ui.convClose = iconButton('close-drawer', t.close, 'close');
+    ui.convs = el('nav', { class: 'drawer convs', 'aria-label': t.conversations },
+      el('div', { class: 'drawer-head' }, el('h2', { text: t.conversations }), ui.convClose),
       el('div', { class: 'drawer-body' }, ui.newConv, ui.convList, ui.noConvs),
       el('div', { class: 'drawer-foot' }, ui.who, ui.logout));
 
@@ -610,26 +685,26 @@ export class TutorhubChat extends HTMLElement {
     ui.socratic = el('input', { type: 'checkbox', role: 'switch' });
     ui.banner = el('div', { class: 'banner', hidden: true, role: 'status' });
     ui.toast = el('div', { class: 'banner toast', hidden: true, role: 'alert' });
-    ui.input = el('textarea', { rows: '1', placeholder: UI.messagePlaceholder, 'aria-label': UI.messageLabel,
+    ui.input = el('textarea', { rows: '1', placeholder: t.messagePlaceholder, 'aria-label': t.messageLabel,
       maxlength: '16000', enterkeyhint: 'send' });
-    ui.sendBtn = el('button', { type: 'submit', class: 'primary send', 'aria-label': UI.send, title: UI.send });
+    ui.sendBtn = el('button', { type: 'submit', class: 'primary send', 'aria-label': t.send, title: t.send });
     ui.sendBtn.innerHTML = ICONS.send;
-    ui.stopBtn = el('button', { type: 'button', class: 'primary stop', 'aria-label': UI.stop, title: UI.stop,
+    ui.stopBtn = el('button', { type: 'button', class: 'primary stop', 'aria-label': t.stop, title: t.stop,
       hidden: true });
     ui.stopBtn.innerHTML = ICONS.stop;
-    ui.stopBtn.append(UI.stop);
+    ui.stopBtn.append(t.stop);
     ui.composer = el('form', { class: 'composer' }, ui.input, ui.sendBtn, ui.stopBtn);
     const chat = el('main', { class: 'chat' },
       el('div', { class: 'toolbar' },
-        el('label', { class: 'switch', title: UI.socraticHint }, ui.socratic, UI.socratic)),
+        el('label', { class: 'switch', title: t.socraticHint }, ui.socratic, t.socratic)),
       this.list.box, ui.toast, ui.banner, ui.composer);
 
     ui.scrim = el('div', { class: 'scrim', hidden: true });
     ui.announcer = el('div', { class: 'sr-only', 'aria-live': 'polite', 'aria-atomic': 'true' });
     ui.body = el('div', { class: 'body', hidden: true }, ui.convs, chat, ui.scrim, this.materials.panel,
       this.citations.sheet);
-    ui.app = el('div', { class: 'app' }, bar, this.login.section, ui.body, this.materials.overlay,
-      ui.announcer);
+    ui.app = el('div', { class: 'app', lang: language }, bar, this.login.section, ui.body,
+      this.materials.overlay, ui.announcer);
     const css = this.parts.map((part) => part.constructor.css ?? '').join('');
     const style = el('style', { text: STYLE + css });
     this.shadowRoot.replaceChildren(style, ui.app);
@@ -672,4 +747,18 @@ export class TutorhubChat extends HTMLElement {
     });
     this.materials.acceptDrops(ui.app);
   }
+}
+
+/** Whether two embed tokens name the same user (`sub`; read, not verified: the server does). */
+function sameSubject(a, b) {
+  const sub = (token) => {
+    try {
+      const part = String(token).split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      return JSON.parse(atob(part.padEnd(Math.ceil(part.length / 4) * 4, '='))).sub ?? null;
+    } catch {
+      return null;
+    }
+  };
+  const first = sub(a);
+  return first !== null && first === sub(b);
 }

@@ -176,9 +176,12 @@ export class Connection {
     this.ws = null;
     this.welcomed = false;
     if (ws) try { ws.close(1000); } catch { /* ignore */ }
+    // true: new credentials, reconnect now; null: they could not be checked (network), try
+    // again with backoff; false: refused for good (the component shows its login form).
     const retry = await this.onAuthFailed();
     if (this.stopped) return;
     if (retry) this._open();
+    else if (retry === null) this._scheduleRetry();
     else this.stop();
   }
 

@@ -1,12 +1,15 @@
 /* The login and registration form, shown when the widget has no token. */
 
 import { el } from './dom.js';
-import { UI } from './strings.js';
 
 export class LoginForm {
-  /** api: the Api whose tokens a successful login sets; onSignedIn(): start the session. */
-  constructor({ api, onSignedIn }) {
+  /**
+   * api: the Api whose tokens a successful login sets; t: the catalogue (strings.js);
+   * onSignedIn(): start the session.
+   */
+  constructor({ api, t, onSignedIn }) {
     this.api = api;
+    this.t = t;
     this.onSignedIn = onSignedIn;
     this.mode = 'login';
     this.heading = el('h2');
@@ -19,8 +22,8 @@ export class LoginForm {
     this.switch = el('button', { type: 'button', class: 'linkish' });
     const form = el('form', { class: 'login-form', novalidate: false },
       this.heading,
-      el('label', {}, UI.email, this.email),
-      el('label', {}, UI.password, this.password),
+      el('label', {}, t.email, this.email),
+      el('label', {}, t.password, this.password),
       this.error, this.submit, this.switch);
     this.section = el('section', { class: 'login', hidden: true }, form);
     form.addEventListener('submit', (e) => this._submit(e));
@@ -41,12 +44,21 @@ export class LoginForm {
     this.section.hidden = true;
   }
 
+  /** Forget what was typed: the next person at this tab sees an empty form. */
+  reset() {
+    this.email.value = '';
+    this.password.value = '';
+    this.error.textContent = '';
+    this.submit.disabled = false;
+  }
+
   _setMode(mode) {
     this.mode = mode;
     const register = mode === 'register';
-    this.heading.textContent = register ? UI.registerTitle : UI.loginTitle;
-    this.submit.textContent = register ? UI.register : UI.logIn;
-    this.switch.textContent = register ? UI.toLogin : UI.toRegister;
+    const { t } = this;
+    this.heading.textContent = register ? t.registerTitle : t.loginTitle;
+    this.submit.textContent = register ? t.register : t.logIn;
+    this.switch.textContent = register ? t.toLogin : t.toRegister;
     this.password.autocomplete = register ? 'new-password' : 'current-password';
   }
 

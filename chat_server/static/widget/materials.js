@@ -5,7 +5,7 @@
  */
 
 import { el, formatTime, iconButton, ICONS, uuid } from './dom.js';
-import { UI } from './strings.js';
+import { errorText } from './strings.js';
 
 const STATUS_RANK = { uploading: 0, queued: 1, pending: 1, processing: 2, ready: 3, failed: 3 };
 
@@ -13,42 +13,45 @@ export class Materials {
   /** ctx: what the component lends its parts (component.js, `_context`). */
   constructor(ctx) {
     this.ctx = ctx;
+    const t = ctx.t;
+    this.t = t;
     this.items = new Map(); // material id → material (REST shape + local fields)
+    this.uploads = new Set(); // XHRs in flight
 
     this.fileInput = el('input', { type: 'file', accept: 'application/pdf,.pdf', multiple: true,
       hidden: true });
     const pickFile = el('button', { type: 'button', class: 'ghost' });
     pickFile.innerHTML = ICONS.upload;
-    pickFile.append(' ', UI.chooseFile);
-    const dropzone = el('div', { class: 'dropzone' }, el('strong', { text: UI.dropHere }), pickFile,
-      el('span', { class: 'muted', text: UI.uploadHint }), this.fileInput);
-    this.ytInput = el('input', { class: 'field', type: 'url', placeholder: UI.youtubePlaceholder,
-      'aria-label': UI.youtubeLabel });
+    pickFile.append(' ', t.chooseFile);
+    const dropzone = el('div', { class: 'dropzone' }, el('strong', { text: t.dropHere }), pickFile,
+      el('span', { class: 'muted', text: t.uploadHint }), this.fileInput);
+    this.ytInput = el('input', { class: 'field', type: 'url', placeholder: t.youtubePlaceholder,
+      'aria-label': t.youtubeLabel });
     this.ytError = el('p', { class: 'form-error', role: 'alert' });
     const ytForm = el('form', { class: 'yt-form' },
       el('div', { class: 'row' }, this.ytInput,
-        el('button', { type: 'submit', class: 'ghost', text: UI.add })),
+        el('button', { type: 'submit', class: 'ghost', text: t.add })),
       this.ytError);
-    this.textTitle = el('input', { class: 'field', placeholder: UI.textTitlePlaceholder,
-      'aria-label': UI.textTitleLabel, maxlength: '300' });
-    this.textInput = el('textarea', { class: 'field', placeholder: UI.textPlaceholder,
-      'aria-label': UI.textLabel });
+    this.textTitle = el('input', { class: 'field', placeholder: t.textTitlePlaceholder,
+      'aria-label': t.textTitleLabel, maxlength: '300' });
+    this.textInput = el('textarea', { class: 'field', placeholder: t.textPlaceholder,
+      'aria-label': t.textLabel });
     this.textError = el('p', { class: 'form-error', role: 'alert' });
     const textForm = el('form', { class: 'text-form' }, this.textTitle, this.textInput,
-      el('button', { type: 'submit', class: 'ghost', text: UI.addText }), this.textError);
-    this.list = el('ul', { class: 'mat-list', 'aria-label': UI.materials });
-    this.empty = el('p', { class: 'muted', text: UI.noMaterials });
-    const close = iconButton('close-drawer', UI.close, 'close');
-    this.panel = el('aside', { class: 'drawer materials', 'aria-label': UI.materials },
-      el('div', { class: 'drawer-head' }, el('h2', { text: UI.materials }), close),
+      el('button', { type: 'submit', class: 'ghost', text: t.addText }), this.textError);
+    this.list = el('ul', { class: 'mat-list', 'aria-label': t.materials });
+    this.empty = el('p', { class: 'muted', text: t.noMaterials });
+    const close = iconButton('close-drawer', t.close, 'close');
+    this.panel = el('aside', { class: 'drawer materials', 'aria-label': t.materials },
+      el('div', { class: 'drawer-head' }, el('h2', { text: t.materials }), close),
       el('div', { class: 'drawer-body' },
         el('div', { class: 'section' }, dropzone),
         // The list sits under the drop zone, so a new upload's progress is in view at once.
-        el('div', { class: 'section' }, el('h3', { text: UI.materials }), this.list, this.empty),
-        el('div', { class: 'section' }, el('h3', { text: UI.youtubeLabel }), ytForm),
-        el('div', { class: 'section' }, el('h3', { text: UI.textLabel }), textForm)));
+        el('div', { class: 'section' }, el('h3', { text: t.materials }), this.list, this.empty),
+        el('div', { class: 'section' }, el('h3', { text: t.youtubeLabel }), ytForm),
+        el('div', { class: 'section' }, el('h3', { text: t.textLabel }), textForm)));
     // Shown over the whole widget while files are dragged onto it (see acceptDrops).
-    this.overlay = el('div', { class: 'drop-overlay', hidden: true, text: UI.dropOverlay });
+    this.overlay = el('div', { class: 'drop-overlay', hidden: true, text: t.dropOverlay });
 
     close.addEventListener('click', () => ctx.closeDrawers());
     pickFile.addEventListener('click', () => this.fileInput.click());
@@ -96,7 +99,16 @@ export class Materials {
   // --- the part's hooks (component.js) --------------------------------------------------------
 
   reset() {
+    // The session ended: its uploads stop, and nothing of its list or forms stays in the DOM.
+    for (const xhr of this.uploads) xhr.abort();
+    this.uploads.clear();
     this.items.clear();
+    this.list.replaceChildren();
+    this.empty.hidden = false;
+    this.overlay.hidden = true;
+    for (const input of [this.ytInput, this.textTitle, this.textInput]) input.value = '';
+    this.ytError.textContent = '';
+    this.textError.textContent = '';
   }
 
   render() {
@@ -122,7 +134,7 @@ export class Materials {
           ...(ev.duration_s != null && { duration_s: ev.duration_s }) }, true);
       case 'material.failed':
         return this._upsert({ id: ev.material_id, status: 'failed',
-          error: ev.reason || UI.failed }, true);
+          error: ev.reason || this.t.failed }, true);
       default: return undefined;
     }
   }
@@ -152,8 +164,9 @@ export class Materials {
     this._render(next);
     this.empty.hidden = this.items.size > 0;
     if (live && (patch.status === 'ready' || patch.status === 'failed')) {
-      this.ctx.announce(`${next.title || UI.materials}: ${patch.status === 'ready' ? UI.ready
-        : `${UI.failed} — ${next.error}`}`);
+      const { t } = this;
+      this.ctx.announce(`${next.title || t.materials}: ${patch.status === 'ready' ? t.ready
+        : `${t.failed} — ${next.error}`}`);
     }
   }
 
@@ -164,10 +177,11 @@ export class Materials {
   }
 
   _render(m) {
+    const { t } = this;
     if (!m.el) {
       m.el = el('li', { class: 'mat' },
         el('div', { class: 'top' }, el('span', { class: 'kind' }), el('span', { class: 'title' }),
-          el('button', { type: 'button', class: 'icon remove', 'aria-label': UI.remove, title: UI.remove })),
+          el('button', { type: 'button', class: 'icon remove', 'aria-label': t.remove, title: t.remove })),
         el('div', { class: 'bar-track', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100' },
           el('div', { class: 'bar-fill' })),
         el('div', { class: 'state', 'aria-live': 'polite' }));
@@ -178,7 +192,7 @@ export class Materials {
     const node = m.el;
     node.dataset.id = m.id;
     node.dataset.status = m.status || '';
-    node.querySelector('.kind').textContent = m.kind || '…';
+    node.querySelector('.kind').textContent = t.kinds[m.kind] || m.kind || '…';
     node.querySelector('.title').textContent = m.title || '…';
     node.querySelector('.title').title = m.title || '';
     node.querySelector('.remove').hidden = m.status === 'uploading';
@@ -197,23 +211,23 @@ export class Materials {
     fill.style.width = pct === null ? '' : `${pct}%`;
     if (pct === null) track.removeAttribute('aria-valuenow');
     else track.setAttribute('aria-valuenow', String(pct));
-    track.setAttribute('aria-label', `${m.title || UI.materials}`);
+    track.setAttribute('aria-label', `${m.title || t.materials}`);
     let text;
     if (m.status === 'ready') {
-      const bits = [UI.ready];
-      if (m.pages) bits.push(UI.pages(m.pages));
+      const bits = [t.ready];
+      if (m.pages) bits.push(t.pages(m.pages));
       else if (m.duration_s) bits.push(formatTime(m.duration_s));
-      if (m.chunk_count) bits.push(UI.chunks(m.chunk_count));
+      if (m.chunk_count) bits.push(t.chunks(m.chunk_count));
       text = bits.join(' · ');
     } else if (m.status === 'failed') {
-      text = `${UI.failed}: ${m.error || ''}`;
+      text = `${t.failed}: ${m.error || ''}`;
     } else if (m.status === 'uploading') {
-      text = pct === null ? `${UI.uploading}…` : `${UI.uploading} ${pct}%`;
+      text = pct === null ? `${t.uploading}…` : `${t.uploading} ${pct}%`;
     } else if (m.status === 'processing' && m.stage) {
-      const label = UI.stages[m.stage] || m.stage;
+      const label = t.stages[m.stage] || m.stage;
       text = total > 0 ? `${label} ${done}/${total}` : `${label}…`;
     } else {
-      text = `${UI.queuedMaterial}…`;
+      text = `${t.queuedMaterial}…`;
     }
     state.textContent = text;
   }
@@ -237,7 +251,7 @@ export class Materials {
     for (const file of files) {
       const isPdf = file.type === 'application/pdf' || /\.pdf$/i.test(file.name);
       if (!isPdf) {
-        this.ctx.toast(UI.onlyPdf(file.name));
+        this.ctx.toast(this.t.onlyPdf(file.name));
         continue;
       }
       this._uploadPdf(file);
@@ -247,6 +261,8 @@ export class Materials {
   _uploadPdf(file) {
     // XHR rather than fetch: it reports upload progress for the bar.
     const { api } = this.ctx;
+    const { t } = this;
+    const session = api.session;
     const localId = `local-${uuid()}`;
     this._upsert({ id: localId, kind: 'pdf', title: file.name, status: 'uploading',
       upload_pct: 0 }, false);
@@ -263,6 +279,7 @@ export class Materials {
     form.append('file', file, file.name);
     const send = (retry) => {
       const xhr = new XMLHttpRequest();
+      this.uploads.add(xhr);
       xhr.open('POST', api.server() + '/materials');
       const token = api.token;
       if (token) xhr.setRequestHeader('Authorization', `Bearer ${token}`);
@@ -272,13 +289,26 @@ export class Materials {
         }
       };
       xhr.onload = async () => {
+        this.uploads.delete(xhr);
+        if (!api.current(session)) return;
         let data = null;
         try { data = JSON.parse(xhr.responseText); } catch { data = null; }
-        if (xhr.status === 401 && retry && await api.refresh()) { send(false); return; }
+        if (xhr.status === 401) {
+          let ok;
+          try { ok = retry && await api.refresh(); } catch { ok = null; } // null: offline
+          if (!api.current(session)) return;
+          if (ok) { send(false); return; }
+          if (ok === false) { api.sessionLost(session); return; }
+          settle(null, t.networkError);
+          return;
+        }
         if (xhr.status >= 200 && xhr.status < 300 && data?.id) settle(data, null);
-        else settle(null, data?.message || `Upload failed (${xhr.status}).`);
+        else settle(null, errorText(t, data?.error, data?.message || t.uploadFailed(xhr.status)));
       };
-      xhr.onerror = () => settle(null, UI.networkError);
+      xhr.onerror = () => {
+        this.uploads.delete(xhr);
+        if (api.current(session)) settle(null, t.networkError);
+      };
       xhr.send(form);
     };
     send(true);

@@ -7,12 +7,13 @@
 import { citationLabel } from './citations.js';
 import { el } from './dom.js';
 import { renderMarkdown } from './markdown.js';
-import { UI } from './strings.js';
 
 export class MessageList {
-  constructor() {
+  /** t: the catalogue (strings.js). */
+  constructor(t) {
+    this.t = t;
     this.box = el('div', { class: 'messages', role: 'log', 'aria-live': 'off',
-      'aria-label': 'Messages', tabindex: '0' });
+      'aria-label': t.messagesLabel, tabindex: '0' });
     this.queue = new Set();
     this.frame = 0;
   }
@@ -22,8 +23,8 @@ export class MessageList {
     const box = this.box;
     box.replaceChildren();
     if (!messages.length) {
-      box.append(el('div', { class: 'empty' }, el('h2', { text: UI.emptyTitle }),
-        el('p', { text: UI.emptyBody })));
+      box.append(el('div', { class: 'empty' }, el('h2', { text: this.t.emptyTitle }),
+        el('p', { text: this.t.emptyBody })));
     }
     for (const m of messages) {
       m.el = null;
@@ -58,6 +59,7 @@ export class MessageList {
   paint(msg) {
     const node = msg.el;
     if (!node || !node.isConnected) return;
+    const { t } = this;
     node.classList.toggle('streaming', !!msg.streaming && !msg.waiting);
     node.classList.toggle('failed', msg.status === 'failed');
     node.dataset.status = msg.finish || msg.status || '';
@@ -66,10 +68,14 @@ export class MessageList {
     if (msg.role === 'user') {
       md.textContent = msg.text;
     } else if (msg.waiting && !msg.text) {
-      md.replaceChildren(el('span', { class: 'thinking', role: 'img', 'aria-label': UI.thinking },
+      md.replaceChildren(el('span', { class: 'thinking', role: 'img', 'aria-label': t.thinking },
         el('i'), el('i'), el('i')));
     } else {
       md.innerHTML = renderMarkdown(msg.text); // safe: renderMarkdown escapes its whole input
+      // renderMarkdown speaks English (its output is language-free but for this label).
+      for (const chip of md.querySelectorAll('.cite')) {
+        chip.setAttribute('aria-label', t.source(chip.dataset.n));
+      }
     }
     const sources = node.querySelector('.sources');
     sources.replaceChildren();
@@ -78,17 +84,17 @@ export class MessageList {
         const chip = el('button', { type: 'button', class: 'source', 'data-n': c.n,
           title: c.title || '' },
         el('span', { class: 'cite', 'aria-hidden': 'true', text: String(c.n) }),
-        el('span', { class: 'label', text: citationLabel(c) }));
+        el('span', { class: 'label', text: citationLabel(c, t) }));
         sources.append(chip);
       }
     }
     const meta = node.querySelector('.meta');
     meta.replaceChildren();
-    if (msg.queued) meta.append(el('span', { text: UI.queued(msg.queued) }));
-    const finish = UI.finish[msg.finish || msg.status];
+    if (msg.queued) meta.append(el('span', { text: t.queued(msg.queued) }));
+    const finish = t.finish[msg.finish || msg.status];
     if (finish && msg.role === 'assistant') meta.append(el('span', { class: 'tag', text: finish }));
     if (msg.status === 'failed' && msg.role === 'user') {
-      meta.append(el('span', { class: 'tag', text: UI.sendFailed }));
+      meta.append(el('span', { class: 'tag', text: t.sendFailed }));
     }
     if (msg.error) meta.append(el('span', { class: 'error', text: msg.error }));
   }

@@ -1,7 +1,17 @@
 /*
- * The widget's UI strings (English). User, model and material text may be in any language
- * (e.g. Russian); it reaches the DOM as the server sends it.
- * A feature module adds its strings here under its own key, so a translation is one file.
+ * The widget's UI strings: one catalogue per language, English (`UI`, also `EN`) and Russian
+ * (`RU`), with the same keys. A widget picks its catalogue as it is built (pickLanguage below) and hands it to
+ * its views as `t` (a part gets it as ctx.t), so two widgets on one page may speak different
+ * languages. User, model and material text may be in any language; it reaches the DOM as the
+ * server sends it.
+ *
+ * A feature module adds its strings under its own key to EVERY catalogue (a test checks that
+ * each one has every English key; a key missing at run time falls back to English).
+ *
+ * `errors` translates the server's error codes (REST `error`, socket `error.code`,
+ * `reply.error.code`). English has none: the server's own messages are English, and they carry
+ * details (which field) that a generic sentence would lose. A code a catalogue does not name
+ * shows the server's message.
  */
 
 export const UI = {
@@ -27,6 +37,7 @@ export const UI = {
   socratic: 'Socratic mode',
   socraticHint: 'The tutor asks guiding questions instead of giving answers.',
   materials: 'Materials',
+  messagesLabel: 'Messages',
   messagePlaceholder: 'Ask about your materials…',
   messageLabel: 'Message the tutor',
   send: 'Send',
@@ -45,7 +56,6 @@ export const UI = {
   sendFailed: 'Not sent',
   willSend: 'You are offline — messages will be sent when the connection is back.',
   reconnectingBanner: 'Connection lost — reconnecting…',
-  sourceTitle: 'Source',
   source: (n) => `Source ${n}`,
   page: (p) => `p. ${p}`,
   at: (t) => `at ${t}`,
@@ -67,10 +77,12 @@ export const UI = {
   noMaterials: 'No materials yet.',
   onlyPdf: (name) => `“${name}” is not a PDF: only PDF files can be uploaded.`,
   uploading: 'Uploading',
+  uploadFailed: (status) => `Upload failed (${status}).`,
   queuedMaterial: 'Queued',
   ready: 'Ready',
   failed: 'Failed',
   remove: 'Remove',
+  kinds: {}, // a material's kind as the server names it (pdf, youtube, text)
   pages: (n) => `${n} ${n === 1 ? 'page' : 'pages'}`,
   chunks: (n) => `${n} ${n === 1 ? 'passage' : 'passages'}`,
   stages: {
@@ -94,7 +106,179 @@ export const UI = {
     done: 'Finishing',
   },
   networkError: 'Cannot reach the server.',
+  requestFailed: (status) => `Request failed (${status}).`,
+  error: 'Error',
+  errors: {},
   sessionExpired: 'Your session has expired. Please log in again.',
   embedExpired: 'This chat session has expired. Reload the page to continue.',
   tutorReplied: 'Tutor replied: ',
 };
+
+/**
+ * `UI` keeps its name from when it was the only catalogue. A view never imports it for what it
+ * shows: it uses its element's catalogue `t` (ctx.t), which follows the page's language.
+ */
+export const EN = UI;
+
+const ruPlural = new Intl.PluralRules('ru');
+
+/** "1 страница", "3 страницы", "5 страниц", "21 страница". */
+function ru(n, one, few, many) {
+  const form = ruPlural.select(n);
+  return `${n} ${form === 'one' ? one : form === 'few' ? few : many}`;
+}
+
+export const RU = {
+  appName: 'Tutorhub',
+  status: {
+    connecting: 'Подключение…',
+    connected: 'Подключено',
+    reconnecting: 'Переподключение…',
+    offline: 'Нет связи',
+  },
+  loginTitle: 'Вход к вашему тьютору',
+  registerTitle: 'Создание аккаунта',
+  email: 'Эл. почта',
+  password: 'Пароль',
+  logIn: 'Войти',
+  register: 'Создать аккаунт',
+  toRegister: 'Нет аккаунта? Создайте его',
+  toLogin: 'Уже есть аккаунт? Войдите',
+  logOut: 'Выйти',
+  conversations: 'Беседы',
+  newConversation: 'Новая беседа',
+  noConversations: 'Бесед пока нет.',
+  socratic: 'Сократовский режим',
+  socraticHint: 'Тьютор задаёт наводящие вопросы вместо готовых ответов.',
+  materials: 'Материалы',
+  messagesLabel: 'Сообщения',
+  messagePlaceholder: 'Спросите о своих материалах…',
+  messageLabel: 'Сообщение тьютору',
+  send: 'Отправить',
+  stop: 'Остановить',
+  emptyTitle: 'Спросите тьютора о чём угодно',
+  emptyBody: 'Добавьте PDF, ссылку на YouTube или текст в разделе «Материалы» и задайте вопрос '
+    + 'о нём. В ответах есть ссылки на фрагменты, из которых они взяты.',
+  thinking: 'Тьютор думает…',
+  queued: (n) => `Ждём тьютора (место в очереди: ${n})…`,
+  finish: {
+    cancelled: 'Остановлено',
+    length: 'Обрезано (предел длины)',
+    failed: 'Ошибка',
+    interrupted: 'Прервано',
+  },
+  sendFailed: 'Не отправлено',
+  willSend: 'Нет связи — сообщения отправятся, когда она восстановится.',
+  reconnectingBanner: 'Связь потеряна — переподключаемся…',
+  source: (n) => `Источник ${n}`,
+  page: (p) => `стр. ${p}`,
+  at: (t) => `на ${t}`,
+  watchAt: (t) => `Смотреть на YouTube с ${t}`,
+  sourceMissing: 'Этот источник пока недоступен.',
+  close: 'Закрыть',
+  dropHere: 'Перетащите PDF сюда',
+  dropOverlay: 'Отпустите PDF-файлы, чтобы загрузить их',
+  chooseFile: 'Выбрать PDF…',
+  uploadHint: 'или перетащите PDF в любое место чата',
+  youtubeLabel: 'Ссылка на YouTube',
+  youtubePlaceholder: 'https://www.youtube.com/watch?v=…',
+  add: 'Добавить',
+  textTitleLabel: 'Название',
+  textTitlePlaceholder: 'Название (необязательно)',
+  textLabel: 'Текст',
+  textPlaceholder: 'Вставьте конспект или статью…',
+  addText: 'Добавить текст',
+  noMaterials: 'Материалов пока нет.',
+  onlyPdf: (name) => `«${name}» — не PDF: загружать можно только PDF-файлы.`,
+  uploading: 'Загрузка',
+  uploadFailed: (status) => `Не удалось загрузить (${status}).`,
+  queuedMaterial: 'В очереди',
+  ready: 'Готово',
+  failed: 'Ошибка',
+  remove: 'Удалить',
+  kinds: { text: 'текст' },
+  pages: (n) => ru(n, 'страница', 'страницы', 'страниц'),
+  chunks: (n) => ru(n, 'фрагмент', 'фрагмента', 'фрагментов'),
+  stages: {
+    queued: 'В очереди',
+    download: 'Скачивание',
+    downloading: 'Скачивание',
+    fetch: 'Получение',
+    fetching: 'Получение',
+    transcript: 'Получение субтитров',
+    extract: 'Чтение',
+    extracting: 'Чтение',
+    parse: 'Чтение',
+    chunk: 'Разбиение',
+    chunking: 'Разбиение',
+    embed: 'Векторизация',
+    embedding: 'Векторизация',
+    store: 'Сохранение',
+    storing: 'Сохранение',
+    index: 'Индексация',
+    indexing: 'Индексация',
+    done: 'Завершение',
+  },
+  networkError: 'Нет связи с сервером.',
+  requestFailed: (status) => `Запрос не выполнен (${status}).`,
+  error: 'Ошибка',
+  errors: {
+    bad_credentials: 'Неверный адрес почты или пароль.',
+    email_taken: 'Аккаунт с этим адресом уже есть.',
+    rate_limited: 'Слишком много попыток. Подождите немного и попробуйте снова.',
+    unauthorized: 'Нужно войти снова.',
+    refresh_reused: 'Сеанс завершён. Войдите снова.',
+    forbidden: 'Нет доступа.',
+    not_found: 'Не найдено.',
+    conversation_not_found: 'Беседа не найдена.',
+    reply_not_found: 'Ответ не найден.',
+    too_large: 'Слишком большой файл или текст.',
+    unsupported_media_type: 'Этот тип файла не поддерживается.',
+    invalid_request: 'Проверьте введённые данные.',
+    bad_request: 'Неверный запрос.',
+    conflict: 'Конфликт: данные уже изменились.',
+    unavailable: 'Сервис временно недоступен. Попробуйте чуть позже.',
+    internal: 'Внутренняя ошибка сервера.',
+    quota_exceeded: 'Дневной лимит исчерпан. Возвращайтесь завтра.',
+    reply_in_progress: 'Тьютор ещё отвечает: дождитесь конца ответа или остановите его.',
+    provider_overloaded: 'Модель перегружена. Попробуйте ещё раз чуть позже.',
+    provider_unreachable: 'Модель недоступна. Попробуйте ещё раз чуть позже.',
+    provider_timeout: 'Модель не ответила вовремя.',
+    provider_rejected: 'Модель отклонила запрос.',
+    provider_stream_cut: 'Ответ оборвался.',
+  },
+  sessionExpired: 'Сеанс истёк. Войдите снова.',
+  embedExpired: 'Сеанс чата истёк. Обновите страницу, чтобы продолжить.',
+  tutorReplied: 'Ответ тьютора: ',
+};
+
+export const CATALOGUES = { en: EN, ru: withFallback(RU, EN) };
+
+function withFallback(catalogue, base) {
+  const out = { ...base, ...catalogue };
+  for (const [k, v] of Object.entries(base)) {
+    if (v && typeof v === 'object') out[k] = { ...v, ...catalogue[k] };
+  }
+  return out;
+}
+
+/**
+ * The language of a widget: its `lang` attribute, else the nearest ancestor's (normally the host
+ * page's <html lang>), else the browser's preferences. The first language declared on the page
+ * decides, English when there is no catalogue for it; the browser's list is searched in order.
+ */
+export function pickLanguage(element) {
+  const declared = element.getAttribute('lang') || element.closest('[lang]:not([lang=""])')?.lang
+    || document.documentElement.lang;
+  const wanted = declared ? [declared] : [...(navigator.languages || []), navigator.language];
+  for (const tag of wanted) {
+    const base = String(tag || '').trim().toLowerCase().split(/[-_]/)[0];
+    if (Object.hasOwn(CATALOGUES, base)) return base;
+  }
+  return 'en';
+}
+
+/** The server's error, in words of the catalogue when it names the code. */
+export function errorText(t, code, message) {
+  return (code && Object.hasOwn(t.errors, code) && t.errors[code]) || message || code || t.error;
+}
