@@ -6,7 +6,8 @@
  *   <tutorhub-chat token="<embed token>"></tutorhub-chat>
  *
  * Attributes: `server` (base URL; default: where this script came from),
- * `token` (an embed token signed by the host site; without it the widget shows a login form).
+ * `token` (an embed token signed by the host site; without it the widget shows a login form),
+ * `lang` (`ru` or `en`; default: the page's `lang`, else the browser's language).
  * Events (bubbling, composed): `tutorhub-status` {state}, `tutorhub-token-expiring`,
  * `tutorhub-auth-failed`.
  *
