@@ -16,7 +16,7 @@ from chat_server.settings import Settings
 from tests.support.browser import browser_fixture, page_fixture  # noqa: F401  (fixtures)
 from tests.support.fake_providers import FakeProvider, openai_stream
 from tests.support.services import serve_app
-from tests.support.widget import PASSWORD, register
+from tests.support.widget import PASSWORD, register, streaming_from
 from tests.test_widget_streaming import _add_text
 
 REPLY = ["Фотосинтез — это **процесс**, ", "в котором растения ", "делают сахар [1]."]
@@ -80,9 +80,7 @@ ENGLISH_LEFT = """async () => {
 @pytest.fixture
 async def base_url(settings: Settings) -> AsyncIterator[str]:
     async with FakeProvider(default=openai_stream(REPLY)) as provider:
-        app = create_app(settings.model_copy(update={
-            "llm_provider": "openai", "openai_base_url": provider.base_url + "/v1",
-            "openai_api_key": "sk-test", "llm_retries": 0}))
+        app = create_app(streaming_from(settings, provider))
         for path, body in PAGES.items():
             # Served by the app itself (Chromium refuses sockets from fabricated pages).
             html = ('<!doctype html>' + body.replace('<tutorhub-chat', '<script type="module" '

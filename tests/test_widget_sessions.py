@@ -21,7 +21,7 @@ from chat_server.settings import Settings
 from tests.support.browser import browser_fixture, page_fixture  # noqa: F401  (fixtures)
 from tests.support.fake_providers import FakeProvider, openai_stream
 from tests.support.services import serve_app
-from tests.support.widget import PASSWORD, log_in, register
+from tests.support.widget import PASSWORD, log_in, register, streaming_from
 
 ANNA = "anna@example.com"
 BORIS = "boris@example.com"
@@ -59,10 +59,7 @@ RECORD = """() => {
 @pytest.fixture
 async def base_url(settings: Settings) -> AsyncIterator[str]:
     async with FakeProvider(default=openai_stream(REPLY)) as provider:
-        tuned = settings.model_copy(update={
-            "llm_provider": "openai", "openai_base_url": provider.base_url + "/v1",
-            "openai_api_key": "sk-test", "llm_retries": 0})
-        async with serve_app(create_app(tuned)) as url:
+        async with serve_app(create_app(streaming_from(settings, provider))) as url:
             yield url
 
 

@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from playwright.async_api import Locator, Page, expect
 
+from chat_server.settings import Settings
+from tests.support.fake_providers import FakeProvider
 from tests.support.services import serve_app
 
 PASSWORD = "correct horse battery"
@@ -35,6 +37,13 @@ async def log_in(page: Page, base_url: str, email: str, password: str = PASSWORD
     await chat.get_by_role("button", name="Log in").click()
     await expect(chat.locator(".status")).to_have_attribute("data-state", "connected")
     return chat
+
+
+def streaming_from(settings: Settings, provider: FakeProvider) -> Settings:
+    """`settings` with the tutor streaming from `provider`, a loopback OpenAI-compatible server."""
+    return settings.model_copy(update={
+        "llm_provider": "openai", "openai_base_url": provider.base_url + "/v1",
+        "openai_api_key": "sk-test", "llm_retries": 0})
 
 
 @asynccontextmanager
