@@ -565,8 +565,10 @@ export class TutorhubChat extends HTMLElement {
       this._emit('tutorhub-token-expiring', {}); // the host sets a fresh `token` attribute
       return;
     }
+    const session = this.api.session;
     try {
       if (await this.api.refresh()) this.conn?.send({ type: 'auth.refresh', token: this.api.token });
+      else this.api.sessionLost(session); // refused: the login form now, not at the expiry
     } catch { /* offline: the socket's expiry closes it, and its reconnect refreshes again */ }
   }
 
