@@ -396,7 +396,7 @@ async def materials_round(client: Client, questions: list[str]) -> list[float]:
 # --- orchestration ----------------------------------------------------------------------------
 
 async def bus_engine(redis_url: str) -> str:
-    from chat_server.hub.bus import open_bus
+    from chat_server.bus import open_bus
 
     try:
         async with open_bus(redis_url, lambda *a: None):

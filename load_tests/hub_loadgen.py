@@ -198,7 +198,7 @@ async def _publisher(conn: Any) -> None:
 async def _sender(stack: Any, dialect: str, redis_url: str) -> Any:
     """A publish function kept for the whole run (connections stay warm between steps)."""
     if dialect == "hub":
-        from chat_server.hub.bus import open_bus
+        from chat_server.bus import open_bus
 
         bus = await stack.enter_async_context(open_bus(redis_url, lambda *_: None))
 

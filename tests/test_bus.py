@@ -1,5 +1,6 @@
-"""The bus on both engines: offsets, delivery, history and resume rules; Redis specifics
-(epochs after FLUSHALL, TTLs, cross-instance delivery, recovery after a Redis restart)."""
+"""The bus on both engines: offsets, delivery, history and resume rules, bad events, signals;
+the memory engine's history TTL; Redis specifics (epochs after FLUSHALL, TTLs, cross-instance
+delivery, recovery after a Redis restart, the bounded outbox, TLS and AUTH from the URL)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from chat_server.hub.bus import Bus, BusUnavailable, RedisBus, ResumeFailed, open_bus
+from chat_server.bus import Bus, BusFull, BusUnavailable, ResumeFailed, open_bus
+from chat_server.bus.memory import MemoryBus
+from chat_server.bus.redis import RedisBus
 from tests.support.services import RedisServer
+from tests.support.tls import loopback_cert_files
 from tests.support.ws import until
 
 
@@ -150,32 +154,52 @@ async def test_redis_delivers_across_instances_once_and_in_order(redis_url: str)
                 assert [e["n"] for _, _, e in sink.got if e["tag"] == tag] == list(range(100))
 
 
+def _tutor_event(n: int) -> dict[str, Any]:
+    """A reply.delta or a material.progress event, tagged with n."""
+    if n % 2:
+        return {"type": "material.progress", "material_id": "m", "stage": "embed", "done": n, "total": 9, "n": n}
+    return {"type": "reply.delta", "reply_id": "r1", "seq": n, "text": f"слово {n} ", "n": n}
+
+
 async def test_redis_restart_recovers_resubscribes_and_catches_up(redis_proc: RedisServer, redis_url: str) -> None:
+    """Redis restarted without persistence under a subscribed bus: it reconnects, events keep
+    flowing in a new epoch from o = 1, and a resume from the old epoch fails as documented."""
     sink = Sink()
     async with open_bus(redis_url, sink, on_epoch=sink.on_epoch) as bus, \
             open_bus(redis_url, lambda *_: None) as publisher:
         assert isinstance(bus, RedisBus)
         await bus.subscribe("u1")
-        await publisher.publish("u1", {"type": "x", "n": 0})
+        await publisher.publish("u1", _tutor_event(0))
         await sink.wait_for(1)
+        before = await bus.head("u1")
         redis_proc.stop()
         async def down() -> bool:
             return not await bus.ready()
 
         await until(down, 20)
         with pytest.raises(BusUnavailable):
-            await publisher.publish("u1", {"type": "x", "n": -1})
+            await publisher.publish("u1", _tutor_event(-1))
         redis_proc.start()
         # Published as soon as Redis is back, likely before the reader has resubscribed:
         # the reader replays them from history; either way each arrives once, in order.
         for n in range(1, 6):
-            await publisher.publish("u1", {"type": "x", "n": n})
+            await publisher.publish("u1", _tutor_event(n))
         assert await bus.wait_ready(20)
-        await publisher.publish("u1", {"type": "x", "n": 6})
+        await publisher.publish("u1", _tutor_event(6))
         await sink.wait_for(7)
         assert [e["n"] for _, _, e in sink.got] == list(range(7))
         assert [o for _, o, _ in sink.got[1:]] == list(range(1, 7))  # a new epoch, from 1
         assert len(sink.epochs) == 2 and sink.epochs[0][1] != sink.epochs[1][1]
+        assert [e["type"] for _, _, e in sink.got[1:3]] == ["material.progress", "reply.delta"]
+        # A client that resumes from the old epoch is told to reload; from the new one it
+        # gets exactly the events after its offset.
+        after = await bus.head("u1")
+        assert after.epoch == sink.epochs[1][1] != before.epoch and after.offset == 6
+        with pytest.raises(ResumeFailed) as info:
+            await bus.since("u1", before.offset, before.epoch)
+        assert info.value.reason == "epoch_changed"
+        assert [json.loads(f) for f in await bus.since("u1", 4, after.epoch)] == [
+            {**_tutor_event(n), "o": n} for n in (5, 6)]
 
 
 async def test_redis_pubsub_connection_killed_replays_what_was_missed(redis_url: str) -> None:
@@ -274,9 +298,8 @@ async def test_redis_publishes_go_to_the_database_of_the_url(redis_url: str) -> 
             await client.aclose()
 
 
-async def test_redis_one_event_redis_cannot_take_fails_alone(redis_url: str) -> None:
-    sink = Sink()
-    async with open_bus(redis_url, sink, max_events=100, ttl_s=30) as bus:
+async def test_one_event_that_cannot_be_encoded_fails_alone(open_test_bus: OpenBus) -> None:
+    async with open_test_bus() as (bus, sink):
         await bus.subscribe("u1")
         results = await asyncio.gather(
             bus.publish("u1", {"type": "x", "n": 0}),
@@ -288,12 +311,11 @@ async def test_redis_one_event_redis_cannot_take_fails_alone(redis_url: str) -> 
         assert [e["n"] for _, _, e in sink.got] == [0, 2]
 
 
-async def test_redis_publish_many_fails_with_its_bad_event_and_publishes_the_rest(
-        redis_url: str) -> None:
-    sink = Sink()
-    async with open_bus(redis_url, sink, max_events=100, ttl_s=30) as bus:
+async def test_publish_many_fails_with_its_bad_event_and_publishes_the_rest(
+        open_test_bus: OpenBus) -> None:
+    async with open_test_bus() as (bus, sink):
         await bus.subscribe("u1")
-        events: list[tuple[str, dict[str, Any] | str]] = [
+        events: list[tuple[str, dict[str, Any]]] = [
             ("u1", {"type": "x", "n": 0}), ("u1", {"type": "x", "n": 1, "bad": "\ud800"}),
             ("u1", {"type": "x", "n": 2})]
         with pytest.raises(UnicodeEncodeError):
@@ -335,8 +357,7 @@ async def test_signals_reach_every_handler_and_are_not_user_events(open_test_bus
 
         bus.on_signal(broken)
         bus.on_signal(handler)
-        if isinstance(bus, RedisBus):
-            assert await bus.wait_ready(10)
+        assert await bus.wait_ready(10)
         await bus.subscribe("u1")
         await bus.signal({"type": "reply.cancel", "reply_id": "r1", "user_id": "u1", "t": "ё"})
         async with asyncio.timeout(10):
@@ -346,14 +367,72 @@ async def test_signals_reach_every_handler_and_are_not_user_events(open_test_bus
         assert (await bus.head("u1")).offset == 0
 
 
-def test_a_publish_is_the_evalsha_command_of_the_script_keys_and_arguments() -> None:
-    from chat_server.hub.bus import _channel, _command, _keys, _publish_command
+async def test_redis_full_outbox_refuses_at_once_with_bus_unavailable(redis_url: str) -> None:
+    """Publishes wait in a bounded outbox for the flusher; a call that would overfill it fails
+    at once (BusFull, a BusUnavailable) and queues nothing; the calls before it publish."""
+    sink = Sink()
+    async with open_bus(redis_url, sink, max_events=100, ttl_s=30) as bus:
+        assert isinstance(bus, RedisBus)
+        bus.OUTBOX_MAX = 3
+        await bus.subscribe("u1")
+        # Scheduled in this order, all three run before the flusher they start can send
+        # anything: the outbox holds 2, then 3 events, and the third call would make it 4.
+        calls = [asyncio.ensure_future(bus.publish_many([("u1", {"type": "x", "n": n}) for n in (0, 1)])),
+                 asyncio.ensure_future(bus.publish("u1", {"type": "x", "n": 2})),
+                 asyncio.ensure_future(bus.publish("u1", {"type": "x", "n": -1}))]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert results[:2] == [[1, 2], 3]
+        assert isinstance(results[2], BusFull) and isinstance(results[2], BusUnavailable)
+        assert "outbox is full" in str(results[2])
+        assert await bus.publish("u1", {"type": "x", "n": 3}) == 4  # drained: taken again
+        await sink.wait_for(4)
+        assert [(o, e["n"]) for _, o, e in sink.got] == [(1, 0), (2, 1), (3, 2), (4, 3)]
 
-    sha = b"f" * 40
-    head = b"*11\r\n" + _command(b"EVALSHA", sha, b"3")[4:]
-    tail = _command(b"1000", b"86400")[4:]
-    for user in ("3f2b8a9e-1111-2222-3333-444455556666", "пользователь", "x"):
-        frame = '{"type":"reply.delta","text":"héllo 🧪 \\"q\\""}'
-        assert _publish_command(head, tail, user, frame, "0123456789ab") == _command(
-            b"EVALSHA", sha, b"3", *[k.encode() for k in _keys(user)], frame.encode(),
-            b"0123456789ab", b"1000", b"86400", _channel(user).encode())
+
+async def test_memory_history_expires_ttl_after_the_last_event() -> None:
+    sink = Sink()
+    bus = MemoryBus(sink, max_events=10, ttl_s=0.2, on_epoch=sink.on_epoch)
+    await bus.subscribe("u1")
+    first = await bus.head("u1")
+    assert await bus.publish("u1", {"type": "x", "n": 0}) == 1
+    await bus.publish("u2", {"type": "x"})
+    await asyncio.sleep(0.3)
+    assert await bus.publish("u1", {"type": "x", "n": 1}) == 1  # a new history
+    assert sink.epochs == [("u1", (await bus.head("u1")).epoch)] != [("u1", first.epoch)]
+    assert [(o, e["n"]) for _, o, e in sink.got] == [(1, 0), (1, 1)]
+    with pytest.raises(ResumeFailed) as info:
+        await bus.since("u1", 1, first.epoch)
+    assert info.value.reason == "epoch_changed"
+    assert "u2" not in bus._histories  # idle users cost nothing
+
+
+async def test_an_unknown_bus_url_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match="Unsupported bus URL scheme 'http'"):
+        async with open_bus("http://127.0.0.1:1/0", lambda *_: None):
+            pass
+
+
+async def test_rediss_url_with_certificate_options_and_auth_reaches_a_tls_redis(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """TLS and AUTH come from the URL: its ssl_ca_certs is the only CA trusted, so the right
+    certificate connects (publish, history, pub/sub) and another CA's is refused."""
+    folder = tmp_path_factory.mktemp("redis-tls")
+    cert, key = loopback_cert_files(folder)
+    other_ca, _ = loopback_cert_files(folder, "other")
+    server = RedisServer(folder / "data", tls=(cert, key), password="s3cret/пароль")
+    server.start()
+    try:
+        base = server.url.replace("s3cret/пароль", "s3cret%2F%D0%BF%D0%B0%D1%80%D0%BE%D0%BB%D1%8C")
+        sink = Sink()
+        async with open_bus(f"{base}?ssl_cert_reqs=required&ssl_ca_certs={cert}", sink) as bus:
+            assert await bus.wait_ready(10)
+            await bus.subscribe("u1")
+            assert await bus.publish("u1", {"type": "material.ready", "material_id": "m"}) == 1
+            await sink.wait_for(1)
+            assert [json.loads(f)["o"] for f in await bus.since("u1", 0, (await bus.head("u1")).epoch)] == [1]
+        async with open_bus(f"{base}?ssl_cert_reqs=required&ssl_ca_certs={other_ca}", Sink()) as bus:
+            with pytest.raises(BusUnavailable, match="certificate verify failed"):
+                await bus.publish("u1", {"type": "material.ready", "material_id": "m"})
+            assert not await bus.wait_ready(0.3)
+    finally:
+        server.stop()

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chat_server import metrics
 from chat_server.app import create_app
-from chat_server.hub.bus import encode
+from chat_server.bus import codec
 from chat_server.hub.connection import Conn, State
 from chat_server.hub.hub import Hub
 from chat_server.settings import Settings
@@ -71,7 +71,7 @@ async def test_slow_reader_is_closed_4408_others_keep_streaming_memory_bounded(
 
 
 def _delta(reply: str, seq: int, offset: int) -> str:
-    return encode({"type": "reply.delta", "reply_id": reply, "seq": seq, "text": f"ч{seq} "}, offset)
+    return codec.frame({"type": "reply.delta", "reply_id": reply, "seq": seq, "text": f"ч{seq} "}, offset)
 
 
 async def test_queued_deltas_of_one_reply_are_coalesced(settings: Settings) -> None:
@@ -96,7 +96,7 @@ async def test_queued_deltas_of_one_reply_are_coalesced(settings: Settings) -> N
         conn.push(offset, frame, len(frame.encode()))
         await asyncio.sleep(0)
     offset += 1
-    other = encode({"type": "reply.end", "reply_id": "r1", "finish_reason": "stop"}, offset)
+    other = codec.frame({"type": "reply.end", "reply_id": "r1", "finish_reason": "stop"}, offset)
     conn.push(offset, other, len(other))
     for seq in (1, 2):  # a different reply after a non-delta: not merged across it
         offset += 1
@@ -129,7 +129,7 @@ async def test_queue_over_its_frame_limit_is_dropped_and_closed(settings: Settin
     conn.activate("e1", 0, [], [])
     conn.start()
     for offset in range(1, 10):
-        frame = encode({"type": "material.ready", "material_id": str(offset)}, offset)
+        frame = codec.frame({"type": "material.ready", "material_id": str(offset)}, offset)
         conn.push(offset, frame, len(frame))
         await asyncio.sleep(0)
     assert conn.state is State.CLOSING and not conn.queue and conn.nbytes == 0
@@ -161,7 +161,7 @@ async def test_overflow_during_fan_out_does_not_skip_the_next_socket(settings: S
         conn.activate("e1", 0, [], [])
         conn.start()
     for offset in range(1, 8):
-        hub.deliver("u1", offset, encode({"type": "material.ready", "material_id": "m"}, offset))
+        hub.deliver("u1", offset, codec.frame({"type": "material.ready", "material_id": "m"}, offset))
         for _ in range(3):
             await asyncio.sleep(0)  # the fast socket's writer keeps up; the slow one is stuck
     assert slow.state is State.CLOSING and slow.close_code == 4408
@@ -201,7 +201,7 @@ async def test_an_idle_socket_gets_frames_written_at_once_and_in_order(settings:
     await asyncio.sleep(0)  # the writer waits for frames
 
     def push(offset: int) -> bytes:
-        text = encode({"type": "x", "n": offset}, offset)
+        text = codec.frame({"type": "x", "n": offset}, offset)
         frame = text_frame(text.encode())
         conn.push(offset, text, len(text.encode()), frame)
         return frame

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from chat_server.app import create_app
-from chat_server.hub.bus import BusUnavailable, open_bus
+from chat_server.bus import BusUnavailable, open_bus
 from chat_server.settings import Settings
 from tests.support.services import RedisServer, serve_app
 from tests.support.ws import new_user, recv, socket, until

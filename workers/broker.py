@@ -18,8 +18,8 @@ from typing import Any
 from fastapi import FastAPI
 from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends, TaskiqEvents, TaskiqState
 
+from chat_server.bus import Bus, open_bus
 from chat_server.db import Database, check_migrated, open_database
-from chat_server.hub.bus import Bus, open_bus
 from chat_server.settings import Settings
 from workers.embeddings import check_provider
 from workers.tasks import Runtime, ingest, recover

@@ -26,8 +26,8 @@ import sqlalchemy.exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
+from chat_server.bus import Bus
 from chat_server.db import Database
-from chat_server.hub.bus import Bus
 from chat_server.settings import Settings
 from workers.chunking import Chunker, TextChunk
 from workers.embeddings import (

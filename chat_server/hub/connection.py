@@ -18,6 +18,7 @@ from contextlib import suppress
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from chat_server.bus import codec
 from chat_server.hub.protocol import Close, dumps
 from chat_server.hub.wsproto import EXTENSION, text_frame
 
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-DELTA_PREFIX = '{"type":"reply.delta",'
 CLOSE_TIMEOUT_S = 10.0  # a close frame that can't be written by then: drop the connection
 BATCH_BYTES = 65_536  # a socket that is behind writes up to this much in one transport write
 
@@ -101,7 +101,7 @@ class Conn:
                 self.hub.frames_out += 1
                 self.hub.bytes_out += size
                 return
-        elif text.startswith(DELTA_PREFIX) and self._merge(queue[-1], text, size):
+        elif codec.is_delta(text) and self._merge(queue[-1], text, size):
             self._check()
             return
         queue.append([text, size, None, frame])
@@ -124,7 +124,7 @@ class Conn:
     def _merge(self, last: list[Any], text: str, size: int) -> bool:
         head = last[2]
         if head is None:
-            if last[0] is None or not last[0].startswith(DELTA_PREFIX):
+            if last[0] is None or not codec.is_delta(last[0]):
                 return False
             head = json.loads(last[0])
         new = json.loads(text)
@@ -152,9 +152,8 @@ class Conn:
         for text in first:
             self.send_frame(text)
         for text in history:
-            offset = int(text[text.rindex('"o":') + 4:-1])
             data = text.encode()
-            self.push(offset, text, len(data), text_frame(data) if self.raw else None)
+            self.push(codec.offset(text), text, len(data), text_frame(data) if self.raw else None)
         held, self.held = self.held, []
         for offset, text, size, frame in held:
             if offset < 0:  # an epoch change noticed while in SETUP

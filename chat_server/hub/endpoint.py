@@ -14,9 +14,9 @@ from contextlib import suppress
 from typing import Any
 
 from chat_server.auth import AuthError, authenticate
+from chat_server.bus import ResumeFailed
 from chat_server.errors import is_unavailable
 from chat_server.hub import protocol as p
-from chat_server.hub.bus import ResumeFailed
 from chat_server.hub.connection import Conn, Send, State
 from chat_server.hub.hub import Hub
 from chat_server.hub.protocol import Close

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chat_server import metrics
-from chat_server.hub.bus import Bus
+from chat_server.bus import Bus
 from chat_server.hub.connection import Conn, State
 from chat_server.hub.protocol import PING, Close, dumps
 from chat_server.hub.wsproto import text_frame

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chat_server.hub.bus import RedisBus, open_bus
+from chat_server.bus import open_bus
 from chat_server.hub.endpoint import HubEndpoint
 from chat_server.hub.hub import Hub
 from chat_server.settings import Settings
@@ -43,8 +43,7 @@ async def hub_lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with open_bus(settings.redis_url or "memory://", hub.deliver,
                         max_events=settings.history_max_events, ttl_s=settings.history_ttl_s,
                         on_epoch=hub.on_epoch) as bus:
-        if isinstance(bus, RedisBus):
-            await bus.wait_ready(2.0)  # not fatal: the readiness probe reports it meanwhile
+        await bus.wait_ready(2.0)  # not fatal: the readiness probe reports it meanwhile
         hub.bus = bus
         bus.on_signal(hub.on_signal)
         app.state.bus = bus

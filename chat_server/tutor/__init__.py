@@ -26,7 +26,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if bus is None:
             # Without the hub nobody can receive events; keep them in an in-process history
             # so the tutor still works (and stores replies) rather than failing the start.
-            from chat_server.hub.bus import open_bus
+            from chat_server.bus import open_bus
 
             log.warning("no bus on app.state: the tutor publishes into an in-process history")
             bus = await stack.enter_async_context(open_bus(

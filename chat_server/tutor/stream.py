@@ -27,15 +27,14 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from json.encoder import encode_basestring  # json.dumps(str, ensure_ascii=False), in C
 from typing import Any, Protocol
 
 from chat_server import metrics
 
 log = logging.getLogger(__name__)
 
-# (user, event): the event as a dict, or already encoded as bus.event_json would.
-Event = tuple[str, dict[str, Any] | str]
+# (user, event): the bus encodes the event (chat_server.bus.codec).
+Event = tuple[str, dict[str, Any]]
 PublishMany = Callable[[list[Event]], Awaitable[list[int]]]
 
 
@@ -72,14 +71,12 @@ class Pending:
         self.error: BaseException | None = None  # a failed publish of this reply's text
 
     def take(self) -> Event:
-        """The pending text as the next reply.delta (seq assigned now, so it stays gapless),
-        encoded here: the same text as bus.event_json gives, without a dict and json.dumps
-        per delta."""
+        """The pending text as the next reply.delta (seq assigned now, so it stays gapless)."""
         self.seq += 1
         text = self.parts[0] if len(self.parts) == 1 else "".join(self.parts)
         self.parts = []
-        return self.user, (f'{{"type":"reply.delta","reply_id":"{self.reply_id}",'
-                           f'"seq":{self.seq},"text":{encode_basestring(text)}}}')
+        return self.user, {"type": "reply.delta", "reply_id": self.reply_id, "seq": self.seq,
+                           "text": text}
 
 
 class Coalescer:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -32,34 +33,59 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """A throwaway redis-server on a free loopback port that can be killed and restarted."""
+    """A throwaway redis-server on a free loopback port that can be killed and restarted.
 
-    def __init__(self, workdir: Path) -> None:
+    With `tls=(certificate, key)` it speaks only TLS (the certificate is also its CA file;
+    clients are not asked for one) and its URL is rediss://; with `password`, AUTH is
+    required."""
+
+    def __init__(self, workdir: Path, *, tls: tuple[Path, Path] | None = None,
+                 password: str | None = None) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.tls = tls
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"{'rediss' if self.tls else 'redis'}://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        listen = ["--port", str(self.port)]
+        if self.tls:
+            cert, key = self.tls
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                      "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
+                      "--tls-auth-clients", "no"]
+        if self.password:
+            listen += ["--requirepass", self.password]
         self.proc = subprocess.Popen(
-            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [redis_binary(), *listen, "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
+                if self._answers():
+                    return
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("redis-server did not start")
+
+    def _answers(self) -> bool:
+        answers = (b"+PONG", b"-NOAUTH")
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as raw:
+            if not self.tls:
+                raw.sendall(b"PING\r\n")
+                return raw.recv(16).startswith(answers)
+            context = ssl.create_default_context(cafile=self.tls[0])
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(answers)
 
     def stop(self) -> None:
         if self.proc is not None:

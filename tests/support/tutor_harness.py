@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from chat_server.bus import Bus, open_bus
 from chat_server.db import Database, open_database
-from chat_server.hub.bus import Bus, open_bus
 from chat_server.models import User
 from chat_server.settings import Settings
 from chat_server.tutor.providers import open_providers
