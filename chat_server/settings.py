@@ -31,8 +31,10 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         None,
-        description="Redis for the bus and the task broker (redis://…). Unset: in-process "
-        "bus and broker (single process).",
+        description="Redis for the bus and the task broker: redis://[user:password@]host:port/db, "
+        "rediss://… for TLS (certificate options in the query, e.g. "
+        "?ssl_cert_reqs=required&ssl_ca_certs=/path/ca.pem) or unix://…. Unset: in-process bus "
+        "and broker (single process).",
     )
     host: str = Field("127.0.0.1", description="Address `tutorhub serve` listens on.")
     port: int = Field(8000, description="Port `tutorhub serve` listens on.")
