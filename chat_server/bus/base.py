@@ -22,7 +22,8 @@ Errors:
                          history_trimmed or offset_ahead (the codes of resume.failed)
 
 An event the codec cannot encode (no "type", "o" set by the caller, not JSON, text that is not
-valid Unicode) fails its own call with the encoder's `ValueError` / `TypeError`.
+valid Unicode) is not published: its call raises the encoder's `ValueError` / `TypeError`
+(`UnicodeEncodeError` for lone surrogates) once the call's other events are published.
 """
 
 from __future__ import annotations
