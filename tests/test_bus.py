@@ -436,3 +436,34 @@ async def test_rediss_url_with_certificate_options_and_auth_reaches_a_tls_redis(
             assert not await bus.wait_ready(0.3)
     finally:
         server.stop()
+
+
+async def test_redis_pubsub_connection_that_stops_answering_is_replaced(redis_url: str) -> None:
+    """A pub/sub connection that is open but silent (Redis paused) is pinged, given up after
+    twice the ping interval, and replaced; nothing published meanwhile is lost."""
+    from chat_server import metrics
+
+    sink = Sink()
+    reconnects = metrics.bus_reconnects._value.get()
+    async with open_bus(redis_url, sink, on_epoch=sink.on_epoch) as bus, \
+            open_bus(redis_url, lambda *_: None) as publisher:
+        assert isinstance(bus, RedisBus)
+        bus.PING_EVERY_S = 0.2
+        await bus.subscribe("u1")
+        await publisher.publish("u1", {"type": "x", "n": 0})
+        await sink.wait_for(1)
+        client = aioredis.from_url(redis_url)
+        try:
+            await client.client_pause(1000)  # every client's commands wait, PING too
+        finally:
+            await client.aclose()
+
+        async def gave_up() -> bool:
+            return metrics.bus_reconnects._value.get() > reconnects
+
+        await until(gave_up, 10, 0.02)
+        await publisher.publish("u1", {"type": "x", "n": 1})  # waits out the pause
+        assert await bus.wait_ready(20)
+        await publisher.publish("u1", {"type": "x", "n": 2})
+        await sink.wait_for(3)
+        assert [(o, e["n"]) for _, o, e in sink.got] == [(1, 0), (2, 1), (3, 2)]

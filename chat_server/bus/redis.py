@@ -498,17 +498,40 @@ class RedisBus(Bus):
         await self._listen(pubsub)
 
     async def _listen(self, pubsub: PubSub) -> None:
-        """Return never; raise when the connection is lost or stops answering."""
+        """Return never; raise when the connection is lost or stops answering.
+
+        Messages are read without a timeout (a timeout armed per read costs more than the
+        rest of a message's handling); a watchdog beside the reader pings a silent
+        connection and gives up on it when nothing came back in time."""
         heard = time.monotonic()
-        while True:
-            msg = await pubsub.get_message(timeout=self.PING_EVERY_S)
-            if msg is not None:
+
+        async def read() -> None:
+            nonlocal heard
+            while True:
+                msg = await pubsub.get_message(timeout=None)
                 heard = time.monotonic()
-                self._on_message(msg)
-            elif time.monotonic() - heard >= 2 * self.PING_EVERY_S:
-                raise TimeoutError("Redis stopped answering on the pub/sub connection")
-            else:
-                await pubsub.ping()
+                if msg is not None:
+                    self._on_message(msg)
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(self.PING_EVERY_S)
+                silent = time.monotonic() - heard
+                if silent >= 2 * self.PING_EVERY_S:
+                    raise TimeoutError("Redis stopped answering on the pub/sub connection")
+                if silent >= self.PING_EVERY_S:
+                    await pubsub.ping()
+
+        tasks = [asyncio.create_task(read(), name="bus-read"),
+                 asyncio.create_task(watch(), name="bus-watch")]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # raises what ended it
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _catch_up(self, users: list[str]) -> None:
         for user_id in users:
