@@ -341,7 +341,8 @@ def main() -> int:
         f"{platform.system()} {platform.release()}. Run took {total:.0f} s.",
         "Server: one process, `tutorhub serve` = uvicorn + uvloop + httptools + websockets-sansio, "
         "permessage-deflate off (TUTORHUB_WS_COMPRESSION=false, and the client does not offer it), "
-        "Redis bus (Lua append+publish per event), embedded PostgreSQL for auth. "
+        "Redis bus (redis-py: a Lua append+publish per event, EVALSHA pipelines, PubSub), embedded "
+        "PostgreSQL for auth. "
         f"Load: {LOADGENS} lean raw-asyncio client processes + 1 publisher process on the same 2 cores.",
         "",
         "## Fan-out: 100 users × 10 sockets",

@@ -2,19 +2,24 @@
 
 An event is a JSON object with a string "type". Between publisher and history it travels
 without an offset (`event_json`); its wire frame is the same object with the offset it got
-as "o" (`frame`, `frame_from_json`), encoded by the standard library's JSON encoder: compact,
-UTF-8 text as is (not \\u-escaped), "type" first and "o" last. Nothing assembles or edits
+as "o" (`frame`, `frame_from_json`), encoded by a JSON encoder (below): compact, UTF-8 text
+as is (not \\u-escaped), "type" first and "o" last. Nothing assembles or edits
 the JSON text by hand — a frame is always an object encoded whole.
 
-Encoder: the standard library's `json` (its C encoder and decoder). orjson would be faster
-per call but is not a dependency; a frame costs one decode and one encode per event and
-instance (not per socket), measured in load_tests/reports/hub.md.
+Encoders: the standard library's `json` encodes an event once, when it is published — its
+errors are the publisher's (TypeError for what is not JSON, ValueError for NaN,
+UnicodeEncodeError for lone surrogates). orjson decodes and re-encodes it with its offset on
+the fan-out path, once per event and instance: that JSON is our own, and orjson does it in
+about a quarter of the time (load_tests/reports/hub.md). Integers beyond 64 bits would come
+back from orjson as floats; events carry none.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+import orjson
 
 from chat_server.bus.base import Event
 
@@ -52,14 +57,14 @@ def frame(event: Event, offset: int) -> str:
 
 def frame_from_json(data: bytes | str, offset: int) -> str:
     """The wire frame of an event kept as `event_json` gave it, published at `offset`."""
-    event = json.loads(data)
+    event = orjson.loads(data)
     event["o"] = offset
-    return _encode(event)
+    return orjson.dumps(event).decode()
 
 
 def offset(frame: str) -> int:
     """The offset "o" of a wire frame."""
-    value = json.loads(frame)["o"]
+    value = orjson.loads(frame)["o"]
     assert isinstance(value, int)
     return value
 

@@ -36,10 +36,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from chat_server.bus import codec
 from chat_server.bus.base import (
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
 
 log = logging.getLogger("chat_server.bus")
+T = TypeVar("T")
 
 # KEYS: stream, counter, epoch. ARGV: event JSON, epoch candidate, maxlen, ttl, channel.
 _PUBLISH = """
@@ -186,11 +187,12 @@ class RedisBus(Bus):
         self._ttl = ttl_s
         # No silent retries (Retry with 0 retries): a retried script could publish twice, and
         # a silently reconnected PubSub would skip what was published meanwhile. A blocking
-        # pool: under a burst, callers wait for a connection instead of failing at once.
+        # pool: under a burst, callers wait for a connection instead of failing at once. No
+        # socket timeout: redis-py would arm a timer for every reply read (500 for a pipeline
+        # of 500 publishes); each call is bounded as a whole by SOCKET_TIMEOUT_S instead.
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=self.POOL_MAX, timeout=self.POOL_WAIT_S,
-            socket_connect_timeout=2, socket_timeout=self.SOCKET_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=2, socket_timeout=None, retry=Retry(NoBackoff(), 0),
         )
         self._redis = aioredis.Redis(connection_pool=pool)
         self._publish = self._redis.register_script(_PUBLISH)
@@ -237,12 +239,17 @@ class RedisBus(Bus):
         return self._connected.is_set()
 
     async def signal(self, message: dict[str, Any]) -> None:
+        await self._call(self._redis.publish(SIGNAL_CHANNEL, codec.signal_json(message)))
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """One call to Redis, bounded by SOCKET_TIMEOUT_S; its failure is BusUnavailable."""
         from redis.exceptions import RedisError
 
         try:
-            await self._redis.publish(SIGNAL_CHANNEL, codec.signal_json(message))
-        except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"Redis is unreachable: {exc}") from exc
+            async with asyncio.timeout(self.SOCKET_TIMEOUT_S):
+                return await call
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+            raise BusUnavailable(f"Redis is unreachable ({type(exc).__name__}: {exc})") from exc
 
     # publishing
     async def publish(self, user_id: str, event: Event) -> int:
@@ -290,11 +297,13 @@ class RedisBus(Bus):
             batch = self._next_batch()
             started = time.perf_counter()
             try:
-                results = await self._publish_batch(batch)
-            except (RedisError, OSError) as exc:
+                async with asyncio.timeout(self.SOCKET_TIMEOUT_S):
+                    results = await self._publish_batch(batch)
+            except (RedisError, OSError) as exc:  # TimeoutError is an OSError
                 for out in batch:
                     if not out.fut.done():
-                        out.fut.set_exception(BusUnavailable(f"Bus unavailable: {exc}"))
+                        out.fut.set_exception(BusUnavailable(
+                            f"Redis is unreachable ({type(exc).__name__}: {exc})"))
                 continue
             except Exception as exc:
                 for out in batch:
@@ -358,24 +367,14 @@ class RedisBus(Bus):
 
     # history
     async def head(self, user_id: str) -> StreamHead:
-        from redis.exceptions import RedisError
-
-        try:
-            epoch, offset = await self._head(keys=_keys(user_id.encode()),
-                                             args=[new_epoch(), self._ttl])
-        except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"Redis is unreachable: {exc}") from exc
+        epoch, offset = await self._call(self._head(keys=_keys(user_id.encode()),
+                                                    args=[new_epoch(), self._ttl]))
         return StreamHead(epoch.decode(), int(offset))
 
     async def _range(self, user_id: str, offset: int) -> tuple[str, int, list[tuple[int, bytes]]]:
         """(epoch or '', head offset or -(head+1) when trimmed, (offset, event JSON) of the
         events after offset)."""
-        from redis.exceptions import RedisError
-
-        try:
-            out = await self._since(keys=_keys(user_id.encode()), args=[offset])
-        except (RedisError, OSError) as exc:
-            raise BusUnavailable(f"Redis is unreachable: {exc}") from exc
+        out = await self._call(self._since(keys=_keys(user_id.encode()), args=[offset]))
         events = [(_offset_of(out[i]), out[i + 1]) for i in range(2, len(out), 2)]
         return out[0].decode(), int(out[1]), events
 
@@ -466,21 +465,24 @@ class RedisBus(Bus):
         # (deduped by offset).
         holding = self._ever_connected
         held: list[dict[str, Any]] = []
-        await pubsub.subscribe(SIGNAL_CHANNEL, *[_channel(u) for u in deaf])
-        waiting = 1 + len(deaf)
-        while waiting:  # every SUBSCRIBE above confirmed: no event after this is missed
-            msg = await pubsub.get_message(timeout=self.SOCKET_TIMEOUT_S)
-            if msg is None:
-                raise TimeoutError("Redis did not confirm the subscriptions in time")
-            if msg["type"] == "subscribe":
-                waiting -= 1
-            if holding and msg["type"] == "message" and msg["channel"] != _SIGNAL_CHANNEL_B:
-                if len(held) >= self.HELD_MAX:
-                    raise BusFull(f"More than {self.HELD_MAX} live events arrived while "
-                                  "resubscribing; catching up from history instead")
-                held.append(msg)
-            else:
-                self._on_message(msg)
+        # Connecting (and its AUTH/HELLO) and the confirmations, bounded as a whole.
+        async with asyncio.timeout(self.SOCKET_TIMEOUT_S):
+            await pubsub.subscribe(SIGNAL_CHANNEL, *[_channel(u) for u in deaf])
+            waiting = 1 + len(deaf)
+            while waiting:  # every SUBSCRIBE above confirmed: no event after this is missed
+                msg = await pubsub.get_message(timeout=None)
+                if msg is None:
+                    continue
+                if msg["type"] == "subscribe":
+                    waiting -= 1
+                if (holding and msg["type"] == "message"
+                        and msg["channel"] != _SIGNAL_CHANNEL_B):
+                    if len(held) >= self.HELD_MAX:
+                        raise BusFull(f"More than {self.HELD_MAX} live events arrived while "
+                                      "resubscribing; catching up from history instead")
+                    held.append(msg)
+                else:
+                    self._on_message(msg)
         if self._ever_connected:
             await self._catch_up(deaf)
         while missing := [u for u in self._subs if u not in sent]:  # subscribed meanwhile
@@ -520,7 +522,8 @@ class RedisBus(Bus):
                 if silent >= 2 * self.PING_EVERY_S:
                     raise TimeoutError("Redis stopped answering on the pub/sub connection")
                 if silent >= self.PING_EVERY_S:
-                    await pubsub.ping()
+                    async with asyncio.timeout(self.PING_EVERY_S):  # a write that hangs, too
+                        await pubsub.ping()
 
         tasks = [asyncio.create_task(read(), name="bus-read"),
                  asyncio.create_task(watch(), name="bus-watch")]
