@@ -13,8 +13,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from chat_server.app import create_app
-from chat_server.db import libpq_url
 from chat_server.bus import BusUnavailable
+from chat_server.db import libpq_url
 from chat_server.settings import Settings
 from chat_server.tutor.errors import TutorError
 from chat_server.tutor.service import STARTING_MAX

@@ -42,8 +42,8 @@ from typing import Any
 
 from chat_server import metrics, retrieval
 from chat_server.batch import Batcher
-from chat_server.db import Database
 from chat_server.bus import BusUnavailable
+from chat_server.db import Database
 from chat_server.models import MessageStatus
 from chat_server.settings import Settings
 from chat_server.tutor import store
