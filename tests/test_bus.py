@@ -467,3 +467,23 @@ async def test_redis_pubsub_connection_that_stops_answering_is_replaced(redis_ur
         await publisher.publish("u1", {"type": "x", "n": 2})
         await sink.wait_for(3)
         assert [(o, e["n"]) for _, o, e in sink.got] == [(1, 0), (2, 1), (3, 2)]
+
+
+async def test_redis_idle_pubsub_connection_that_answers_its_pings_is_kept(redis_url: str) -> None:
+    """Pinged while silent (this bus publishes but subscribes to nobody), it answers every
+    time: never given up, however the watchdog's wakeups fall."""
+    from chat_server import metrics
+
+    reconnects = metrics.bus_reconnects._value.get()
+    async with open_bus(redis_url, lambda *_: None) as bus:
+        assert isinstance(bus, RedisBus)
+        bus.PING_EVERY_S = 0.03
+        assert await bus.wait_ready(10)
+        loop = asyncio.get_running_loop()
+        until_t = loop.time() + 1.0
+        n = 0
+        while loop.time() < until_t:  # a busy loop: the watchdog wakes late, by varying amounts
+            n += 1
+            await bus.publish("nobody", {"type": "x", "n": n})
+        assert metrics.bus_reconnects._value.get() == reconnects
+        assert await bus.ready()

@@ -171,7 +171,7 @@ class RedisBus(Bus):
     POOL_MAX = 64
     POOL_WAIT_S = 5.0
     SOCKET_TIMEOUT_S = 5.0
-    PING_EVERY_S = 5.0  # a silent pub/sub connection is pinged; no answer in 2× → reconnect
+    PING_EVERY_S = 5.0  # a silent pub/sub connection is pinged; no answer in time → reconnect
     BACKOFF_MIN_S = 0.05
     BACKOFF_MAX_S = 5.0
 
@@ -503,8 +503,8 @@ class RedisBus(Bus):
         """Return never; raise when the connection is lost or stops answering.
 
         Messages are read without a timeout (a timeout armed per read costs more than the
-        rest of a message's handling); a watchdog beside the reader pings a silent
-        connection and gives up on it when nothing came back in time."""
+        rest of a message's handling); a watchdog beside the reader pings a connection silent
+        for PING_EVERY_S and gives up on it when nothing came back PING_EVERY_S later."""
         heard = time.monotonic()
 
         async def read() -> None:
@@ -518,12 +518,14 @@ class RedisBus(Bus):
         async def watch() -> None:
             while True:
                 await asyncio.sleep(self.PING_EVERY_S)
-                silent = time.monotonic() - heard
-                if silent >= 2 * self.PING_EVERY_S:
-                    raise TimeoutError("Redis stopped answering on the pub/sub connection")
-                if silent >= self.PING_EVERY_S:
-                    async with asyncio.timeout(self.PING_EVERY_S):  # a write that hangs, too
-                        await pubsub.ping()
+                if time.monotonic() - heard < self.PING_EVERY_S:
+                    continue  # messages arrive: the connection answers
+                asked = time.monotonic()
+                async with asyncio.timeout(self.PING_EVERY_S):  # a write that hangs, too
+                    await pubsub.ping()
+                await asyncio.sleep(self.PING_EVERY_S)
+                if heard < asked:  # given up only on a PING left unanswered
+                    raise TimeoutError("Redis did not answer a PING on the pub/sub connection")
 
         tasks = [asyncio.create_task(read(), name="bus-read"),
                  asyncio.create_task(watch(), name="bus-watch")]
