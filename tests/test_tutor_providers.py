@@ -290,23 +290,6 @@ async def test_fallback_to_offline_when_provider_rejects(settings: Settings) -> 
     assert len(fake.requests) == 1  # 401 is not retried
 
 
-def test_sse_parser_handles_split_reads_line_endings_and_multiline_data() -> None:
-    from chat_server.tutor.providers import SSEParser
-
-    body = (b": comment\r\nevent: message_start\r\ndata: {\"a\": 1}\r\n\r\n"
-            b"data: line one\ndata:line two\n\n"
-            b"event: ping\rdata: {}\r\r"
-            b"id: 7\nretry: 10\n\n"  # no data: not an event
-            b"data: [DONE]\n\n"
-            b"data: never terminated")
-    want = [(b"message_start", b'{"a": 1}'), (b"", b"line one\nline two"), (b"ping", b"{}"),
-            (b"", b"[DONE]")]
-    for size in (1, 2, 3, 7, len(body)):  # every way reads can split it (CRLF across reads too)
-        parser = SSEParser()
-        got = [e for i in range(0, len(body), size) for e in parser.feed(body[i:i + size])]
-        assert got == want, size
-
-
 async def test_text_so_far_is_stored_while_the_reply_streams(settings: Settings,
                                                              flavour: Flavour) -> None:
     """Checkpoints: a process that dies mid-reply loses at most TUTORHUB_REPLY_CHECKPOINT_S."""

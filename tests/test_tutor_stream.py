@@ -47,10 +47,10 @@ async def test_coalescer_first_token_alone_then_batches_across_replies() -> None
         for user, pending in (("a", ra), ("b", rb)):  # the rest goes out with the reply's end
             tokens[user].append(f"{user} tail")
             await co.add(pending, tokens[user][-1])
-            rest = co.take_rest(pending)
+            rest = await co.take_rest(pending)
             assert rest is not None and rest[0] == user
             await publish_many([rest])
-        assert co.take_rest(ra) is None  # nothing left
+        assert await co.take_rest(ra) is None  # nothing left
         for user, pending in (("a", ra), ("b", rb)):
             deltas = [e for u, e in got if u == user]
             assert deltas[0]["text"] == tokens[user][0]  # the first token is not held back
@@ -103,7 +103,7 @@ async def test_tutor_coalesces_and_stores_exactly_what_was_streamed(settings: Se
             assert [d["seq"] for d in deltas] == list(range(1, 21))
 
 
-# --- the provider side: events whose text is taken without json.loads -----------------------
+# --- texts that need escaping, streamed through the SDK and out as deltas -------------------
 
 TRICKY = ["plain ", "", "é ü 中文 ", "emoji 🧪 ", 'a "quoted" word', "back\\slash",
           "tab\there", "new\nline", "\u2028", "lone \ud800 surrogate", "</script>", "{}", ","]
@@ -117,86 +117,9 @@ def _openai_event(text: str, *, ascii_only: bool, tight: bool, **more: Any) -> b
                       separators=(",", ":") if tight else None).encode("utf-8", "surrogatepass")
 
 
-def test_text_template_matches_only_what_json_loads_would_read_the_same() -> None:
-    from chat_server.tutor.providers import TextTemplate
-
-    for ascii_only in (False, True):
-        for tight in (False, True):
-            template = TextTemplate("content")
-            template.learn(_openai_event("first ", ascii_only=ascii_only, tight=tight), "first ")
-            fast = 0
-            for text in TRICKY + [f"w{i} " for i in range(20)]:
-                data = _openai_event(text, ascii_only=ascii_only, tight=tight)
-                got = template.match(data)
-                assert got is None or got == json.loads(data)["choices"][0]["delta"]["content"]
-                fast += got is not None
-            assert fast >= 22  # the usual tokens take the fast path
-
-            # Anything else that differs is parsed: finish, usage, another id, an extra key.
-            for other in (
-                _openai_event("x", ascii_only=ascii_only, tight=tight, usage={"a": 1}),
-                _openai_event("x", ascii_only=ascii_only, tight=tight, id="chatcmpl-2"),
-                _openai_event("x", ascii_only=ascii_only, tight=tight).replace(
-                    b"null", b'"stop"'),
-                b"[DONE]", b"", b"{}",
-            ):
-                assert template.match(other) is None, other
-
-
-def test_text_template_reads_a_block_only_when_every_event_in_it_is_a_text_event() -> None:
-    from chat_server.tutor.providers import SSEParser, TextTemplate
-
-    def sse(data: bytes) -> bytes:
-        return b"data: " + data + b"\n\n"
-
-    template = TextTemplate("content")
-    template.learn(_openai_event("x", ascii_only=False, tight=True), "x")
-    words = ["one ", "", "dos ", "三 ", "🧪"]
-    plain = b"".join(sse(_openai_event(w, ascii_only=False, tight=True)) for w in words)
-    assert template.texts(plain) == [w for w in words if w]
-    others = [
-        _openai_event('a "q"', ascii_only=False, tight=True),  # an escape: parsed
-        _openai_event("x", ascii_only=True, tight=False),  # another shape
-        _openai_event("x", ascii_only=False, tight=True).replace(b"null", b'"stop"'),
-        b"[DONE]",
-    ]
-    for other in others:
-        for at in range(len(words) + 1):
-            events = [sse(_openai_event(w, ascii_only=False, tight=True)) for w in words]
-            events.insert(at, sse(other))
-            block = b"".join(events)
-            assert template.texts(block) is None, (other, at)
-            # The parser hands the same block to the per-event path, which sees every event.
-            parser = SSEParser()
-            assert parser.feed_block(block + b"data: partial") == block
-            assert [d for _, d in parser.events(block)][at] == other
-    # An event split across reads: the block holds only the complete ones.
-    parser = SSEParser()
-    assert parser.feed_block(plain[:-5]) == plain[:plain.rindex(b"data: ")]
-    assert template.texts(parser.feed_block(plain[-5:])) == [words[-1]]
-
-
-def test_text_template_refuses_to_learn_ambiguous_events() -> None:
-    from chat_server.tutor.providers import TextTemplate
-
-    template = TextTemplate("content")
-    # The key twice (another object has it too), or escapes in the event: never learnt.
-    for data, text in (
-        (b'{"a":{"content":"x"},"choices":[{"delta":{"content":"x"}}]}', "x"),
-        (b'{"model":"\\"q","choices":[{"delta":{"content":"x"}}]}', "x"),
-        (b'{"choices":[{"delta":{"content":"x\\n"}}]}', "x\n"),
-        (b'{"choices":[{"delta":{"content":"x"}}]}', "y"),  # not the text that was parsed
-    ):
-        template.learn(data, text)
-        assert template.match(data) is None, data
-    template.learn(b'{"choices":[{"delta":{"content" : "x"}}]}', "x")
-    assert template.match(b'{"choices":[{"delta":{"content" : "hello"}}]}') == "hello"
-    assert template.match(b'{"choices":[{"delta":{"content" : "a"b"}}]}') is None
-
-
-async def test_tricky_texts_stream_exactly_through_both_paths(settings: Settings) -> None:
-    """Texts with escapes, quotes and non-ASCII (raw and \\u-escaped) arrive exactly, whether
-    an event is read by the template or by json.loads, paced or not."""
+async def test_tricky_texts_stream_exactly_paced_or_not(settings: Settings) -> None:
+    """Texts with escapes, quotes and non-ASCII (raw and \\u-escaped), in events of either
+    JSON spacing, arrive exactly, paced or not."""
     pieces = [p for p in TRICKY if "\ud800" not in p] + [f"w{i} " for i in range(30)]
     head = b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n'
     chunks = [head] + [

@@ -563,8 +563,6 @@ class Tutor:
                 attempts += 1
                 try:
                     async with provider.stream(request) as stream:
-                        polled = stream.polled() if self._coalescer.pacing else None
-                        stream.merge_reads = self._coalescer.pacing  # a read's tokens: a delta
                         async for delta in stream:
                             reply.text.append(delta)
                             reply.usage = stream.usage
@@ -572,15 +570,11 @@ class Tutor:
                                 await self._coalescer.add(reply.pending, delta)
                                 continue
                             await _after_ack(reply)
-                            reply.pending = self._coalescer.open(reply.user, reply.reply_id)
+                            reply.pending = self._coalescer.open(
+                                reply.user, reply.reply_id, gather_first=True,
+                                on_first=partial(_first_published, reply))
                             await self._coalescer.add(reply.pending, delta)
                             self._started(reply)
-                            metrics.tutor_first_delta_seconds.observe(
-                                time.perf_counter() - reply.received)
-                            if polled is not None:
-                                # From here the flush tick reads the provider, once per tick;
-                                # iterating goes on with what follows (the end of the body).
-                                await self._coalescer.follow(reply.pending, polled, reply.text)
                         reply.usage = stream.usage
                         return stream.finish_reason or "stop"
                 except ProviderError as err:
@@ -625,7 +619,8 @@ class Tutor:
         try:
             await _after_ack(reply)
             events: list[Event] = []
-            if reply.pending is not None and (rest := self._coalescer.take_rest(reply.pending)):
+            if reply.pending is not None and (
+                    rest := await self._coalescer.take_rest(reply.pending)):
                 # Whatever the provider gave is delivered before the end (and is the stored
                 # text): the last delta goes out with the end, in one publish.
                 events.append(rest)
@@ -653,6 +648,10 @@ async def _after_ack(reply: Reply) -> None:
     told), so that nothing of the reply overtakes them."""
     if reply.acked is not None and not reply.acked.done():
         await asyncio.wait({reply.acked})
+
+
+def _first_published(reply: Reply) -> None:
+    metrics.tutor_first_delta_seconds.observe(time.perf_counter() - reply.received)
 
 
 def _delay(err: ProviderError, attempt: int) -> float:

@@ -13,11 +13,9 @@ Ticks start every `reply_flush_ms` from the start of the previous one. Under loa
 stretches (it awaits its publish before the next one starts), so deltas grow instead of
 queueing up: backpressure without losing a token.
 
-`follow()` hands a reply's provider stream to the tick once its tokens flow: each tick lets
-every followed socket be read once, takes what arrived of each without waiting (it would
-not have been published earlier anyway) and publishes it — one socket read per reply per
-tick, however many tokens came, and no task woken per read: the reply's task sleeps until
-its stream is over.
+The first delta of a reply is published at the loop's next turn rather than at once: a
+provider yields the tokens of one network read without waiting, so the tokens that arrived
+with the first leave with it, in one delta.
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from chat_server import metrics
 
@@ -38,37 +35,21 @@ Event = tuple[str, dict[str, Any]]
 PublishMany = Callable[[list[Event]], Awaitable[list[int]]]
 
 
-class Polled(Protocol):
-    """A provider stream read by the tick (providers._SSEStream)."""
-
-    def resume(self) -> bool:
-        """Let a paused socket be read at the loop's next turn; False if it reads anyway."""
-
-    def poll(self) -> tuple[list[str], bool]:
-        """The texts that arrived, without waiting, and whether polling is over; leaves the
-        socket paused until `resume()`. Raises the stream's fault."""
-        ...
-
-
-@dataclass(slots=True)
-class _Followed:
-    pending: Pending
-    source: Polled
-    sink: list[str]  # the reply's text so far
-    done: asyncio.Future[None]  # polling is over (or failed)
-
-
 class Pending:
     """One reply's side of the coalescer: its next seq and the tokens not yet published."""
 
-    __slots__ = ("user", "reply_id", "seq", "parts", "error")
+    __slots__ = ("user", "reply_id", "seq", "parts", "error", "gather", "first", "on_first")
 
-    def __init__(self, user: str, reply_id: uuid.UUID) -> None:
+    def __init__(self, user: str, reply_id: uuid.UUID, gather: bool,
+                 on_first: Callable[[], object] | None) -> None:
         self.user = user
         self.reply_id = str(reply_id)
         self.seq = 0  # seq of the last delta taken for publishing
         self.parts: list[str] = []
         self.error: BaseException | None = None  # a failed publish of this reply's text
+        self.gather = gather  # the first delta waits for the loop's next turn
+        self.first: asyncio.Task[None] | None = None  # publishes a gathered first delta
+        self.on_first = on_first  # called once the first delta is published
 
     def take(self) -> Event:
         """The pending text as the next reply.delta (seq assigned now, so it stays gapless)."""
@@ -85,48 +66,54 @@ class Coalescer:
         self._flush_s = flush_s
         self._dirty: dict[str, Pending] = {}  # replies with pending text, oldest first
         self._ticker: asyncio.Task[None] | None = None
-        self._followed: dict[str, _Followed] = {}
 
-    def open(self, user: str, reply_id: uuid.UUID) -> Pending:
-        return Pending(user, reply_id)
+    def open(self, user: str, reply_id: uuid.UUID, *, gather_first: bool = False,
+             on_first: Callable[[], object] | None = None) -> Pending:
+        """A reply's pending text. `gather_first` (when flushing): its first delta goes out
+        at the loop's next turn with every token added until then, not at once — a provider
+        yields the tokens of one network read without waiting, so they leave together.
+        `on_first` is called once the first delta is published."""
+        return Pending(user, reply_id, gather_first and self._flush_s > 0, on_first)
 
     async def add(self, pending: Pending, text: str) -> None:
         """Queue a token; the first one of a reply (and every one when flushing is off) is
-        published at once."""
+        published at once (gathered: see `open`)."""
         if pending.error is not None:
             raise pending.error
-        if pending.seq == 0 or self._flush_s <= 0:
-            pending.parts.append(text)
-            await self._publish_many([pending.take()])
-            return
         pending.parts.append(text)
+        if pending.seq == 0 and pending.gather:
+            if pending.first is None:
+                pending.first = asyncio.create_task(self._gathered_first(pending),
+                                                    name=f"reply-first-{pending.reply_id}")
+            return
+        if pending.seq == 0 or self._flush_s <= 0:
+            first = pending.seq == 0
+            await self._publish_many([pending.take()])
+            if first and pending.on_first is not None:
+                pending.on_first()
+            return
         if pending.reply_id not in self._dirty:
             self._dirty[pending.reply_id] = pending
             self._run_ticker()
 
-    @property
-    def pacing(self) -> bool:
-        return self._flush_s > 0
-
-    async def follow(self, pending: Pending, source: Polled, sink: list[str]) -> None:
-        """Read `source` at every tick until its polling is over: its texts are appended to
-        `sink` and published with the tick. Raises what the source raises (the texts before
-        it are published first)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._followed[pending.reply_id] = _Followed(pending, source, sink, done)
-        self._run_ticker()
+    async def _gathered_first(self, pending: Pending) -> None:
         try:
-            await done
-        finally:
-            self._followed.pop(pending.reply_id, None)
+            await self._publish_many([pending.take()])
+        except Exception as exc:  # the reply task raises it at its next token
+            pending.error = exc
+            return
+        if pending.on_first is not None:
+            pending.on_first()
 
     def _run_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
             self._ticker = asyncio.create_task(self._tick(), name="reply-flush")
 
-    def take_rest(self, pending: Pending) -> Event | None:
+    async def take_rest(self, pending: Pending) -> Event | None:
         """What is pending for this reply as its last delta, for the caller to publish with
-        its reply.end (None: nothing left)."""
+        its reply.end (None: nothing left), once a gathered first delta is out."""
+        if pending.first is not None:
+            await asyncio.wait({pending.first})
         if self._dirty.pop(pending.reply_id, None) is not None and pending.parts:
             return pending.take()
         return None
@@ -135,17 +122,15 @@ class Coalescer:
         self._dirty.pop(pending.reply_id, None)
 
     async def _tick(self) -> None:
-        # Runs while some reply has pending text or is followed; then exits (no idle wakeups).
+        # Runs while some reply has pending text; then exits (no idle wakeups).
         loop = asyncio.get_running_loop()
         due = loop.time()
-        while self._dirty or self._followed:
+        while self._dirty:
             # A tick every flush_s from the start of the last one, not flush_s after its
             # publish: a pause after a long tick would add to every token's wait.
             due = max(due + self._flush_s, loop.time())
             await asyncio.sleep(due - loop.time())
             fired = loop.time()
-            if self._followed:
-                await self._read_followed()
             batch, self._dirty = list(self._dirty.values()), {}
             events = [p.take() for p in batch if p.parts]
             if not events:
@@ -157,33 +142,3 @@ class Coalescer:
                 for p in batch:
                     p.error = exc
             metrics.tutor_flush_tick_seconds.observe(loop.time() - fired)
-
-    async def _read_followed(self) -> None:
-        followed = list(self._followed.values())
-        resumed = False
-        for f in followed:
-            resumed = f.source.resume() or resumed
-        if resumed:
-            # Two loop turns: the loop reads every resumed socket that has data (uvloop in
-            # the first turn; asyncio runs this task before the reads it finds, so in the
-            # second).
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-        for f in followed:
-            if f.done.done():  # cancelled meanwhile
-                continue
-            pending = f.pending
-            try:
-                if pending.error is not None:
-                    raise pending.error
-                texts, over = f.source.poll()
-            except Exception as exc:
-                f.done.set_exception(exc)
-                continue
-            if texts:
-                pending.parts += texts
-                f.sink += texts
-                if pending.reply_id not in self._dirty:
-                    self._dirty[pending.reply_id] = pending
-            if over:
-                f.done.set_result(None)
