@@ -1,6 +1,8 @@
 """Tutor benchmark over a real /ws/v1: one server process, a zero-latency loopback provider.
 
-    .venv/bin/python load_tests/bench_tutor.py [--quick]
+    .venv/bin/python load_tests/bench_tutor.py [--quick] [--paced-only] [--timeline]
+        [--server-root DIR]  # the server of another checkout (an interleaved A/B)
+        [--relay]            # the peer instead: load_tests/relay_typed.py (streaming only)
 
 1. chat.send → first reply.delta at the client, p50/p99, with 1 and with 200 concurrent
    conversations (each on its own user and socket). The provider answers at once, so this is
@@ -433,8 +435,26 @@ uvicorn.main.main(args=sys.argv[1:])
 """
 
 
+def start_relay(provider_url: str, root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The peer: load_tests/relay_typed.py (the SDK's typed stream), served as such an app is."""
+    port = free_port()
+    env = {**os.environ, "RELAY_PROVIDER_URL": provider_url + "/v1", "PYTHONPATH": str(root)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "load_tests.relay_typed:app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
+         "--ws-ping-interval", "0", "--no-access-log"], env=env, cwd=root)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", server)
+    except BaseException:
+        server.terminate()
+        server.wait(60)
+        raise
+    return server, port
+
+
 def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
-                 workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+                 workdir: Path, root: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The Tutorhub server of the checkout at `root` (this one, or another for an A/B)."""
     port = free_port()
     env = {**os.environ,
            "TUTORHUB_DATABASE_URL": db_url, "TUTORHUB_AUTO_MIGRATE": "true",
@@ -447,7 +467,7 @@ def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
            # One bench user sends many chat.send frames back to back; the default per-user
            # rate limit (20/s) would throttle the load generator, not measure the server.
            "TUTORHUB_WS_RATE_LIMIT_PER_S": "100000", "TUTORHUB_WS_RATE_LIMIT_BURST": "100000",
-           "TUTORHUB_LOG_LEVEL": "warning"}
+           "TUTORHUB_LOG_LEVEL": "warning", "PYTHONPATH": str(root)}
     if engine == "redis":
         env["TUTORHUB_REDIS_URL"] = redis_url
     # BENCH_PROFILE=<file>: run the server under cProfile (written when it is terminated).
@@ -458,7 +478,7 @@ def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
          # as `tutorhub serve` runs it: uvloop, httptools and the hub's WebSocket protocol
          "--loop", "uvloop", "--http", "httptools",
          "--ws", "chat_server.hub.wsproto:HubWebSocketProtocol",
-         "--ws-ping-interval", "0", "--no-access-log"], env=env, cwd=ROOT)
+         "--ws-ping-interval", "0", "--no-access-log"], env=env, cwd=root)
     try:
         wait_ready(f"http://127.0.0.1:{port}", server)
     except BaseException:
@@ -524,19 +544,23 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
     n_paced = 100 if args.quick else 500
     paced_clients = await open_clients(port, n_paced, "paced")
     tick = "tutorhub_tutor_flush_tick_seconds"
+
+    async def ticks_histogram(http: httpx.AsyncClient) -> dict[float, float]:
+        return {} if args.relay else histogram((await http.get(base + "/metrics")).text, tick)
+
     async with httpx.AsyncClient() as http:
-        t0_metrics = histogram((await http.get(base + "/metrics")).text, tick)
+        t0_metrics = await ticks_histogram(http)
         cpu0 = cpu_seconds(pids)
         probes.append(cpu_probe())
         with no_gc_pauses():
             paced = await paced_phase(paced_clients, pids)
         cpu1 = cpu_seconds(pids)
-        t1_metrics = histogram((await http.get(base + "/metrics")).text, tick)
+        t1_metrics = await ticks_histogram(http)
     ticks = int(t1_metrics.get(float("inf"), 0) - t0_metrics.get(float("inf"), 0))
     tick_line = (f"{ticks} ticks, p50 ≤ {histogram_quantile(t0_metrics, t1_metrics, 0.5):.0f} ms, "
                  f"p99 ≤ {histogram_quantile(t0_metrics, t1_metrics, 0.99):.0f} ms (bucket upper "
-                 "bounds; one tick reads every streaming reply's provider socket and publishes "
-                 "their deltas, every TUTORHUB_REPLY_FLUSH_MS = 30 ms)")
+                 "bounds; one tick publishes the deltas of every streaming reply, every "
+                 "TUTORHUB_REPLY_FLUSH_MS = 30 ms)")
     await close_clients(paced_clients)
     cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
     cpu_line = ", ".join(f"{k} {v:.1f} s ({100 * v / paced['elapsed_s']:.0f}% of a core)"
@@ -550,13 +574,29 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
             f"{k} {1e6 * v / max(1, st['tokens']):.0f} µs/token "
             f"({100 * v / st['seconds']:.0f}% of a core)" for k, v in st["cpu"].items())
         + f"; token latency p50 {paced['steady_p50']:.1f} ms, p99 {paced['steady_p99']:.1f} ms")
+    # One line per run for an interleaved A/B table (the figures of the report below).
+    print("SUMMARY " + json.dumps({
+        "server": "relay" if args.relay else str(args.server_root or ROOT),
+        "cpu_per_message_ms": round(send_cpu_ms, 2), "one_p50": round(pct(lat1, 0.5), 1),
+        "one_p99": round(pct(lat1, 0.99), 1), "many_p50": round(pct(lat_think, 0.5), 1),
+        "many_p99": round(pct(lat_think, 0.99), 1), "token_p50": round(paced["p50"], 1),
+        "token_p99": round(paced["p99"], 1), "tokens": paced["received"],
+        "expected": paced["expected"], "server_us_per_token": round(per_token_us, 1),
+        "steady_us_per_token": round(1e6 * st["cpu"]["server"] / max(1, st["tokens"]), 1),
+        "probes": [round(p) for p in probes]}), flush=True)
+    if args.relay:
+        server = ("**the peer**: load_tests/relay_typed.py, a plain FastAPI relay on the OpenAI "
+                  "SDK's typed stream (one reply.delta per token; no database, no bus)")
+    else:
+        server = (f"one Tutorhub server process (uvicorn), bus engine: **{engine}**"
+                  f"{' (redis-server on loopback)' if engine == 'redis' else ' (in-process)'}; "
+                  "PostgreSQL 16 (pgserver)")
     lines = [
         "# Tutor benchmark",
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {platform.node()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}. One server process (uvicorn), bus engine: "
-        f"**{engine}**{' (redis-server on loopback)' if engine == 'redis' else ' (in-process)'}; "
-        "PostgreSQL 16 (pgserver); OpenAI-compatible loopback provider in its own process; "
+        f"Python {platform.python_version()}. Server: {server}; "
+        "OpenAI-compatible loopback provider in its own process; "
         "clients in one more process. Latencies measured at the client (loopback both ways "
         f"included). Mode: {'--quick (50 concurrent, 100 paced)' if args.quick else 'full'}.",
         "",
@@ -619,8 +659,15 @@ def main() -> None:
     parser.add_argument("--engine", choices=["auto", "redis", "memory"], default="auto",
                         help="the server's bus: auto = Redis when redis-server runs here (the "
                              "report's setup); memory = the embedded single-process mode")
+    parser.add_argument("--server-root", type=Path, metavar="DIR",
+                        help="run the server of another checkout (an A/B against this one)")
+    parser.add_argument("--relay", action="store_true",
+                        help="measure the peer instead (load_tests/relay_typed.py): the "
+                             "streaming phase only")
     parser.add_argument("--provider", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.relay:
+        args.paced_only = True
     if args.provider:
         uvloop.run(_run_provider())
         return
@@ -637,7 +684,12 @@ def main() -> None:
                 db_url = database_uri(pg_uri, "postgres")
                 engine = (args.engine if args.engine != "auto"
                           else asyncio.run(bus_engine(rs.url)))
-                server, port = start_server(db_url, rs.url, engine, provider_url, workdir)
+                if args.relay:
+                    engine = "none"
+                    server, port = start_relay(provider_url, ROOT)
+                else:
+                    server, port = start_server(db_url, rs.url, engine, provider_url, workdir,
+                                                (args.server_root or ROOT).resolve())
                 try:
                     pids = {"server": server.pid, "provider": provider.pid, "clients": os.getpid()}
                     if engine == "redis" and rs.proc is not None:
@@ -650,8 +702,8 @@ def main() -> None:
             provider.terminate()
             provider.wait(30)
     print(report)
-    # A partial run, or one on the in-process bus, does not replace the report.
-    if not (args.paced_only or args.quick or args.engine == "memory"):
+    # A partial run, one on the in-process bus or of another server does not replace the report.
+    if not (args.paced_only or args.quick or args.engine == "memory" or args.server_root):
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         REPORT.write_text(report, encoding="utf-8")
 
