@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +29,7 @@ from tests.support.fake_providers import (
     openai_error,
     openai_stream,
 )
+from tests.support.sdk_streams import TRANSPORTS, expected, outcomes
 from tests.support.tutor_harness import Harness, tutor_harness
 
 PIECES = ["Light ", "is ", "turned ", "into ", "sugar", "."]
@@ -220,8 +225,7 @@ async def test_stream_cut_midway_fails_and_keeps_every_token_before_the_cut(
     settings: Settings, flavour: Flavour, slow: bool
 ) -> None:
     """The reply ends failed with the text before the cut delivered and stored, and is not
-    retried; slow, the stream is read by the flush tick (the connection tapped off aiohttp,
-    tap.py) when the cut comes."""
+    retried; slow, the cut comes after the flush tick has published several deltas."""
     pieces, cut = ([f"слово{i} " for i in range(60)], 40) if slow else (PIECES, 3)
     async with FakeProvider() as fake:
         fake.script.append(flavour.stream(pieces, delay_s=0.01 if slow else 0.0,
@@ -234,7 +238,7 @@ async def test_stream_cut_midway_fails_and_keeps_every_token_before_the_cut(
             partial = "".join(pieces[:cut])
             assert h.frames.text(uid, ack["reply_id"]) == partial
             if slow:
-                assert len(h.frames.of(uid, ack["reply_id"], "reply.delta")) > 2  # ticks read it
+                assert len(h.frames.of(uid, ack["reply_id"], "reply.delta")) > 2  # ticks sent them
             row = await _row(h, ack["reply_id"])
             assert row.status == MessageStatus.failed
             assert row.content == partial
@@ -324,3 +328,35 @@ async def test_text_so_far_is_stored_while_the_reply_streams(settings: Settings,
             # Nothing streams any more: a checkpoint stores nothing and keeps the final text.
             assert await h.tutor.checkpoint() == 0
             assert (await _row(h, rid)).content == row.content
+
+
+# --- the providers alone: both SDKs, their transports, TLS, aiohttp's pure-Python parser -------
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_sdk_streams_decode_every_scripted_answer_exactly(transport: str) -> None:
+    """Both SDKs through both of their transports (aiohttp, which the tutor uses, and
+    httpx2): text split across reads and lines, CR and CRLF line ends, data over two lines,
+    comments and data-less events decode exactly; usage and finish are read; a cut mid-way
+    (the text before it kept), a 429 with retry-after and an error event inside the stream are
+    their errors; complete answers leave the connection in the SDK's pool."""
+    assert await outcomes(transport) == expected()
+
+
+async def test_sdk_streams_over_tls() -> None:
+    """As real providers are reached: the same answers over https (a throwaway loopback
+    certificate trusted by the SDK's client), the connection pooled too."""
+    assert await outcomes("aiohttp", tls=True) == expected()
+
+
+async def test_sdk_streams_with_aiohttps_pure_python_parser() -> None:
+    """AIOHTTP_NO_EXTENSIONS=1 (aiohttp reads it at import, so in a subprocess): its
+    pure-Python HTTP parser gives the same answers as the C one above."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.support.sdk_streams",
+        env={**os.environ, "AIOHTTP_NO_EXTENSIONS": "1"}, cwd=Path(__file__).parent.parent,
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    got = json.loads(out)
+    assert got.pop("aiohttp parser") == "aiohttp.http_parser"  # not aiohttp._http_parser (C)
+    assert got == expected()

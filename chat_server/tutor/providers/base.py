@@ -184,7 +184,9 @@ class SSEStream:
         try:
             async with aclosing(events(self._response)) as stream:
                 async for sse in stream:
-                    if self._ended:
+                    # An event without data (only an id or a retry time) tells us nothing,
+                    # and none is dispatched by the standard's parsing rules either.
+                    if self._ended or not sse.data:
                         continue
                     text = self._text(sse)
                     if text:
