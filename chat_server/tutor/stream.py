@@ -114,9 +114,8 @@ class Coalescer:
         its reply.end (None: nothing left), once a gathered first delta is out."""
         if pending.first is not None:
             await asyncio.wait({pending.first})
-        if self._dirty.pop(pending.reply_id, None) is not None and pending.parts:
-            return pending.take()
-        return None
+        self._dirty.pop(pending.reply_id, None)
+        return pending.take() if pending.parts else None
 
     def discard(self, pending: Pending) -> None:
         self._dirty.pop(pending.reply_id, None)
