@@ -408,6 +408,16 @@ async def bus_engine(redis_url: str) -> str:
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
+    """Until `proc` answers /readyz; else it is terminated and this raises."""
+    try:
+        _wait_ready(base, proc)
+    except BaseException:
+        proc.terminate()
+        proc.wait(60)
+        raise
+
+
+def _wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -443,12 +453,7 @@ def start_relay(provider_url: str, root: Path) -> tuple[subprocess.Popen[bytes],
         [sys.executable, "-m", "uvicorn", "load_tests.relay_typed:app", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning", "--loop", "uvloop", "--http", "httptools",
          "--ws-ping-interval", "0", "--no-access-log"], env=env, cwd=root)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", server)
-    except BaseException:
-        server.terminate()
-        server.wait(60)
-        raise
+    wait_ready(f"http://127.0.0.1:{port}", server)
     return server, port
 
 
@@ -479,12 +484,7 @@ def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
          "--loop", "uvloop", "--http", "httptools",
          "--ws", "chat_server.hub.wsproto:HubWebSocketProtocol",
          "--ws-ping-interval", "0", "--no-access-log"], env=env, cwd=root)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}", server)
-    except BaseException:
-        server.terminate()
-        server.wait(60)
-        raise
+    wait_ready(f"http://127.0.0.1:{port}", server)
     return server, port
 
 

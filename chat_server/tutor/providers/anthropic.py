@@ -4,8 +4,7 @@ message_stop (an `error` event may come instead)."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 
 import anthropic
@@ -14,14 +13,11 @@ from httpx_sse import ServerSentEvent
 from chat_server.settings import Settings
 from chat_server.tutor.prompt import PromptRequest
 from chat_server.tutor.providers.base import (
-    RawResponse,
     ReplyStream,
     SSEStream,
-    http_client,
+    open_stream,
     parse_json,
-    status_error,
-    timeout,
-    transport_error,
+    sdk_client,
 )
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -70,38 +66,24 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(self, settings: Settings, *, client: Any = None) -> None:
-        """`client`: the SDK's HTTP client to use (tests: another transport, a private CA);
-        by default its aiohttp transport when aiohttp is installed."""
+        """`client`: the SDK's HTTP client to use (tests: another transport, a private CA)."""
         self.model = settings.anthropic_model
         # The SDK warns (DeprecationWarning, hidden by default) on every request to a model
         # near its end of life: shown once, so whoever runs the server sees it.
         warnings.filterwarnings("default", message=r"The model '.*' is deprecated",
                                 category=DeprecationWarning)
-        self._client = anthropic.AsyncAnthropic(
-            api_key=settings.anthropic_api_key or "unset", base_url=settings.anthropic_base_url,
-            max_retries=0,  # the tutor retries itself: only before the first token, with events
-            timeout=timeout(settings),
-            http_client=client if client is not None else http_client(anthropic, settings),
-        )
+        self._client = sdk_client(anthropic, anthropic.AsyncAnthropic, settings,
+                                  api_key=settings.anthropic_api_key,
+                                  base_url=settings.anthropic_base_url, http=client)
 
-    @asynccontextmanager
-    async def stream(self, request: PromptRequest) -> AsyncIterator[ReplyStream]:
-        async with AsyncExitStack() as stack:
-            try:
-                response = await stack.enter_async_context(
-                    self._client.messages.with_streaming_response.create(
-                        model=self.model, max_tokens=request.max_tokens, stream=True,
-                        system=request.system, messages=cast(Any, request.messages),
-                        # Not a parameter of this SDK's create(): sent as the API documents it.
-                        extra_body={"temperature": request.temperature}))
-            except anthropic.APIStatusError as err:
-                raise status_error("anthropic", err.status_code, err.body,
-                                   err.response.headers) from err
-            except anthropic.APIConnectionError as err:
-                raise transport_error("anthropic", err, False,
-                                      timeout=isinstance(err, anthropic.APITimeoutError)) from err
-            # Leaving closes the HTTP stream at once (cancel stops billing).
-            yield AnthropicStream(cast(RawResponse, response))
+    def stream(self, request: PromptRequest) -> AbstractAsyncContextManager[ReplyStream]:
+        return open_stream(anthropic, self.name, AnthropicStream,
+                           self._client.messages.with_streaming_response.create(
+                               model=self.model, max_tokens=request.max_tokens, stream=True,
+                               system=request.system, messages=cast(Any, request.messages),
+                               # Not a parameter of this SDK's create(): sent as the API
+                               # documents it.
+                               extra_body={"temperature": request.temperature}))
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -20,7 +20,7 @@ import email.utils
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import AbstractAsyncContextManager, aclosing
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -209,16 +209,40 @@ class SSEStream:
                             self._response.http_response.headers)
 
 
-# --- the SDK clients -----------------------------------------------------------------------
+# --- the SDKs --------------------------------------------------------------------------------
 
 def timeout(settings: Settings) -> httpx2.Timeout:
     return httpx2.Timeout(settings.llm_timeout_s, connect=min(10.0, settings.llm_timeout_s))
 
 
-def http_client(sdk: Any, settings: Settings) -> Any:
-    """The SDK's documented aiohttp transport (`DefaultAioHttpClient`) when aiohttp is
-    installed, else None (the SDK's default httpx2 transport)."""
-    try:
-        return sdk.DefaultAioHttpClient(timeout=timeout(settings))
-    except RuntimeError:  # the SDK says: install aiohttp
-        return None
+def sdk_client(sdk: Any, client_class: Any, settings: Settings, *, api_key: str | None,
+               base_url: str | None, http: Any = None) -> Any:
+    """The SDK's async client. Its HTTP client is `http`, else its documented aiohttp
+    transport (`DefaultAioHttpClient`, less CPU per token than its default httpx2 one:
+    load_tests/reports/tutor.md) when aiohttp is installed."""
+    if http is None:
+        try:
+            http = sdk.DefaultAioHttpClient(timeout=timeout(settings))
+        except RuntimeError:  # the SDK says: install aiohttp
+            http = None
+    return client_class(
+        api_key=api_key or "unset", base_url=base_url,
+        max_retries=0,  # the tutor retries itself: only before the first token, with events
+        timeout=timeout(settings), http_client=http)
+
+
+@asynccontextmanager
+async def open_stream(sdk: Any, provider: str, stream_class: type[SSEStream],
+                      request: AbstractAsyncContextManager[Any]) -> AsyncIterator[ReplyStream]:
+    """The SDK's streamed response (`request`: a `with_streaming_response` call) read as
+    `stream_class`, its faults as ProviderError. Leaving closes the HTTP stream at once
+    (cancel stops billing)."""
+    async with AsyncExitStack() as stack:
+        try:
+            response = await stack.enter_async_context(request)
+        except sdk.APIStatusError as err:
+            raise status_error(provider, err.status_code, err.body, err.response.headers) from err
+        except sdk.APIConnectionError as err:
+            raise transport_error(provider, err, False,
+                                  timeout=isinstance(err, sdk.APITimeoutError)) from err
+        yield stream_class(cast(RawResponse, response))

@@ -3,8 +3,7 @@ Studio): chunks as SSE `data:` lines, the usage chunk, then `data: [DONE]`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 
 import openai
@@ -13,14 +12,11 @@ from httpx_sse import ServerSentEvent
 from chat_server.settings import Settings
 from chat_server.tutor.prompt import PromptRequest
 from chat_server.tutor.providers.base import (
-    RawResponse,
     ReplyStream,
     SSEStream,
-    http_client,
+    open_stream,
     parse_json,
-    status_error,
-    timeout,
-    transport_error,
+    sdk_client,
 )
 
 
@@ -59,36 +55,20 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(self, settings: Settings, *, client: Any = None) -> None:
-        """`client`: the SDK's HTTP client to use (tests: another transport, a private CA);
-        by default its aiohttp transport when aiohttp is installed."""
+        """`client`: the SDK's HTTP client to use (tests: another transport, a private CA)."""
         self.model = settings.openai_model
-        self._client = openai.AsyncOpenAI(
-            api_key=settings.openai_api_key or "unset", base_url=settings.openai_base_url,
-            max_retries=0,  # the tutor retries itself: only before the first token, with events
-            timeout=timeout(settings),
-            http_client=client if client is not None else http_client(openai, settings),
-        )
+        self._client = sdk_client(openai, openai.AsyncOpenAI, settings,
+                                  api_key=settings.openai_api_key,
+                                  base_url=settings.openai_base_url, http=client)
 
-    @asynccontextmanager
-    async def stream(self, request: PromptRequest) -> AsyncIterator[ReplyStream]:
+    def stream(self, request: PromptRequest) -> AbstractAsyncContextManager[ReplyStream]:
         messages = [{"role": "system", "content": request.system}, *request.messages]
-        async with AsyncExitStack() as stack:
-            try:
-                # max_tokens rather than max_completion_tokens: Ollama, vLLM and LM Studio
-                # know it.
-                response = await stack.enter_async_context(
-                    self._client.chat.completions.with_streaming_response.create(
-                        model=self.model, messages=cast(Any, messages), stream=True,
-                        max_tokens=request.max_tokens, temperature=request.temperature,
-                        stream_options={"include_usage": True}))
-            except openai.APIStatusError as err:
-                raise status_error("openai", err.status_code, err.body,
-                                   err.response.headers) from err
-            except openai.APIConnectionError as err:
-                raise transport_error("openai", err, False,
-                                      timeout=isinstance(err, openai.APITimeoutError)) from err
-            # Leaving closes the HTTP stream at once (cancel stops billing).
-            yield OpenAIStream(cast(RawResponse, response))
+        # max_tokens rather than max_completion_tokens: Ollama, vLLM and LM Studio know it.
+        return open_stream(openai, self.name, OpenAIStream,
+                           self._client.chat.completions.with_streaming_response.create(
+                               model=self.model, messages=cast(Any, messages), stream=True,
+                               max_tokens=request.max_tokens, temperature=request.temperature,
+                               stream_options={"include_usage": True}))
 
     async def aclose(self) -> None:
         await self._client.close()
