@@ -192,7 +192,8 @@ class SSEStream:
                     if text:
                         started = True
                         yield text
-        except httpx2.TransportError as err:
+        except (httpx2.TransportError, TimeoutError) as err:  # a read timeout aiohttp raises
+            # itself is not mapped to httpx2's
             raise transport_error(self.provider, err, started) from err
         except SSEError as err:
             raise ProviderError("provider_stream_cut",
