@@ -248,3 +248,54 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[Any] = mapped_column(JSONB, nullable=False)
+
+
+class TelegramLink(Base):
+    """A Telegram account bound to a Tutorhub user (one each way)."""
+
+    __tablename__ = "telegram_links"
+
+    telegram_user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True,
+                                                  autoincrement=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), unique=True, nullable=False
+    )
+    telegram_username: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = _now()
+
+
+class TelegramLinkCode(Base):
+    """A single-use deep-link code; only its sha256 is stored."""
+
+    __tablename__ = "telegram_link_codes"
+
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+class TelegramChat(Base):
+    """One linked user in one Telegram chat: the conversation that chat continues."""
+
+    __tablename__ = "telegram_chats"
+    __table_args__ = (
+        Index("ix_telegram_chats_user_conversation", "user_id", "conversation_id"),
+    )
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="SET NULL")
+    )
+    socratic: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+    language: Mapped[str] = mapped_column(String(8), nullable=False, default="en",
+                                          server_default="en")
+    updated_at: Mapped[datetime] = _now()

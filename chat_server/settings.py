@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -243,6 +243,54 @@ class Settings(BaseSettings):
         40, description="Candidates taken from each of vector and keyword search before fusion."
     )
     retrieval_rrf_k: int = Field(60, description="Reciprocal rank fusion constant.")
+
+    # --- telegram bridge (chat_server/telegram/) ----------------------------------------
+    telegram_bot_token: SecretStr | None = Field(
+        None, description="Bot token from @BotFather. Unset: no Telegram bridge. Never logged."
+    )
+    telegram_bot_username: str | None = Field(
+        None, description="The bot's username for t.me deep links. Unset: asked once from the "
+        "Bot API (getMe)."
+    )
+    telegram_api_url: str = Field(
+        "https://api.telegram.org", description="Bot API server base URL (a local Bot API "
+        "server, or a loopback fake in tests)."
+    )
+    telegram_mode: Literal["polling", "webhook"] = Field(
+        "polling", description="polling: `tutorhub telegram` long-polls the Bot API. webhook: "
+        "`tutorhub serve` runs the bridge and Telegram posts updates to /telegram/webhook."
+    )
+    telegram_webhook_url: str | None = Field(
+        None, description="Public URL of /telegram/webhook, registered with setWebhook in "
+        "webhook mode (e.g. https://tutor.example/telegram/webhook)."
+    )
+    telegram_webhook_secret: SecretStr | None = Field(
+        None, description="Value Telegram must send in X-Telegram-Bot-Api-Secret-Token. Unset: "
+        "derived from secret_key (every instance derives the same)."
+    )
+    telegram_server_url: str | None = Field(
+        None, description="Tutorhub base URL the bridge uses as a client (WebSocket and REST). "
+        "Unset: http://127.0.0.1:<port>."
+    )
+    telegram_link_ttl_s: int = Field(
+        900, description="Lifetime of a link code (t.me/<bot>?start=<code>), seconds."
+    )
+    telegram_auto_accounts: bool = Field(
+        False, description="An unlinked Telegram user gets a Tutorhub account created and "
+        "linked on first message. Off: refused with instructions to link."
+    )
+    telegram_draft_interval_s: float = Field(
+        0.5, description="Private chats: a streaming reply's draft (sendMessageDraft) is "
+        "updated at most this often, seconds."
+    )
+    telegram_edit_interval_s: float = Field(
+        1.5, description="Groups, or where drafts are refused: the reply's placeholder message "
+        "is edited at most this often, seconds (material status messages too)."
+    )
+    telegram_socket_idle_s: float = Field(
+        600.0, description="The bridge closes a linked user's socket after this long without "
+        "Telegram activity and with nothing streaming, seconds."
+    )
 
     @field_validator("login_rate_limit_account", "login_rate_limit_address")
     @classmethod
