@@ -32,12 +32,15 @@ Component = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 def components() -> list[Component]:
     from chat_server.hub.lifespan import hub_lifespan
+    from chat_server.telegram.routes import lifespan as telegram_lifespan
     from chat_server.tutor import lifespan as tutor_lifespan
     from workers.broker import lifespan as broker_lifespan
     from workers.uploads import sweep_lifespan
 
-    # The tutor stays last: it publishes on the hub's bus and is stopped first.
-    return [auth_lifespan, hub_lifespan, broker_lifespan, sweep_lifespan, tutor_lifespan]
+    # The tutor comes after the hub and broker: it publishes on the hub's bus and is stopped
+    # before them. The Telegram bridge (webhook mode only) is a client of all: stopped first.
+    return [auth_lifespan, hub_lifespan, broker_lifespan, sweep_lifespan, tutor_lifespan,
+            telegram_lifespan]
 
 
 @asynccontextmanager
@@ -115,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "auth", "description": "Accounts and tokens."},
             {"name": "conversations", "description": "Conversations with the tutor."},
             {"name": "materials", "description": "Study materials and their ingestion."},
+            {"name": "telegram", "description": "Linking a Telegram account to the bot."},
             {"name": "health", "description": "Probes and metrics."},
         ],
     )
@@ -140,8 +144,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"], max_age=600,
         )
+    from chat_server.telegram.routes import router as telegram_router
+
     for router in (auth.router, conversations.router, materials.router, health.router,
-                   metrics_router):
+                   metrics_router, telegram_router):
         app.include_router(router)
     app.include_router(static_routes.router)  # the widget and its demo page
     from chat_server.hub.lifespan import HubFastPath

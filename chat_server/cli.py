@@ -1,4 +1,4 @@
-"""The `tutorhub` command: serve, worker, migrate, user create."""
+"""The `tutorhub` command: serve, worker, telegram, migrate, reembed, user create."""
 
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not resolved.should_migrate:
             assert resolved.database_url
             _require_migrated(resolved.database_url)
-        app = create_app(resolved)
+        # host/port as flags gave them: the Telegram bridge (webhook mode) calls this server.
+        app = create_app(resolved.model_copy(update={"host": host, "port": port}))
         app.state.started_monotonic = started
         config = uvicorn.Config(
             app, host=host, port=port, loop="uvloop", http="httptools",
@@ -96,6 +97,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     with database(settings, lock=False) as resolved:
         return int(run_worker(resolved, workers=args.workers) or 0)
+
+
+def cmd_telegram(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    if settings.telegram_bot_token is None:
+        print("tutorhub telegram needs TUTORHUB_TELEGRAM_BOT_TOKEN (from @BotFather).",
+              file=sys.stderr)
+        return 2
+    if settings.telegram_mode == "webhook":
+        print("TUTORHUB_TELEGRAM_MODE=webhook: the bridge runs inside `tutorhub serve`; "
+              "`tutorhub telegram` is for long polling.", file=sys.stderr)
+        return 2
+    from chat_server.telegram.bridge import run_polling
+
+    with database(settings, lock=False) as resolved:
+        return asyncio.run(run_polling(resolved))
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -182,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run ingestion workers (needs TUTORHUB_REDIS_URL)")
     worker.add_argument("--workers", type=int, default=1, help="worker processes")
     worker.set_defaults(func=cmd_worker)
+
+    telegram = sub.add_parser("telegram", help="run the Telegram bridge with long polling "
+                              "(needs TUTORHUB_TELEGRAM_BOT_TOKEN and a running server)")
+    telegram.set_defaults(func=cmd_telegram)
 
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument(

@@ -1,0 +1,185 @@
+"""Talking to the Bot API: the bot, the draft method, rate limits, retries, and the token kept
+out of every log.
+
+The token is part of every Bot API URL (`/bot<token>/<method>`, `/file/bot<token>/<path>`),
+and aiohttp puts URLs into some of its exceptions' messages, which aiogram and we may log. So
+a log record factory (logging's public hook, applied to every record of every logger, whatever
+handlers are added later) replaces the token and the webhook secret with `[redacted]` in each
+message and traceback before any handler sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.methods import TelegramMethod
+
+from chat_server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+try:  # Bot API 9.5+; aiogram added it in 3.24
+    from aiogram.methods import SendMessageDraft
+except ImportError:  # an older aiogram: the same method through aiogram's custom-method type
+    class SendMessageDraft(TelegramMethod[bool]):  # type: ignore[no-redef]
+        """Stream a partial message to a private chat (sendMessageDraft)."""
+
+        __returning__ = bool
+        __api_method__ = "sendMessageDraft"
+
+        chat_id: int
+        draft_id: int
+        message_thread_id: int | None = None
+        text: str | None = None
+        parse_mode: str | None = None
+
+T = TypeVar("T")
+REDACTED = "[redacted]"
+FINAL_ATTEMPTS = 8  # a final message is retried this often (429 waits and outages alike)
+BACKOFF_MAX_S = 30.0
+
+
+# --- secrets out of logs -----------------------------------------------------------------
+
+_secrets: set[str] = set()
+_factory: Callable[..., logging.LogRecord] | None = None
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    assert _factory is not None
+    record = _factory(*args, **kwargs)
+    message = record.getMessage()
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    return record
+
+
+def redact_in_logs(*secrets: str | None) -> None:
+    """From now on, these strings never reach a log handler of this process."""
+    global _factory
+    _secrets.update(s for s in secrets if s and len(s) >= 8)
+    if _factory is None:
+        _factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_redacting_factory)
+
+
+# --- the bot -----------------------------------------------------------------------------
+
+def token_of(settings: Settings) -> str:
+    if settings.telegram_bot_token is None:
+        raise RuntimeError("TUTORHUB_TELEGRAM_BOT_TOKEN is not set.")
+    return settings.telegram_bot_token.get_secret_value()
+
+
+def make_bot(settings: Settings) -> Bot:
+    token = token_of(settings)
+    redact_in_logs(token, webhook_secret(settings))
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+    return Bot(token, session=session)
+
+
+def webhook_secret(settings: Settings) -> str:
+    """What Telegram sends in X-Telegram-Bot-Api-Secret-Token (1-256 of A-Z a-z 0-9 _ -)."""
+    if settings.telegram_webhook_secret is not None:
+        return settings.telegram_webhook_secret.get_secret_value()
+    import hashlib
+    import hmac
+
+    key = settings.resolved_secret_key().encode()
+    return hmac.new(key, b"tutorhub telegram webhook", hashlib.sha256).hexdigest()
+
+
+# --- calls that honour 429 and survive outages ---------------------------------------------
+
+class Outbox:
+    """Bot API calls with Telegram's flood control honoured per chat.
+
+    A 429 blocks the chat for its `retry_after`: updates (drafts, progress edits) are skipped
+    until then, and a final message waits for it and is then sent in full. Network faults and
+    5xx: an update is skipped (the next one carries the same text), a final message is retried
+    with backoff.
+    """
+
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+        self._blocked: dict[int, float] = {}
+
+    def blocked_for(self, chat_id: int) -> float:
+        """Seconds until `chat_id` may be sent to again (0 when it may now)."""
+        until = self._blocked.get(chat_id)
+        if until is None:
+            return 0.0
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._blocked[chat_id]
+            return 0.0
+        return left
+
+    def _block(self, chat_id: int, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        self._blocked[chat_id] = max(until, self._blocked.get(chat_id, 0.0))
+        log.info("Bot API flood control: chat %s paused for %.1f s", chat_id, seconds)
+
+    async def update(self, chat_id: int, method: TelegramMethod[T]) -> T | None:
+        """A best-effort call (the next update supersedes it): None if skipped or failed."""
+        if self.blocked_for(chat_id):
+            return None
+        try:
+            return await self.bot(method)
+        except TelegramRetryAfter as exc:
+            self._block(chat_id, exc.retry_after)
+        except (TelegramNetworkError, TelegramServerError) as exc:
+            log.warning("Bot API %s failed: %s", method.__api_method__, exc)
+        return None
+
+    async def final(self, chat_id: int, method: TelegramMethod[T]) -> T:
+        """A call that must happen: waits out flood control, retries faults with backoff.
+        Bad requests are raised (the caller knows what they mean)."""
+        delay = 0.5
+        for attempt in range(FINAL_ATTEMPTS):
+            wait = self.blocked_for(chat_id)
+            if wait:
+                await asyncio.sleep(wait)
+            try:
+                return await self.bot(method)
+            except TelegramRetryAfter as exc:
+                self._block(chat_id, exc.retry_after)
+            except (TelegramNetworkError, TelegramServerError) as exc:
+                if attempt == FINAL_ATTEMPTS - 1:
+                    raise
+                log.warning("Bot API %s failed (%s); retrying in %.1f s",
+                            method.__api_method__, exc, delay)
+                await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
+                delay = min(delay * 2, BACKOFF_MAX_S)
+        raise TelegramServerError(method=method, message="still rate limited after retries")
+
+
+def not_modified(exc: TelegramBadRequest) -> bool:
+    """An edit to the text the message already has: nothing to do."""
+    return "not modified" in exc.message
