@@ -21,7 +21,7 @@ from chat_server.telegram.claims import open_claims
 from tests.support.fake_providers import FakeProvider, openai_stream
 from tests.support.fake_telegram import TOKEN, FakeTelegram, Sent
 from tests.support.services import free_port, serve_app
-from tests.support.ws import new_user
+from tests.support.ws import new_user, until
 
 
 @dataclass
@@ -62,9 +62,10 @@ class TelegramEnv:
 
     async def idle(self, chat_id: int) -> None:
         """Wait until nothing streams into the chat (every reply task delivered)."""
-        async with asyncio.timeout(30):
-            while any(s.target.chat_id == chat_id for s in self.bridge.replies.values()):
-                await asyncio.sleep(0.02)
+        async def settled() -> bool:
+            return all(s.target.chat_id != chat_id for s in self.bridge.replies.values())
+
+        await until(settled, step_s=0.02)
 
     async def conversation(self, auth: dict[str, str]) -> dict[str, Any]:
         """The user's most recent conversation with its messages."""
