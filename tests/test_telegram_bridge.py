@@ -4,6 +4,7 @@ fake_telegram.py), the real server on pgserver, the loopback OpenAI provider."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import asyncpg
@@ -12,7 +13,10 @@ import httpx
 from chat_server.db import libpq_url
 from chat_server.settings import Settings
 from chat_server.telegram.render import to_html, to_text
+from chat_server.telegram.routes import SECRET_HEADER
+from tests.support.ingest import Video, make_pdf, youtube_server
 from tests.support.telegram import telegram_env
+from tests.support.ws import recv, socket
 
 
 async def test_linking_with_a_good_a_reused_and_an_expired_code(settings: Settings) -> None:
@@ -178,3 +182,101 @@ async def test_hostile_model_output_is_escaped(settings: Settings) -> None:
         assert '<a href="https://example.org/?a=1&amp;b=2">ok</a>' in final.markup
         assert final.text.startswith("<script>alert(1)</script> <b>bold?</b> & &amp;")
         assert (await env.stored(auth))["content"] == hostile
+
+
+async def test_a_pdf_and_a_youtube_link_are_ingested_with_a_status_message_each(
+    settings: Settings,
+) -> None:
+    video = Video([(0.0, 4.0, "Welcome to the lecture on Roman aqueducts."),
+                   (65.0, 5.0, "Aqueducts carried water to Rome by gravity alone.")])
+    with youtube_server({"dQw4w9WgXcQ": video}) as yt:
+        async with telegram_env(settings, youtube_base_url=yt.base_url,
+                                max_upload_bytes=200_000) as env:
+            api = env.api
+            _, auth = await env.linked(1101)
+            api.document(1101, make_pdf([
+                "Photosynthesis happens in the chloroplasts of plant cells.",
+                "The Calvin cycle fixes carbon dioxide into sugar."]), "Biology notes.pdf")
+            status = await api.wait_text(1101, "Biology notes is ready", within_s=120)
+            assert status.edits >= 1 and len(api.of("getFile")) == 1
+            assert api.texts(1101).count(status.text) == 1  # one status message, edited
+
+            api.document(1101, b"%PDF-1.4 big", "huge.pdf", file_size=300_000)
+            await api.wait_text(1101, "This file is 0.3 MB; the upload limit is 0.2 MB.")
+            api.document(1101, b"plain words", "notes.txt", mime_type="text/plain")
+            await api.wait_text(1101, "This file is not a PDF.")
+
+            api.message(1101, "Watch https://youtu.be/dQw4w9WgXcQ please")
+            offer = await api.wait_text(1101, "Add the transcript of this video")
+            (sent,) = [c for c in api.of("sendMessage", 1101) if "reply_markup" in c.params]
+            button = sent.params["reply_markup"]["inline_keyboard"][0][0]
+            assert button["callback_data"] == "yt:dQw4w9WgXcQ"
+            api.press(1101, offer.message_id, button["callback_data"])
+            await api.wait_for(lambda: "is ready" in api.find(1101, offer.message_id).text, 60)
+
+            env.reply(["Photosynthesis happens in the chloroplasts [1]."])
+            api.message(1101, "Where does photosynthesis happen?")
+            final = await api.wait_text(1101, "Sources")
+            assert final.text.startswith("Photosynthesis happens in the chloroplasts [1].")
+            assert re.search(r"\n\nSources\n\[1\] Biology notes, p\. 1$", final.text), final.text
+
+            api.message(1101, "/materials")
+            listing = await api.wait_text(1101, "Your materials")
+            assert "📄 Biology notes: ready" in listing.text
+            assert "▶️ YouTube video dQw4w9WgXcQ: ready" in listing.text
+            assert len((await env.conversation(auth))["messages"]) == 2
+
+
+async def test_browser_replies_reach_telegram_only_in_the_telegram_conversation(
+    settings: Settings,
+) -> None:
+    async with telegram_env(settings) as env:
+        _, auth = await env.linked(1201)
+        env.reply(["From ", "Telegram."])
+        env.api.message(1201, "First question")
+        await env.said(1201, 2)
+        conversation = (await env.conversation(auth))["id"]
+        token = auth["Authorization"].removeprefix("Bearer ")
+        async with socket(env.base_url, token) as (ws, _):
+            env.reply(["Browser ", "only."])
+            await ws.send(json.dumps({"type": "chat.send", "id": "b1", "text": "Elsewhere"}))
+            while (await recv(ws))["type"] != "reply.end":
+                pass
+            env.reply(["Echoed ", "here."])
+            await ws.send(json.dumps({"type": "chat.send", "id": "b2", "text": "Here",
+                                      "conversation_id": conversation}))
+            await env.api.wait_text(1201, "Echoed here.")
+        assert env.api.texts(1201) == ["Linked. Ask me anything about your materials; /help "
+                                       "lists what I can do.", "From Telegram.", "Echoed here."]
+
+
+async def test_webhook_mode_checks_the_secret_and_answers_an_update_once(
+    settings: Settings,
+) -> None:
+    hook = "https://tutor.example/telegram/webhook"
+    async with telegram_env(settings, telegram_mode="webhook", telegram_webhook_url=hook) as env:
+        api = env.api
+        await api.wait_for(lambda: bool(api.of("setWebhook")))
+        (registered,) = api.of("setWebhook")
+        assert registered.params["url"] == hook
+        secret = registered.params["secret_token"]
+        _, auth = await env.user()
+        code = (await env.link_url(auth)).split("start=", 1)[1]
+        api.message(1301, f"/start {code}")
+        start = api.updates[-1]
+        async with httpx.AsyncClient(base_url=env.base_url) as c:
+            r = await c.post("/telegram/webhook", json=start)
+            assert r.status_code == 403 and r.json()["error"] == "forbidden"
+            r = await c.post("/telegram/webhook", json=start, headers={SECRET_HEADER: "nope"})
+            assert r.status_code == 403
+            for _ in range(2):  # Telegram delivers it again: answered once
+                r = await c.post("/telegram/webhook", json=start, headers={SECRET_HEADER: secret})
+                assert r.status_code == 200 and r.json() == {"ok": True}
+            await env.said(1301, 1)
+            env.reply(["Webhook ", "answer."])
+            api.message(1301, "Through the webhook?")
+            r = await c.post("/telegram/webhook", json=api.updates[-1],
+                             headers={SECRET_HEADER: secret})
+            assert r.status_code == 200
+            await api.wait_text(1301, "Webhook answer.")
+        assert len(api.messages[1301]) == 2 and not api.of("getUpdates")

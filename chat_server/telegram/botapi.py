@@ -69,7 +69,10 @@ def redact(text: str) -> str:
 def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     assert _factory is not None
     record = _factory(*args, **kwargs)
-    message = record.getMessage()
+    try:
+        message = record.getMessage()
+    except Exception:  # a malformed call: logging reports it at emit, as it always does
+        return record
     clean = redact(message)
     if clean != message:
         record.msg, record.args = clean, None

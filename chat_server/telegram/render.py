@@ -138,13 +138,15 @@ def to_text(markup: str) -> str:
 
 
 def _prefix_within(text: str, units: int) -> str:
-    if utf16_len(text) <= units:
+    """The longest prefix of at most `units` UTF-16 units (characters beyond the BMP count 2)."""
+    if len(text) <= units // 2 or utf16_len(text) <= units:
         return text
-    # Characters outside the BMP count twice: shorten until it fits (rare, few steps).
-    head = text[:units]
-    while utf16_len(head) > units:
-        head = head[: units - (utf16_len(head) - units)]
-    return head
+    count = 0
+    for i, char in enumerate(text):
+        count += 2 if ord(char) > 0xFFFF else 1
+        if count > units:
+            return text[:i]
+    return text
 
 
 def _open_fence(text: str) -> str | None:
@@ -169,7 +171,7 @@ def split(markdown: str, limit: int = LIMIT) -> list[str]:
             if at > 0:
                 cut = at + len(sep)
                 break
-        cut = cut or len(head)
+        cut = cut or max(1, len(head))
         part, text = text[:cut], text[cut:]
         lang = _open_fence(part)
         if lang is not None:

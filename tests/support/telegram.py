@@ -4,7 +4,6 @@ provider, the fake Bot API, and a Bridge polling it in this event loop."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ class TelegramEnv:
     base_url: str
     api: FakeTelegram
     llm: FakeProvider
-    bridge: Bridge
+    bridge: Bridge | None  # None when run without one
     settings: Settings
 
     async def user(self) -> tuple[str, dict[str, str]]:
@@ -62,8 +61,11 @@ class TelegramEnv:
 
     async def idle(self, chat_id: int) -> None:
         """Wait until nothing streams into the chat (every reply task delivered)."""
+        bridge = self.bridge
+        assert bridge is not None
+
         async def settled() -> bool:
-            return all(s.target.chat_id != chat_id for s in self.bridge.replies.values())
+            return all(s.target.chat_id != chat_id for s in bridge.replies.values())
 
         await until(settled, step_s=0.02)
 
@@ -86,7 +88,10 @@ class TelegramEnv:
 
 
 @asynccontextmanager
-async def telegram_env(settings: Settings, **overrides: Any) -> AsyncIterator[TelegramEnv]:
+async def telegram_env(settings: Settings, *, bridge: bool = True, **overrides: Any
+                       ) -> AsyncIterator[TelegramEnv]:
+    """The server with the fake Bot API and provider; with `bridge`, a Bridge polling in this
+    event loop (in webhook mode the server's own bridge; without, none)."""
     port = free_port()
     async with FakeTelegram() as api, FakeProvider() as llm:
         s = settings.model_copy(update={
@@ -97,17 +102,17 @@ async def telegram_env(settings: Settings, **overrides: Any) -> AsyncIterator[Te
             "telegram_draft_interval_s": 0.2, "telegram_edit_interval_s": 0.3,
             **overrides})
         assert s.database_url
-        async with serve_app(create_app(s), port=port) as base_url, \
-                open_database(s.database_url, 3) as db, open_claims(s.redis_url) as claims, \
-                open_bridge(s, db, claims) as bridge:
-            polling = asyncio.create_task(bridge.run_polling())
-            try:
-                await api.wait_for(lambda: api.polls_waiting > 0 or polling.done(), 10)
-                yield TelegramEnv(base_url, api, llm, bridge, s)
-            finally:
-                await bridge.stop_polling()
-                await asyncio.wait_for(polling, 10)
-
-
-def new_chat_id() -> int:
-    return 10_000 + uuid.uuid4().int % 1_000_000
+        app = create_app(s)
+        async with serve_app(app, port=port) as base_url:
+            if s.telegram_mode == "webhook" or not bridge:
+                yield TelegramEnv(base_url, api, llm, getattr(app.state, "telegram", None), s)
+                return
+            async with open_database(s.database_url, 3) as db, \
+                    open_claims(s.redis_url) as claims, open_bridge(s, db, claims) as polling:
+                task = asyncio.create_task(polling.run_polling())
+                try:
+                    await api.wait_for(lambda: api.polls_waiting > 0 or task.done(), 10)
+                    yield TelegramEnv(base_url, api, llm, polling, s)
+                finally:
+                    await polling.stop_polling()
+                    await asyncio.wait_for(task, 10)
