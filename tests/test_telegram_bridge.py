@@ -161,9 +161,19 @@ async def test_stop_cancels_the_streaming_reply(settings: Settings) -> None:
         stored = await env.stored(auth, "cancelled")
         assert final.text == stored["content"].strip() + "\n\n⏹ Stopped."
         assert 0 < len(stored["content"].split()) < 500
-        await asyncio.sleep(0)
         env.api.message(901, "/stop")
         assert (await env.said(901, 3))[-1].text == "Nothing is being written right now."
+
+        # The stop button of a draft does the same.
+        env.reply([f"again{i} " for i in range(500)], delay_s=0.02)
+        env.api.message(901, "Once more")
+        await env.api.wait_for(lambda: len(env.api.drafts[901]) >= 5)
+        draft = env.api.of("sendMessageDraft", 901)[-1].params
+        assert draft["can_stop"] == "true"
+        env.api.stop_draft(901, int(draft["draft_id"]))
+        final = (await env.said(901, 4))[-1]
+        assert final.text.startswith("again0 ") and final.text.endswith("⏹ Stopped.")
+        assert (await env.stored(auth, "cancelled"))["content"].startswith("again0 ")
 
 
 async def test_hostile_model_output_is_escaped(settings: Settings) -> None:
@@ -254,7 +264,8 @@ async def test_webhook_mode_checks_the_secret_and_answers_an_update_once(
     settings: Settings,
 ) -> None:
     hook = "https://tutor.example/telegram/webhook"
-    async with telegram_env(settings, telegram_mode="webhook", telegram_webhook_url=hook) as env:
+    async with telegram_env(settings, telegram_mode="webhook", telegram_webhook_url=hook,
+                            telegram_auto_accounts=True) as env:
         api = env.api
         await api.wait_for(lambda: bool(api.of("setWebhook")))
         (registered,) = api.of("setWebhook")
@@ -279,4 +290,13 @@ async def test_webhook_mode_checks_the_secret_and_answers_an_update_once(
                              headers={SECRET_HEADER: secret})
             assert r.status_code == 200
             await api.wait_text(1301, "Webhook answer.")
-        assert len(api.messages[1301]) == 2 and not api.of("getUpdates")
+            assert len(api.messages[1301]) == 2 and not api.of("getUpdates")
+
+            # telegram_auto_accounts: a stranger gets an account of their own at once.
+            env.reply(["Welcome, ", "stranger."])
+            api.message(1302, "Hi, I am new here", language="ru")
+            r = await c.post("/telegram/webhook", json=api.updates[-1],
+                             headers={SECRET_HEADER: secret})
+            assert r.status_code == 200
+            await api.wait_text(1302, "Welcome, stranger.")
+        assert len((await env.conversation(auth))["messages"]) == 2  # not in the linked account

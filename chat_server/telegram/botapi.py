@@ -47,6 +47,11 @@ except ImportError:  # an older aiogram: the same method through aiogram's custo
         text: str | None = None
         parse_mode: str | None = None
 
+# A stop button on the draft (Bot API 10.x): pressing it sends `stopped_message_generation`,
+# which cancels the reply like /stop. Older aiogram versions lack the field: no button then.
+DRAFT_STOP: dict[str, bool] = {"can_stop": True} if "can_stop" in SendMessageDraft.model_fields \
+    else {}
+
 T = TypeVar("T")
 REDACTED = "[redacted]"
 FINAL_ATTEMPTS = 8  # a final message is retried this often (429 waits and outages alike)

@@ -214,6 +214,7 @@ class Bridge:
             for user_id, sock in list(self.client.sockets.items()):
                 if user_id not in busy and not sock.busy and sock.last_used < idle_since:
                     await self.client.close_socket(user_id)
+            self.client.forget_tokens(keep=set(self.client.sockets) | busy)
 
     async def _once(self, handler: Any, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
@@ -557,7 +558,7 @@ class Bridge:
 
     async def _document(self, message: Message) -> None:
         doc = message.document
-        user_id = await self._user(message)
+        user_id = await self._user(message, command=False)
         if user_id is None or doc is None:
             return
         chat_id, lang = message.chat.id, _lang(message.from_user)

@@ -69,6 +69,10 @@ class TutorhubClient:
             self._tokens[user_id] = cached
         return cached[0]
 
+    def forget_tokens(self, keep: set[uuid.UUID]) -> None:
+        for user_id in [u for u in self._tokens if u not in keep]:
+            del self._tokens[user_id]
+
     async def rest(self, user_id: uuid.UUID, method: str, path: str, **kwargs: Any
                    ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token(user_id)}"}

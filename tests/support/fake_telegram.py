@@ -191,6 +191,12 @@ class FakeTelegram:
             "from": self._user(user_id or chat_id, language), "message": message,
             "data": data}})
 
+    def stop_draft(self, chat_id: int, draft_id: int) -> int:
+        """The user presses the stop button of a draft (can_stop)."""
+        return self.push({"stopped_message_generation": {
+            "chat": {"id": chat_id, "type": "private", "first_name": f"User{chat_id}"},
+            "draft_id": draft_id}})
+
     def fail(self, method: str, status: int, description: str, *, retry_after: int | None = None,
              after: int = 0, times: int = 1) -> None:
         self.faults.append(Fault(method, status, description, retry_after, after, times))
