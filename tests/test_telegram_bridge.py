@@ -3,7 +3,6 @@ fake_telegram.py), the real server on pgserver, the loopback OpenAI provider."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
