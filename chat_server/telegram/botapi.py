@@ -49,8 +49,7 @@ except ImportError:  # an older aiogram: the same method through aiogram's custo
 
 # A stop button on the draft (Bot API 10.x): pressing it sends `stopped_message_generation`,
 # which cancels the reply like /stop. Older aiogram versions lack the field: no button then.
-DRAFT_STOP: dict[str, bool] = {"can_stop": True} if "can_stop" in SendMessageDraft.model_fields \
-    else {}
+DRAFT_CAN_STOP = "can_stop" in SendMessageDraft.model_fields
 
 T = TypeVar("T")
 REDACTED = "[redacted]"

@@ -29,7 +29,7 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.methods import EditMessageText, SendMessage
 
 from chat_server.telegram import render
-from chat_server.telegram.botapi import DRAFT_STOP, Outbox, SendMessageDraft, not_modified
+from chat_server.telegram.botapi import DRAFT_CAN_STOP, Outbox, SendMessageDraft, not_modified
 from chat_server.telegram.texts import t
 
 log = logging.getLogger(__name__)
@@ -146,10 +146,12 @@ class ReplyStream:
         chat = self.target.chat_id
         if self.drafts:
             try:
-                await self.outbox.update(chat, SendMessageDraft(
+                draft = SendMessageDraft(
                     chat_id=chat, draft_id=self._draft_base + self.delivered, text=markup,
-                    parse_mode=ParseMode.HTML, message_thread_id=self.target.thread_id,
-                    **DRAFT_STOP))
+                    parse_mode=ParseMode.HTML, message_thread_id=self.target.thread_id)
+                if DRAFT_CAN_STOP:
+                    draft.can_stop = True
+                await self.outbox.update(chat, draft)
                 return
             except TelegramBadRequest as exc:
                 log.info("chat %s refuses drafts (%s): editing a message instead", chat,
