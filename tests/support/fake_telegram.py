@@ -117,6 +117,7 @@ class FakeTelegram:
     faults: list[Fault] = field(default_factory=list)
     base_url: str = ""
     updates: list[dict[str, Any]] = field(default_factory=list)
+    pushed_at: dict[int, float] = field(default_factory=dict)  # update_id -> time.monotonic()
     confirmed: int = 0
     polls_waiting: int = 0
     closing: bool = False
@@ -152,6 +153,7 @@ class FakeTelegram:
         self._next_update += 1
         update = {"update_id": self._next_update, **update}
         self.updates.append(update)
+        self.pushed_at[self._next_update] = time.monotonic()
         self._wake()
         return int(update["update_id"])
 
