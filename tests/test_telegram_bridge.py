@@ -96,7 +96,9 @@ async def test_a_private_reply_streams_as_throttled_drafts_then_one_final_messag
         assert not env.api.of("editMessageText", 601)
 
 
-async def test_a_group_reply_edits_one_placeholder_and_waits_out_a_429(settings: Settings) -> None:
+async def test_a_group_reply_edits_one_placeholder_and_waits_out_a_429_and_an_outage(
+    settings: Settings,
+) -> None:
     async with telegram_env(settings) as env:
         _, auth = await env.linked(701)
         group = -100_701
@@ -132,6 +134,19 @@ async def test_a_group_reply_edits_one_placeholder_and_waits_out_a_429(settings:
         await env.idle(701)
         assert env.api.messages[701][-1].text == "Once more."
         assert len(env.api.of("sendMessageDraft", 701)) == refused
+
+        # The Bot API goes down: polling backs off, and the question asked meanwhile is
+        # answered once it is back.
+        env.api.outage(True)
+        failed = len([c for c in env.api.calls if c.status == 502])
+        await env.api.wait_for(lambda: len([c for c in env.api.calls if c.status == 502])
+                               > failed)
+        env.reply(["After ", "the outage."])
+        env.api.message(701, "Are you there?")
+        env.api.outage(False)
+        await env.said(701, 4)
+        await env.idle(701)
+        assert env.api.messages[701][-1].text == "After the outage."
 
 
 async def test_a_reply_over_4096_characters_is_split_at_paragraphs(settings: Settings) -> None:

@@ -36,6 +36,10 @@ class BadRequest(Exception):
     pass
 
 
+class _Down(Exception):
+    pass
+
+
 def parse_html(markup: str) -> str:
     """The visible text of Telegram HTML, or BadRequest as the Bot API words it."""
     stack: list[str] = []
@@ -193,6 +197,11 @@ class FakeTelegram:
             "from": self._user(user_id or chat_id, language), "message": message,
             "data": data}})
 
+    def outage(self, down: bool) -> None:
+        """The Bot API goes down (every call, long polls in progress too, answers 502) or back."""
+        self.down = down
+        self._wake()
+
     def stop_draft(self, chat_id: int, draft_id: int) -> int:
         """The user presses the stop button of a draft (can_stop)."""
         return self.push({"stopped_message_generation": {
@@ -277,6 +286,8 @@ class FakeTelegram:
             result = await self._call(method, params)
         except BadRequest as exc:
             return self._error(call, 400, f"Bad Request: {exc}")
+        except _Down:
+            return self._error(call, 502, "Bad Gateway")
         finally:
             self._wake()
         return web.json_response({"ok": True, "result": result})
@@ -357,6 +368,8 @@ class FakeTelegram:
                 pending = [u for u in self.updates if u["update_id"] >= max(offset,
                                                                             self.confirmed)]
                 left = deadline - time.monotonic()
+                if self.down:
+                    raise _Down
                 if pending or left <= 0 or self.closing:
                     return pending[:100]
                 self._changed.clear()
