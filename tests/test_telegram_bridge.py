@@ -76,7 +76,7 @@ async def test_a_private_reply_streams_as_throttled_drafts_then_one_final_messag
 ) -> None:
     async with telegram_env(settings) as env:
         _, auth = await env.linked(601)
-        words = [f"word{i} " for i in range(60)]
+        words = [f"word{i} " for i in range(40)]
         env.reply(["**Photosynthesis** ", "makes sugar. ", *words], delay_s=0.03)
         env.api.message(601, "What is photosynthesis?")
         final = (await env.said(601, 2))[-1]
@@ -103,11 +103,15 @@ async def test_a_group_reply_edits_one_placeholder_and_waits_out_a_429_and_an_ou
         _, auth = await env.linked(701)
         group = -100_701
         env.api.fail("editMessageText", 429, "flood", retry_after=1, after=1)
-        env.reply([f"part{i} " for i in range(70)], delay_s=0.03)
-        env.api.message(group, "Tell me everything", user_id=701, chat_type="group")
+        env.reply([f"part{i} " for i in range(50)], delay_s=0.03)
+        env.api.message(group, "Chatter between members", user_id=701, chat_type="group")
+        env.api.message(group, "@Tutorhub_Test_Bot tell me everything", user_id=701,
+                        chat_type="group")
         await env.api.wait_for(lambda: not env.api.faults)
         await env.idle(group)
         stored = await env.stored(auth)
+        conversation = await env.conversation(auth)
+        assert conversation["messages"][0]["content"] == "tell me everything"  # chatter ignored
         (message,) = env.api.messages[group]
         assert message.text == stored["content"].strip()
         assert message.edits >= 2 and not env.api.of("sendMessageDraft", group)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import tempfile
 import time
 import uuid
@@ -104,6 +105,7 @@ class Bridge:
         self._active: dict[tuple[int, uuid.UUID], str] = {}  # (chat, user) -> streaming reply
         self._sends: dict[str, _Send] = {}
         self._ignored: OrderedDict[str, None] = OrderedDict()  # other processes' replies
+        self._done: OrderedDict[str, None] = OrderedDict()  # replies streamed lately
         self._echoes: dict[str, list[dict[str, Any]]] = {}  # replies being looked up
         self.materials: dict[str, tuple[uuid.UUID, MaterialStatus]] = {}
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -231,7 +233,8 @@ class Bridge:
             reply_id = str(frame["reply_id"])
             send = self._sends.get(str(frame.get("id")))
             if send is not None:
-                if reply_id not in self.replies:
+                # An ack repeated for a resend (after a reconnect) of a reply already streamed.
+                if reply_id not in self.replies and reply_id not in self._done:
                     self._stream(reply_id, send.user_id, send.target)
                 self._reply_conversations[reply_id] = str(frame.get("conversation_id"))
             elif str(frame.get("id", "")).startswith("tg-"):
@@ -267,7 +270,8 @@ class Bridge:
         stream = ReplyStream(
             self.outbox, target, reply_id, drafts=target.chat_id not in self._no_drafts,
             draft_interval_s=self.settings.telegram_draft_interval_s,
-            edit_interval_s=self.settings.telegram_edit_interval_s)
+            edit_interval_s=self.settings.telegram_edit_interval_s,
+            quiet=lambda: self._reconcile(reply_id, once=True))
         self.replies[reply_id] = stream
         self._reply_users[reply_id] = user_id
         self._active[(target.chat_id, user_id)] = reply_id
@@ -281,6 +285,9 @@ class Bridge:
             if stream.drafts_refused:
                 self._no_drafts.add(stream.target.chat_id)
             self.replies.pop(stream.reply_id, None)
+            self._done[stream.reply_id] = None
+            while len(self._done) > RECENT_MAX:
+                self._done.popitem(last=False)
             self._reply_users.pop(stream.reply_id, None)
             self._reply_conversations.pop(stream.reply_id, None)
             key = (stream.target.chat_id, user_id)
@@ -308,8 +315,9 @@ class Bridge:
         finally:
             self._echoes.pop(reply_id, None)
 
-    async def _reconcile(self, reply_id: str) -> None:
-        """The socket's history could not replay this reply's events: read its end over REST."""
+    async def _reconcile(self, reply_id: str, *, once: bool = False) -> None:
+        """The reply's events were lost (a resume that could not reach back, or silence for
+        too long): read its end over REST, until it has one (or `once`)."""
         stream = self.replies.get(reply_id)
         user_id = self._reply_users.get(reply_id)
         conversation = self._reply_conversations.get(reply_id)
@@ -324,6 +332,8 @@ class Bridge:
                         stream.citations = message.get("citations") or []
                         stream.end(STATUS[message["status"]], message["content"])
                         return
+            if once:
+                return
             await asyncio.sleep(1.0)
 
     # --- handlers -----------------------------------------------------------------------------
@@ -493,8 +503,26 @@ class Bridge:
         key = "unlinked_done" if user_id is not None else "not_linked"
         await self._say(message.chat.id, t(_lang(message.from_user), key))
 
-    async def _text(self, message: Message) -> None:
+    async def _addressed(self, message: Message) -> str | None:
+        """The question in a message, or None for group chatter not meant for the bot: in a
+        group only a reply to the bot or a message naming @bot is (without privacy mode the
+        bot sees every message there)."""
         text = message.text or ""
+        if message.chat.type == "private":
+            return text
+        replied = message.reply_to_message
+        if replied is not None and replied.from_user is not None and \
+                replied.from_user.id == self.bot.id:
+            return text
+        mention = f"@{(await self.bot.me()).username}".lower()
+        if mention in text.lower():
+            return re.sub(re.escape(mention), "", text, flags=re.IGNORECASE).strip()
+        return None
+
+    async def _text(self, message: Message) -> None:
+        text = await self._addressed(message)
+        if not text:
+            return
         video = youtube_id(text)
         user_id = await self._user(message, command=video is not None)
         if user_id is None:

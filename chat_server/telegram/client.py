@@ -83,7 +83,7 @@ class TutorhubClient:
 
     def socket(self, user_id: uuid.UUID) -> UserSocket:
         sock = self.sockets.get(user_id)
-        if sock is None:
+        if sock is None or sock.refused:  # refused once: a new socket tries again
             sock = self.sockets[user_id] = UserSocket(self, user_id)
         sock.last_used = time.monotonic()
         return sock
@@ -150,6 +150,10 @@ class UserSocket:
             raise Unavailable(self._refused or "no answer from the server") from None
         finally:
             self._pending.pop(frame["id"], None)
+
+    @property
+    def refused(self) -> bool:
+        return self._refused is not None
 
     @property
     def busy(self) -> bool:
@@ -243,7 +247,10 @@ class UserSocket:
                 if offset <= self.offset:
                     continue  # already seen (replayed by a resume)
                 self.offset = offset
-                self.client.on_event(self.user_id, frame)
+                try:
+                    self.client.on_event(self.user_id, frame)
+                except Exception:  # a bad event must not take the socket down
+                    log.exception("event %s of %s not handled", kind, self.user_id)
                 if kind == "chat.ack":
                     waiting = self._pending.get(str(frame.get("id")))
                     if waiting is not None and not waiting[1].done():

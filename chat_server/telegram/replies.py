@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from chat_server.telegram.texts import t
 log = logging.getLogger(__name__)
 
 CURSOR = " …"  # shown at the end of a placeholder while the reply is still being written
+QUIET_S = 90.0  # longer than any pause of a live reply (provider timeout 60 s, heartbeats)
 DRAFT_KEEPALIVE_S = 20.0  # a draft is a ~30 s preview: shown again if nothing new came
 
 
@@ -50,13 +52,16 @@ class Target:
 
 class ReplyStream:
     def __init__(self, outbox: Outbox, target: Target, reply_id: str, *, drafts: bool,
-                 draft_interval_s: float, edit_interval_s: float) -> None:
+                 draft_interval_s: float, edit_interval_s: float,
+                 quiet: Callable[[], Awaitable[None]] | None = None) -> None:
         self.outbox = outbox
         self.target = target
         self.reply_id = reply_id
         self.drafts = drafts and target.private
         self.draft_interval_s = draft_interval_s
         self.edit_interval_s = edit_interval_s
+        # Called when no event came for QUIET_S (events lost: the state is read over REST).
+        self.quiet = quiet
         self.pieces: list[str] = []
         self.citations: list[dict[str, Any]] = []
         self.finish_reason: str | None = None
@@ -111,7 +116,12 @@ class ReplyStream:
 
     async def run(self) -> None:
         while not self.ended:
-            await self._changed.wait()
+            try:
+                await asyncio.wait_for(self._changed.wait(), QUIET_S)
+            except TimeoutError:
+                if self.quiet is not None:
+                    await self.quiet()
+                continue
             self._changed.clear()
             if self.ended:
                 break

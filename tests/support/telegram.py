@@ -88,10 +88,11 @@ class TelegramEnv:
 
 
 @asynccontextmanager
-async def telegram_env(settings: Settings, *, bridge: bool = True, **overrides: Any
-                       ) -> AsyncIterator[TelegramEnv]:
+async def telegram_env(settings: Settings, *, bridge: bool = True, claims_url: str | None = None,
+                       **overrides: Any) -> AsyncIterator[TelegramEnv]:
     """The server with the fake Bot API and provider; with `bridge`, a Bridge polling in this
-    event loop (in webhook mode the server's own bridge; without, none)."""
+    event loop (in webhook mode the server's own bridge; without, none), claiming updates in
+    the Redis at `claims_url` if given."""
     port = free_port()
     async with FakeTelegram() as api, FakeProvider() as llm:
         s = settings.model_copy(update={
@@ -108,7 +109,8 @@ async def telegram_env(settings: Settings, *, bridge: bool = True, **overrides: 
                 yield TelegramEnv(base_url, api, llm, getattr(app.state, "telegram", None), s)
                 return
             async with open_database(s.database_url, 3) as db, \
-                    open_claims(s.redis_url) as claims, open_bridge(s, db, claims) as polling:
+                    open_claims(claims_url or s.redis_url) as claims, \
+                    open_bridge(s, db, claims) as polling:
                 task = asyncio.create_task(polling.run_polling())
                 try:
                     await api.wait_for(lambda: api.polls_waiting > 0 or task.done(), 10)
