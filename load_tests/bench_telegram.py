@@ -99,15 +99,20 @@ async def run(workdir: Path) -> str:
                     await asyncio.wait_for(polling, 10)
 
 
-async def scenarios(api: FakeTelegram, llm: FakeProvider, base_url: str,
-                    settings: Settings) -> str:
+async def link_for_new_user(base_url: str) -> str:
+    """A new account's Telegram deep link."""
     email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
     async with httpx.AsyncClient(base_url=base_url) as c:
         await c.post("/auth/register", json={"email": email, "password": "password-123"})
         token = (await c.post("/auth/token", data={"username": email,
                                                    "password": "password-123"})).json()
         auth = {"Authorization": f"Bearer {token['access_token']}"}
-        link = (await c.post("/telegram/link", headers=auth)).json()["url"]
+        return str((await c.post("/telegram/link", headers=auth)).json()["url"])
+
+
+async def scenarios(api: FakeTelegram, llm: FakeProvider, base_url: str,
+                    settings: Settings) -> str:
+    link = await link_for_new_user(base_url)
 
     # The transcript: a short conversation in a private chat.
     chat = 4242
@@ -151,13 +156,7 @@ async def scenarios(api: FakeTelegram, llm: FakeProvider, base_url: str,
 async def stream_refusing(api: FakeTelegram, llm: FakeProvider, base_url: str
                           ) -> Counter[str]:
     """A second linked user whose private chat refuses drafts."""
-    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-    async with httpx.AsyncClient(base_url=base_url) as c:
-        await c.post("/auth/register", json={"email": email, "password": "password-123"})
-        token = (await c.post("/auth/token", data={"username": email,
-                                                   "password": "password-123"})).json()
-        auth = {"Authorization": f"Bearer {token['access_token']}"}
-        code = (await c.post("/telegram/link", headers=auth)).json()["url"].split("start=")[1]
+    code = (await link_for_new_user(base_url)).split("start=")[1]
     chat = 4444
     api.message(chat, f"/start {code}")
     await api.wait_for(lambda: len(api.messages[chat]) >= 1, 30)
