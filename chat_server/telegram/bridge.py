@@ -77,6 +77,7 @@ RECENT_MAX = 256  # material events kept for a material whose status message is 
 JANITOR_S = 30.0
 MAX_UPDATES = 256  # updates in progress at once; webhook mode: beyond it 503, Telegram re-sends
 BOT_API_DOWNLOAD_LIMIT = 20 * 1024 * 1024  # the public Bot API's getFile limit
+PUBLIC_BOT_API = "https://api.telegram.org"  # a local Bot API server has no such limit
 COMMANDS = ("new", "stop", "materials", "socratic", "cards", "quiz", "help", "unlink")
 STATUS = {"complete": "stop", "cancelled": "cancelled", "failed": "failed",
           "interrupted": "interrupted"}
@@ -248,7 +249,8 @@ class Bridge:
                 stream.feed(frame)
             elif reply_id in self._echoes:
                 self._echoes[reply_id].append(frame)
-            elif kind == "reply.start" and reply_id not in self._ignored:
+            elif kind == "reply.start" and reply_id not in self._ignored \
+                    and reply_id not in self._done:
                 self._echoes[reply_id] = []
                 self.spawn(self._echo(user_id, reply_id, str(frame.get("conversation_id"))),
                            f"tg-echo-{reply_id}")
@@ -599,6 +601,9 @@ class Bridge:
         if size > limit:
             await self._say(chat_id, t(lang, "too_big", size=_mb(size), limit=_mb(limit)))
             return
+        if size > BOT_API_DOWNLOAD_LIMIT and self.settings.telegram_api_url == PUBLIC_BOT_API:
+            await self._say(chat_id, t(lang, "too_big_api", size=_mb(size)))
+            return
         title = (message.caption or "").strip()[:300] or name.removesuffix(".pdf").strip()
         status = await self._say(chat_id, t(lang, "status_downloading", title=escape(title)))
         if status is None:
@@ -606,15 +611,17 @@ class Bridge:
         with tempfile.TemporaryFile() as spool:
             try:
                 file = await self.bot.get_file(doc.file_id)
-                if file.file_path is None:
-                    raise TelegramBadRequest(method=None, message="no file_path")  # type: ignore[arg-type]
-                await self.bot.download_file(file.file_path, spool, timeout=300)
+                if file.file_path is not None:
+                    await self.bot.download_file(file.file_path, spool, timeout=300)
             except TelegramBadRequest as exc:
                 key = "too_big_api" if "too big" in exc.message.lower() else "download_failed"
                 await self._status(chat_id, status.message_id, t(lang, key, size=_mb(size)))
                 return
             except Exception as exc:
                 log.warning("chat %s: download failed (%s)", chat_id, type(exc).__name__)
+                await self._status(chat_id, status.message_id, t(lang, "download_failed"))
+                return
+            if file.file_path is None:
                 await self._status(chat_id, status.message_id, t(lang, "download_failed"))
                 return
             spool.seek(0)

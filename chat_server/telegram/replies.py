@@ -69,7 +69,6 @@ class ReplyStream:
         self.drafts_refused = False  # the chat refused a draft: the bridge remembers it
         self.delivered = 0  # parts already sent as messages of their own
         self.placeholder: int | None = None  # message id being edited (edit mode)
-        self.messages: list[int] = []  # message ids of the reply's delivered parts
         self._shown = ""  # markup of the last update that went out
         self._shown_at = 0.0
         self._changed = asyncio.Event()
@@ -198,16 +197,13 @@ class ReplyStream:
             try:
                 await self.outbox.final(chat, EditMessageText(
                     chat_id=chat, message_id=message_id, text=markup, parse_mode=ParseMode.HTML))
-                self.messages.append(message_id)
                 return
             except TelegramBadRequest as exc:
                 if not_modified(exc):
-                    self.messages.append(message_id)
                     return
                 log.info("chat %s: final edit refused (%s); sending anew", chat, exc.message)
         try:
-            sent = await self.outbox.final(chat, self._send(markup))
-            self.messages.append(sent.message_id)
+            await self.outbox.final(chat, self._send(markup))
         except TelegramBadRequest as exc:
             log.warning("chat %s: reply part refused: %s", chat, exc.message)
         self._shown = ""
