@@ -147,7 +147,8 @@ async def scenarios(api: FakeTelegram, llm: FakeProvider, base_url: str,
 
     # Calls per 300-token reply.
     private = await stream(api, llm, chat, chat, "private", "Tell me 300 tokens")
-    group = await stream(api, llm, -1004242, chat, "group", "Tell the group 300 tokens")
+    group = await stream(api, llm, -1004242, chat, "group",
+                         "@tutorhub_test_bot Tell the group 300 tokens")
     api.refuse_drafts = True
     refusing = await stream_refusing(api, llm, base_url)
     return report(transcript, private, group, refusing, settings)
