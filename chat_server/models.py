@@ -261,6 +261,10 @@ class TelegramLink(Base):
         ForeignKey("users.id", ondelete="CASCADE"), unique=True, nullable=False
     )
     telegram_username: Mapped[str | None] = mapped_column(String(64))
+    # The user's token_generation when linked: a password change (which revokes every token)
+    # ends the link too.
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                            server_default="0")
     created_at: Mapped[datetime] = _now()
 
 

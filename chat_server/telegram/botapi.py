@@ -3,9 +3,8 @@ out of every log.
 
 The token is part of every Bot API URL (`/bot<token>/<method>`, `/file/bot<token>/<path>`),
 and aiohttp puts URLs into some of its exceptions' messages, which aiogram and we may log. So
-a log record factory (logging's public hook, applied to every record of every logger, whatever
-handlers are added later) replaces the token and the webhook secret with `[redacted]` in each
-message and traceback before any handler sees it.
+the bot is made only after the token and the webhook secret are added to the process's log
+redaction (chat_server/redact.py: every record of every logger, before any handler sees it).
 """
 
 from __future__ import annotations
@@ -14,8 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -28,6 +26,7 @@ from aiogram.exceptions import (
 )
 from aiogram.methods import TelegramMethod
 
+from chat_server import redact
 from chat_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,48 +51,8 @@ except ImportError:  # an older aiogram: the same method through aiogram's custo
 DRAFT_CAN_STOP = "can_stop" in SendMessageDraft.model_fields
 
 T = TypeVar("T")
-REDACTED = "[redacted]"
 FINAL_ATTEMPTS = 8  # a final message is retried this often (429 waits and outages alike)
 BACKOFF_MAX_S = 30.0
-
-
-# --- secrets out of logs -----------------------------------------------------------------
-
-_secrets: set[str] = set()
-_factory: Callable[..., logging.LogRecord] | None = None
-
-
-def redact(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-    assert _factory is not None
-    record = _factory(*args, **kwargs)
-    try:
-        message = record.getMessage()
-    except Exception:  # a malformed call: logging reports it at emit, as it always does
-        return record
-    clean = redact(message)
-    if clean != message:
-        record.msg, record.args = clean, None
-    if record.exc_info and not record.exc_text:
-        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-    if record.stack_info:
-        record.stack_info = redact(record.stack_info)
-    return record
-
-
-def redact_in_logs(*secrets: str | None) -> None:
-    """From now on, these strings never reach a log handler of this process."""
-    global _factory
-    _secrets.update(s for s in secrets if s and len(s) >= 8)
-    if _factory is None:
-        _factory = logging.getLogRecordFactory()
-        logging.setLogRecordFactory(_redacting_factory)
 
 
 # --- the bot -----------------------------------------------------------------------------
@@ -106,7 +65,7 @@ def token_of(settings: Settings) -> str:
 
 def make_bot(settings: Settings) -> Bot:
     token = token_of(settings)
-    redact_in_logs(token, webhook_secret(settings))
+    redact.install([token, webhook_secret(settings)])
     session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
     return Bot(token, session=session)
 

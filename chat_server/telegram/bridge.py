@@ -96,7 +96,7 @@ class Bridge:
         self.claims = claims
         self.bot = make_bot(settings)
         self.outbox = Outbox(self.bot)
-        self.client = TutorhubClient(settings, self._on_event)
+        self.client = TutorhubClient(settings, self._on_event, self._generation)
         self.dp = Dispatcher()
         self.dp.update.outer_middleware(self._once)
         self.dp.include_router(self._router())
@@ -365,19 +365,31 @@ class Bridge:
             log.warning("chat %s: could not answer (%s)", chat_id, exc)
             return None
 
+    async def _generation(self, user_id: uuid.UUID) -> int:
+        async with self.db.session() as session:
+            return await store.generation_of(session, user_id)
+
     async def _user(self, message: Message, *, command: bool = True) -> uuid.UUID | None:
         """The linked Tutorhub user of the sender; None after telling them how to link (in a
         group only when they addressed the bot with a command)."""
         sender = message.from_user
         if sender is None or sender.is_bot:
             return None
+        return await self._linked(sender, message.chat.id,
+                                  tell=command or message.chat.type == "private")
+
+    async def _linked(self, sender: User, chat_id: int, *, tell: bool) -> uuid.UUID | None:
+        key = "unlinked"
         async with self.db.session() as session:
-            user_id = await store.linked_user(session, sender.id)
+            try:
+                user_id = await store.linked_user(session, sender.id)
+            except store.LinkRevoked:
+                user_id, key = None, "link_revoked"
             if user_id is None and self.settings.telegram_auto_accounts:
                 user_id = await store.auto_account(session, sender.id, sender.full_name,
                                                    sender.username)
-        if user_id is None and (command or message.chat.type == "private"):
-            await self._say(message.chat.id, t(_lang(sender), "unlinked"))
+        if user_id is None and tell:
+            await self._say(chat_id, t(_lang(sender), key))
         return user_id
 
     async def _start(self, message: Message, command: CommandObject) -> None:
@@ -636,10 +648,8 @@ class Bridge:
         if not isinstance(message, Message) or query.data is None:
             return
         lang = _lang(query.from_user)
-        async with self.db.session() as session:
-            user_id = await store.linked_user(session, query.from_user.id)
+        user_id = await self._linked(query.from_user, message.chat.id, tell=True)
         if user_id is None:
-            await self._say(message.chat.id, t(lang, "unlinked"))
             return
         video = query.data.removeprefix("yt:")
         title = f"YouTube {video}"

@@ -20,7 +20,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
@@ -34,6 +34,7 @@ from chat_server.settings import Settings
 log = logging.getLogger(__name__)
 
 OnEvent = Callable[[uuid.UUID, dict[str, Any]], None]
+Generation = Callable[[uuid.UUID], Awaitable[int]]
 CONNECT_WAIT_S = 10.0
 REQUEST_WAIT_S = 30.0
 TOKEN_MARGIN_S = 60.0
@@ -51,8 +52,9 @@ def server_url(settings: Settings) -> str:
 
 
 class TutorhubClient:
-    def __init__(self, settings: Settings, on_event: OnEvent) -> None:
+    def __init__(self, settings: Settings, on_event: OnEvent, generation: Generation) -> None:
         self.settings = settings
+        self.generation = generation  # the user's token generation (a password change bumps it)
         self.base_url = server_url(settings)
         self.ws_url = self.base_url.replace("http", "ws", 1) + "/ws/v1"
         self.on_event = on_event
@@ -60,11 +62,13 @@ class TutorhubClient:
         self.sockets: dict[uuid.UUID, UserSocket] = {}
         self._tokens: dict[uuid.UUID, tuple[str, float]] = {}
 
-    def token(self, user_id: uuid.UUID) -> str:
-        """An access token of `user_id`, minted afresh when the last one is near its end."""
+    async def token(self, user_id: uuid.UUID) -> str:
+        """An access token of `user_id`, minted afresh when the last one is near its end (at
+        the user's current token generation, so a password change revokes it as any other)."""
         cached = self._tokens.get(user_id)
         if cached is None or cached[1] - time.time() < TOKEN_MARGIN_S:
-            cached = (create_token(self.settings, user_id, "access"),
+            generation = await self.generation(user_id)
+            cached = (create_token(self.settings, user_id, "access", generation=generation),
                       time.time() + self.settings.access_token_ttl_s)
             self._tokens[user_id] = cached
         return cached[0]
@@ -75,7 +79,15 @@ class TutorhubClient:
 
     async def rest(self, user_id: uuid.UUID, method: str, path: str, **kwargs: Any
                    ) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self.token(user_id)}"}
+        r = await self._request(user_id, method, path, **kwargs)
+        if r.status_code == 401:  # revoked meanwhile: once more with a token minted anew
+            self._tokens.pop(user_id, None)
+            r = await self._request(user_id, method, path, **kwargs)
+        return r
+
+    async def _request(self, user_id: uuid.UUID, method: str, path: str, **kwargs: Any
+                       ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {await self.token(user_id)}"}
         try:
             return await self.http.request(method, path, headers=headers, **kwargs)
         except httpx.TransportError as exc:
@@ -83,7 +95,9 @@ class TutorhubClient:
 
     def socket(self, user_id: uuid.UUID) -> UserSocket:
         sock = self.sockets.get(user_id)
-        if sock is None or sock.refused:  # refused once: a new socket tries again
+        if sock is None or sock.refused:  # refused once: a new socket, a new token
+            if sock is not None:
+                self._tokens.pop(user_id, None)
             sock = self.sockets[user_id] = UserSocket(self, user_id)
         sock.last_used = time.monotonic()
         return sock
@@ -208,7 +222,7 @@ class UserSocket:
                 future.set_exception(Unavailable(self._refused or "refused"))
 
     async def _authenticate(self, ws: ClientConnection) -> None:
-        auth: dict[str, Any] = {"type": "auth", "token": self.client.token(self.user_id)}
+        auth: dict[str, Any] = {"type": "auth", "token": await self.client.token(self.user_id)}
         if self.epoch is not None:
             auth["resume"] = {"since": self.offset, "epoch": self.epoch}
         await ws.send(json.dumps(auth))
@@ -232,7 +246,7 @@ class UserSocket:
                 await ws.send('{"type":"pong"}')
             elif kind == "auth.expiring":
                 await ws.send(json.dumps({"type": "auth.refresh",
-                                          "token": self.client.token(self.user_id)}))
+                                          "token": await self.client.token(self.user_id)}))
             elif kind == "resume.failed":
                 self.epoch, self.offset = str(frame["epoch"]), int(frame["offset"])
                 self.client.on_event(self.user_id, frame)

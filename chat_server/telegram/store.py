@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_server.auth import user_for_external_id
-from chat_server.models import TelegramChat, TelegramLink, TelegramLinkCode
+from chat_server.models import TelegramChat, TelegramLink, TelegramLinkCode, User
 
 
 class LinkResult(enum.Enum):
@@ -79,8 +79,10 @@ async def bind(session: AsyncSession, telegram_user_id: int, user_id: uuid.UUID,
         await session.execute(delete(TelegramChat).where(TelegramChat.user_id == previous))
     await session.execute(delete(TelegramLink).where(
         (TelegramLink.telegram_user_id == telegram_user_id) | (TelegramLink.user_id == user_id)))
+    generation = await session.scalar(select(User.token_generation).where(User.id == user_id))
     session.add(TelegramLink(telegram_user_id=telegram_user_id, user_id=user_id,
-                             telegram_username=(username or None) and username[:64]))
+                             telegram_username=(username or None) and username[:64],
+                             generation=generation or 0))
     await session.commit()
 
 
@@ -92,9 +94,29 @@ async def auto_account(session: AsyncSession, telegram_user_id: int, name: str |
     return user.id
 
 
+class LinkRevoked(Exception):
+    """The user's password changed since the link was made: the link is gone."""
+
+
 async def linked_user(session: AsyncSession, telegram_user_id: int) -> uuid.UUID | None:
-    return await session.scalar(select(TelegramLink.user_id).where(
-        TelegramLink.telegram_user_id == telegram_user_id))
+    """The linked user, or None; LinkRevoked (and the link removed) if their password changed
+    since, like every token issued before it."""
+    row = (await session.execute(
+        select(TelegramLink.user_id, TelegramLink.generation, User.token_generation)
+        .join(User, User.id == TelegramLink.user_id)
+        .where(TelegramLink.telegram_user_id == telegram_user_id))).first()
+    if row is None:
+        return None
+    if row.generation != row.token_generation:
+        await unlink(session, telegram_user_id=telegram_user_id)
+        raise LinkRevoked
+    return row.user_id  # type: ignore[no-any-return]
+
+
+async def generation_of(session: AsyncSession, user_id: uuid.UUID) -> int:
+    """The user's token generation: the bridge's tokens carry it (chat_server/auth.py)."""
+    return int(await session.scalar(select(User.token_generation).where(User.id == user_id))
+               or 0)
 
 
 async def link_of(session: AsyncSession, user_id: uuid.UUID) -> TelegramLink | None:

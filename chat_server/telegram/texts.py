@@ -22,6 +22,10 @@ EN: dict[str, str] = {
         "browser, press <b>Link Telegram</b> and follow the link it shows."
     ),
     "linked": "Linked. Ask me anything about your materials; /help lists what I can do.",
+    "link_revoked": (
+        "Your Tutorhub password was changed, so this Telegram account was unlinked. Link it "
+        "again: press <b>Link Telegram</b> in Tutorhub."
+    ),
     "code_used": "This link was already used. Ask Tutorhub for a new one (Link Telegram).",
     "code_expired": "This link has expired. Ask Tutorhub for a new one (Link Telegram).",
     "code_unknown": "This link is not valid. Ask Tutorhub for a new one (Link Telegram).",
@@ -91,6 +95,10 @@ RU: dict[str, str] = {
         "в браузере, нажмите <b>Link Telegram</b> и перейдите по ссылке."
     ),
     "linked": "Аккаунт привязан. Спрашивайте о своих материалах; /help — что я умею.",
+    "link_revoked": (
+        "Пароль в Tutorhub был изменён, поэтому этот аккаунт Telegram отвязан. Привяжите его "
+        "снова: нажмите <b>Link Telegram</b> в Tutorhub."
+    ),
     "code_used": "Эта ссылка уже использована. Получите новую в Tutorhub (Link Telegram).",
     "code_expired": "Срок действия ссылки истёк. Получите новую в Tutorhub (Link Telegram).",
     "code_unknown": "Ссылка недействительна. Получите новую в Tutorhub (Link Telegram).",

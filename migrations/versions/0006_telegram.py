@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("telegram_user_id", sa.BigInteger(), autoincrement=False, primary_key=True),
         _user_fk(),
         sa.Column("telegram_username", sa.String(64)),
+        sa.Column("generation", sa.Integer(), nullable=False, server_default="0"),
         _now("created_at"),
         sa.UniqueConstraint("user_id", name="telegram_links_user_id_key"),
     )
