@@ -29,6 +29,7 @@ import './widget/__VERSION__/materials.js';
 import './widget/__VERSION__/messages.js';
 import './widget/__VERSION__/strings.js';
 import './widget/__VERSION__/styles.js';
+import './widget/__VERSION__/telegram.js';
 
 export { escapeHtml, renderMarkdown } from './widget/__VERSION__/markdown.js';
 export { youtubeId } from './widget/__VERSION__/citations.js';

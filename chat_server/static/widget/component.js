@@ -1,7 +1,7 @@
 /*
  * <tutorhub-chat>: the session (login or embed token, socket, REST), the conversations and the
  * replies streaming into them; it builds the frame of the UI and places the views the other
- * modules own (login.js, messages.js, citations.js, materials.js).
+ * modules own (login.js, messages.js, citations.js, materials.js, telegram.js).
  *
  * A part is a module that owns a feature: a class built with the component's context (see
  * _context()) that builds its own elements, which _build() places. The component calls these
@@ -28,6 +28,7 @@ import { Materials } from './materials.js';
 import { MessageList } from './messages.js';
 import { CATALOGUES, EN, errorText, pickLanguage } from './strings.js';
 import { STYLE } from './styles.js';
+import { TelegramLink } from './telegram.js';
 
 export class TutorhubChat extends HTMLElement {
   static get observedAttributes() { return ['server', 'token', 'lang']; }
@@ -655,7 +656,8 @@ export class TutorhubChat extends HTMLElement {
     this.list = new MessageList(t);
     this.materials = new Materials(ctx);
     this.citations = new CitationSheet({ material: (id) => this.materials.get(id), t });
-    this.parts = [this.materials];
+    this.telegram = new TelegramLink(ctx);
+    this.parts = [this.materials, this.telegram];
 
     const ui = {};
     ui.convsToggle = iconButton('toggle-convs', t.conversations, 'menu');
@@ -681,6 +683,7 @@ export class TutorhubChat extends HTMLElement {
     ui.convs = el('nav', { class: 'drawer convs', 'aria-label': t.conversations },
       el('div', { class: 'drawer-head' }, el('h2', { text: t.conversations }), ui.convClose),
       el('div', { class: 'drawer-body' }, ui.newConv, ui.convList, ui.noConvs),
+      this.telegram.box,
       el('div', { class: 'drawer-foot' }, ui.who, ui.logout));
 
     // Chat

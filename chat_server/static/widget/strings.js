@@ -112,6 +112,10 @@ export const UI = {
   sessionExpired: 'Your session has expired. Please log in again.',
   embedExpired: 'This chat session has expired. Reload the page to continue.',
   tutorReplied: 'Tutor replied: ',
+  telegram: {
+    link: 'Link Telegram',
+    hint: (min) => `Open this link in Telegram within ${min} min to chat with your tutor there:`,
+  },
 };
 
 /**
@@ -246,10 +250,16 @@ export const RU = {
     provider_timeout: 'Модель не ответила вовремя.',
     provider_rejected: 'Модель отклонила запрос.',
     provider_stream_cut: 'Ответ оборвался.',
+    telegram_disabled: 'Telegram на этом сервере не настроен.',
+    telegram_unavailable: 'Telegram сейчас недоступен. Попробуйте чуть позже.',
   },
   sessionExpired: 'Сеанс истёк. Войдите снова.',
   embedExpired: 'Сеанс чата истёк. Обновите страницу, чтобы продолжить.',
   tutorReplied: 'Ответ тьютора: ',
+  telegram: {
+    link: 'Привязать Telegram',
+    hint: (min) => `Откройте эту ссылку в Telegram в течение ${min} мин., чтобы заниматься с тьютором там:`,
+  },
 };
 
 export const CATALOGUES = { en: EN, ru: withFallback(RU, EN) };
