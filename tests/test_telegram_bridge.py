@@ -196,8 +196,9 @@ async def test_stop_cancels_the_streaming_reply(settings: Settings) -> None:
 
         # The stop button of a draft does the same.
         env.reply([f"again{i} " for i in range(500)], delay_s=0.02)
+        shown = len(env.api.drafts[901])
         env.api.message(901, "Once more")
-        await env.api.wait_for(lambda: len(env.api.drafts[901]) >= 2)
+        await env.api.wait_for(lambda: len(env.api.drafts[901]) >= shown + 2)
         draft = env.api.of("sendMessageDraft", 901)[-1].params
         assert draft["can_stop"] == "true"
         env.api.stop_draft(901, int(draft["draft_id"]))
