@@ -18,8 +18,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from chat_server import redact
 from chat_server.db import check_migrated, migrate_async, open_database
 from chat_server.errors import BodyLimitMiddleware, BodyRule, install_error_handlers
+from chat_server.materials import routes as materials
 from chat_server.metrics import router as metrics_router
-from chat_server.routes import auth, conversations, health, materials
+from chat_server.routes import auth, conversations, health
 from chat_server.routes import static as static_routes
 from chat_server.settings import Settings, get_settings
 
@@ -32,10 +33,10 @@ Component = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 def components() -> list[Component]:
     from chat_server.hub.lifespan import hub_lifespan
+    from chat_server.jobs import lifespan as broker_lifespan
+    from chat_server.materials.uploads import sweep_lifespan
     from chat_server.telegram.routes import lifespan as telegram_lifespan
     from chat_server.tutor import lifespan as tutor_lifespan
-    from workers.broker import lifespan as broker_lifespan
-    from workers.uploads import sweep_lifespan
 
     # The tutor comes after the hub and broker: it publishes on the hub's bus and is stopped
     # before them. The Telegram bridge (webhook mode only) is a client of all: stopped first.

@@ -93,7 +93,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print("tutorhub worker needs TUTORHUB_REDIS_URL: without Redis, ingestion runs "
               "inside `tutorhub serve`.", file=sys.stderr)
         return 2
-    from workers.broker import run_worker  # type: ignore[import-not-found]
+    from chat_server.jobs import run_worker
 
     with database(settings, lock=False) as resolved:
         return int(run_worker(resolved, workers=args.workers) or 0)
@@ -170,7 +170,7 @@ def cmd_user_create(args: argparse.Namespace) -> int:
 
 def cmd_reembed(args: argparse.Namespace) -> int:
     from chat_server.db import check_migrated, open_database
-    from workers.embeddings import reembed
+    from chat_server.embeddings import reembed
 
     settings = get_settings()
 

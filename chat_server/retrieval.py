@@ -211,7 +211,7 @@ def question_language(question: str) -> str:
 def cross_language_gap(settings: Settings) -> float:
     """How much lower the embedding model's cosine is for the same meaning in another language
     (0: the model has no common space for them, or none is known)."""
-    from workers.embeddings import get_embedder
+    from chat_server.embeddings import get_embedder
 
     return float(getattr(get_embedder(settings), "cross_language_gap", 0.0))
 
@@ -339,7 +339,7 @@ async def sentence_relevance(settings: Settings, question: str,
     of `settings`: 0 at the cosine above which a text is on the question for that model (its
     `on_topic_cosine`), 1 for the same meaning, below 0 off the question. Costs one embedding
     of every text not seen lately: callers keep `texts` few."""
-    from workers.embeddings import get_embedder
+    from chat_server.embeddings import get_embedder
 
     embedder = get_embedder(settings)
     model = str(embedder.identity.get("model"))
@@ -365,7 +365,7 @@ async def sentence_relevance(settings: Settings, question: str,
 
 
 async def embed_query(settings: Settings, query: str) -> list[float]:
-    from workers.embeddings import get_embedder
+    from chat_server.embeddings import get_embedder
 
     return await get_embedder(settings).embed_query(query)
 

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from chat_server.app import create_app  # noqa: E402
 from chat_server.db import migrate  # noqa: E402
+from chat_server.embeddings import LocalEmbedder, load_local_model  # noqa: E402
 from chat_server.retrieval import (  # noqa: E402
     embed_query,
 )
@@ -45,7 +46,6 @@ from load_tests.report import Report, pct  # noqa: E402
 from tests.support.ingest import make_pdf  # noqa: E402
 from tests.support.services import database_uri, postgres_server, serve_app  # noqa: E402
 from tests.support.ws import new_user, recv, socket  # noqa: E402
-from workers.embeddings import LocalEmbedder, load_local_model  # noqa: E402
 
 REPORT = ROOT / "load_tests" / "reports" / "ingest.md"
 def lecture_pages(pages: int, rng: random.Random) -> list[str]:

@@ -286,7 +286,7 @@ async def main_async(args: argparse.Namespace) -> str:
             finally:
                 await admin.close()
 
-            from workers.embeddings import load_local_model
+            from chat_server.embeddings import load_local_model
 
             t0 = time.perf_counter()
             await asyncio.to_thread(load_local_model)

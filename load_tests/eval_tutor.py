@@ -179,7 +179,7 @@ def _serve() -> tuple[subprocess.Popen[bytes], str, tempfile.TemporaryDirectory[
 def embedding_speed(report: Report, rounds: int = 3) -> None:
     """ms per question embedding for e5 and MiniLM, interleaved in this process (each model
     warm, its cache bypassed): the same questions, alternating model by round."""
-    from workers.embeddings import load_e5_model, load_local_model
+    from chat_server.embeddings import load_e5_model, load_local_model
 
     _, questions = load()
     texts = [q.text for q in questions]
@@ -202,8 +202,8 @@ def embedding_speed(report: Report, rounds: int = 3) -> None:
     # Ingestion: the evaluation's pages chunked as ingestion does, embedded as passages in
     # batches of 16 (MiniLM: on one thread, as with TUTORHUB_EMBEDDING_THREADS=1; e5: the
     # engine's OpenMP threads over the batch).
-    from workers.chunking import Chunker
-    from workers.extract import Segment
+    from chat_server.materials.chunking import Chunker
+    from chat_server.materials.formats.pdf import Segment
 
     documents, _ = load()
     chunks: list[str] = []

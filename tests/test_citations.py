@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import uuid
 
+from chat_server.materials.chunking import Chunker
+from chat_server.materials.formats.pdf import Segment
 from chat_server.passages import name_spellings, place_of, sentence_spans, terms
 from chat_server.retrieval import Hit
 from chat_server.tutor.citations import resolve, sources
 from chat_server.tutor.offline import pick_sentences
 from chat_server.tutor.prompt import build_request
-from workers.chunking import Chunker
-from workers.extract import Segment
 
 PAGE_3 = "Glaciers grind valleys into a U shape. Rocks in the ice scratch the bedrock."
 PAGE_4 = ("Louis Agassiz argued in 1837 that Europe was once under ice. "

@@ -17,8 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from chat_server.db import open_database
-from chat_server.settings import Settings
-from workers.embeddings import (
+from chat_server.embeddings import (
     E5Embedder,
     EmbeddingError,
     LocalEmbedder,
@@ -30,6 +29,7 @@ from workers.embeddings import (
     reembed,
     verify_weights,
 )
+from chat_server.settings import Settings
 
 
 def fake_vector(value: str) -> list[float]:
@@ -82,7 +82,7 @@ def test_weights_are_checked_before_loading(tmp_path: Path) -> None:
 
 def test_e5_model_file_is_checked_and_meets_across_languages(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import workers.embeddings as embeddings
+    import chat_server.embeddings as embeddings
 
     assert e5_model_file().is_file()
     fake = tmp_path / "e5-small-q4.bin"

@@ -17,6 +17,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from chat_server.app import create_app
+from chat_server.embeddings import get_embedder
+from chat_server.materials.formats.pdf import ENCRYPTED, NO_TEXT, NO_TRANSCRIPT
+from chat_server.materials.ingest import ingest
 from chat_server.retrieval import retrieve
 from chat_server.settings import Settings
 from tests.support.ingest import (
@@ -27,9 +30,6 @@ from tests.support.ingest import (
     youtube_server,
 )
 from tests.support.services import serve_app
-from workers.embeddings import get_embedder
-from workers.extract import ENCRYPTED, NO_TEXT, NO_TRANSCRIPT
-from workers.tasks import ingest
 
 PAGES = [
     "Photosynthesis converts light energy into chemical energy. It takes place in the "

@@ -7,18 +7,9 @@ from typing import Any
 
 import pytest
 
-from chat_server.settings import Settings
-from tests.support.ingest import (
-    Video,
-    corrupt_pdf,
-    encrypt_pdf,
-    make_image_only_pdf,
-    make_pdf,
-    youtube_server,
-)
-from workers.chunking import Chunker, chunk, detect_language, split_sentences
-from workers.embeddings import LocalEmbedder
-from workers.extract import (
+from chat_server.embeddings import LocalEmbedder
+from chat_server.materials.chunking import Chunker, chunk, detect_language, split_sentences
+from chat_server.materials.formats.pdf import (
     CORRUPT,
     ENCRYPTED,
     NO_TEXT,
@@ -30,6 +21,15 @@ from workers.extract import (
     extract_pdf,
     extract_youtube,
     parse_video_id,
+)
+from chat_server.settings import Settings
+from tests.support.ingest import (
+    Video,
+    corrupt_pdf,
+    encrypt_pdf,
+    make_image_only_pdf,
+    make_pdf,
+    youtube_server,
 )
 
 

@@ -14,12 +14,12 @@ import httpx
 
 from chat_server.app import create_app
 from chat_server.db import open_database
+from chat_server.materials.uploads import sweep_orphans
 from chat_server.models import Material, MaterialKind, MaterialStatus, User
 from chat_server.settings import Settings
 from tests.support.db import refuse_inserts
 from tests.support.services import serve_app
 from tests.support.ws import new_user, until
-from workers.uploads import sweep_orphans
 
 PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
 

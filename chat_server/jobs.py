@@ -20,9 +20,9 @@ from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends, TaskiqEv
 
 from chat_server.bus import Bus, open_bus
 from chat_server.db import Database, check_migrated, open_database
+from chat_server.embeddings import check_provider
+from chat_server.materials.ingest import Runtime, ingest, recover
 from chat_server.settings import Settings
-from workers.embeddings import check_provider
-from workers.tasks import Runtime, ingest, recover
 
 log = logging.getLogger(__name__)
 

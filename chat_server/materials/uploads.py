@@ -38,10 +38,10 @@ from starlette.exceptions import HTTPException
 
 from chat_server.db import Database
 from chat_server.errors import ApiError
+from chat_server.materials.ingest import upload_path
 from chat_server.models import Material, MaterialKind, MaterialStatus
 from chat_server.settings import Settings
 from chat_server.text import PROBLEM, SafeStr, clean_text
-from workers.tasks import upload_path
 
 log = logging.getLogger(__name__)
 

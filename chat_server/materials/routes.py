@@ -24,7 +24,7 @@ _QUEUED: dict[int | str, dict[str, Any]] = {
 
 async def _queued(request: Request, response: Response, material: Material, queued: bool
                   ) -> Material:
-    from workers.broker import kick
+    from chat_server.jobs import kick
 
     if queued:
         response.status_code = 202
@@ -43,7 +43,7 @@ async def _queued(request: Request, response: Response, material: Material, queu
              summary="Upload a PDF (multipart field `file`, optional `title`)")
 async def upload_pdf(request: Request, response: Response, user: CurrentUser,
                      session: SessionDep, settings: SettingsDep) -> Material:
-    from workers.uploads import create_material, receive_pdf
+    from chat_server.materials.uploads import create_material, receive_pdf
 
     received = await receive_pdf(request, settings)
     try:
@@ -61,8 +61,8 @@ async def upload_pdf(request: Request, response: Response, user: CurrentUser,
              summary="Add a YouTube video's transcript (JSON `{url, title?}`)")
 async def add_youtube(request: Request, response: Response, user: CurrentUser,
                       session: SessionDep, settings: SettingsDep) -> Material:
-    from workers.extract import parse_video_id
-    from workers.uploads import (
+    from chat_server.materials.formats.pdf import parse_video_id
+    from chat_server.materials.uploads import (
         YouTubeIn,
         create_material,
         parse_model,
@@ -86,7 +86,7 @@ async def add_youtube(request: Request, response: Response, user: CurrentUser,
              summary="Add a text (JSON `{title, text}`)")
 async def add_text(request: Request, response: Response, user: CurrentUser,
                    session: SessionDep, settings: SettingsDep) -> Material:
-    from workers.uploads import (
+    from chat_server.materials.uploads import (
         TextIn,
         create_material,
         parse_model,
@@ -152,7 +152,7 @@ async def delete_material(
         delete(Material).where(Material.id == material.id, Material.user_id == user.id)
     )
     await session.commit()
-    from workers.uploads import remove_uploads
+    from chat_server.materials.uploads import remove_uploads
 
     remove_uploads(request.app.state.settings, material.id)
     return Response(status_code=204)

@@ -28,16 +28,15 @@ from sqlalchemy.exc import IntegrityError
 
 from chat_server.bus import Bus
 from chat_server.db import Database
-from chat_server.settings import Settings
-from workers.chunking import Chunker, TextChunk
-from workers.embeddings import (
+from chat_server.embeddings import (
     E5Embedder,
     Embedder,
     LocalEmbedder,
     get_embedder,
     vector_literal,
 )
-from workers.extract import (
+from chat_server.materials.chunking import Chunker, TextChunk
+from chat_server.materials.formats.pdf import (
     Extracted,
     MaterialFailed,
     Segment,
@@ -46,6 +45,7 @@ from workers.extract import (
     extract_text_file,
     extract_youtube,
 )
+from chat_server.settings import Settings
 
 log = logging.getLogger(__name__)
 
