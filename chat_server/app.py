@@ -34,7 +34,7 @@ Component = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 def components() -> list[Component]:
     from chat_server.hub.lifespan import hub_lifespan
     from chat_server.jobs import lifespan as broker_lifespan
-    from chat_server.materials.uploads import sweep_lifespan
+    from chat_server.materials.storage import sweep_lifespan
     from chat_server.telegram.routes import lifespan as telegram_lifespan
     from chat_server.tutor import lifespan as tutor_lifespan
 

@@ -1,38 +1,66 @@
-"""The task broker: taskiq in-process without Redis, taskiq-redis + `tutorhub worker` with it.
+"""Background jobs: the taskiq broker, enqueueing a task by its name, and the processes that
+run tasks.
 
-The server side (`lifespan`) only kicks messages in Redis mode; in embedded mode it also runs
-the tasks. `run_worker` runs worker processes that consume the Redis queue. Either way, a
-recovery sweep re-kicks materials whose work stopped (a lost message, a killed worker), so
-the queue is a wake-up call and the material row the source of truth.
+The tasks themselves live in the `workers` package and call into chat_server; nothing here
+imports them. The web side enqueues by task name (`enqueue`), so it never needs a task's code.
+A process that runs tasks has taskiq import the task modules by name, as taskiq's own worker
+command does: `tutorhub worker` (Redis: worker processes consume the queue) or, in embedded
+mode, `tutorhub serve`, whose in-process broker runs each task as it is enqueued.
+
+Either way a recovery sweep re-enqueues materials whose work stopped (a lost message, a killed
+worker), so the queue is a wake-up call and the material row the source of truth.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
-from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends, TaskiqEvents, TaskiqState
+from taskiq import AsyncBroker, InMemoryBroker, TaskiqEvents, TaskiqState
+from taskiq.kicker import AsyncKicker
 
 from chat_server.bus import Bus, open_bus
 from chat_server.db import Database, check_migrated, open_database
 from chat_server.embeddings import check_provider
-from chat_server.materials.ingest import Runtime, ingest, recover
+from chat_server.materials.ingest import recover
 from chat_server.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "tutorhub.ingest_material"
+# Task names: the contract between the web side that enqueues and the worker that runs.
+INGEST_MATERIAL = "tutorhub.ingest_material"
+# The modules that define the tasks (taskiq shared tasks), imported by name only where tasks
+# run, as `taskiq worker` imports its task modules.
+TASK_MODULES = ("workers.ingest",)
 QUEUE = "tutorhub:ingest"
 
 
-async def ingest_material(material_id: str, context: Context = TaskiqDepends()) -> None:
-    runtime: Runtime = context.state.runtime
-    await ingest(runtime, uuid.UUID(material_id))
+@dataclass
+class Runtime:
+    """What a task needs from the process it runs in (`context.state.runtime` in a task)."""
+
+    settings: Settings
+    db: Database
+    bus: Callable[[], Bus | None]
+    semaphore: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+
+
+async def enqueue(broker: AsyncBroker, task_name: str, *args: Any) -> None:
+    """Send task `task_name` with `args` (JSON-serialisable) to whichever process runs it."""
+    await AsyncKicker(task_name=task_name, broker=broker, labels={}).kiq(*args)
+
+
+def load_tasks() -> None:
+    """Import the task modules (registering their tasks), in a process that runs tasks."""
+    for name in TASK_MODULES:
+        importlib.import_module(name)
 
 
 class InProcessBroker(InMemoryBroker):
@@ -76,19 +104,14 @@ def _redis_broker(url: str) -> AsyncBroker:
 
 
 def make_broker(settings: Settings) -> AsyncBroker:
-    broker: AsyncBroker
     if settings.redis_url:
-        broker = _redis_broker(settings.redis_url)
-    else:
-        broker = InProcessBroker(max_async_tasks=max(1, settings.ingest_concurrency) * 4)
-    broker.register_task(ingest_material, task_name=TASK_NAME)
-    return broker
+        return _redis_broker(settings.redis_url)
+    return InProcessBroker(max_async_tasks=max(1, settings.ingest_concurrency) * 4)
 
 
-async def kick(broker: AsyncBroker, material_id: uuid.UUID) -> None:
-    task = broker.find_task(TASK_NAME)
-    assert task is not None, "the ingestion task is registered by make_broker"
-    await task.kiq(str(material_id))
+async def enqueue_ingestion(broker: AsyncBroker, material_id: uuid.UUID) -> None:
+    """Enqueue the ingestion of a material."""
+    await enqueue(broker, INGEST_MATERIAL, str(material_id))
 
 
 async def broker_ready(broker: AsyncBroker) -> bool:
@@ -103,7 +126,7 @@ async def broker_ready(broker: AsyncBroker) -> bool:
 
 async def _sweep(runtime: Runtime, broker: AsyncBroker, stale_s: float, every_s: float) -> None:
     async def kick_one(material_id: uuid.UUID) -> None:
-        await kick(broker, material_id)
+        await enqueue_ingestion(broker, material_id)
 
     while True:
         try:
@@ -137,6 +160,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     broker = make_broker(settings)
     async with AsyncExitStack() as stack:
         if not settings.redis_url:
+            load_tasks()  # this process runs them
             if getattr(app.state, "bus", None) is None:
                 # No hub in this app: keep events in an in-process bus nobody reads live.
                 app.state.bus = await stack.enter_async_context(
@@ -150,7 +174,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.readiness["broker"] = lambda: broker_ready(broker)
         if not settings.redis_url:
             # One process owns the data folder: whatever was mid-way when it stopped, resume.
-            await recover(runtime, lambda m: kick(broker, m), 0.0)
+            await recover(runtime, lambda m: enqueue_ingestion(broker, m), 0.0)
             await stack.enter_async_context(_owned(_sweep(
                 runtime, broker, settings.ingest_stale_s, max(1.0, settings.ingest_stale_s))))
         yield
@@ -206,7 +230,7 @@ def run_worker(settings: Settings, workers: int = 1) -> int:
     _install_worker_hooks(broker, settings)
     args = WorkerArgs(
         broker=broker,  # type: ignore[arg-type]  # taskiq accepts an instance (forked workers)
-        modules=[],
+        modules=list(TASK_MODULES),
         workers=max(1, workers),
         configure_logging=False,
         max_async_tasks=max(1, settings.ingest_concurrency),

@@ -89,22 +89,3 @@ class ConversationPublic(BaseModel):
 
 class ConversationWithMessages(ConversationPublic):
     messages: list[MessagePublic]
-
-
-class MaterialPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    kind: str
-    title: str
-    source: str
-    status: str
-    stage: str | None
-    progress_done: int
-    progress_total: int
-    error: str | None
-    pages: int | None
-    duration_s: float | None
-    chunk_count: int
-    created_at: datetime
-    updated_at: datetime

@@ -324,7 +324,7 @@ async def main_async(args: argparse.Namespace) -> str:
         say(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}; Postgres {version} (pgserver, shared_buffers "
             f"{shared_buffers}) + pgvector {pgvector}; local all-MiniLM-L6-v2 on CPU "
-            f"(workers/embeddings.py); model load {model_s:.1f} s.")
+            f"(chat_server/embeddings.py); model load {model_s:.1f} s.")
         say()
         say(f"## {args.chunks:,} chunks, {args.queries} queries per case (k={s.retrieval_top_k}, "
             f"{s.retrieval_candidates} candidates per side), p50 / p99 in ms")

@@ -203,7 +203,7 @@ def embedding_speed(report: Report, rounds: int = 3) -> None:
     # batches of 16 (MiniLM: on one thread, as with TUTORHUB_EMBEDDING_THREADS=1; e5: the
     # engine's OpenMP threads over the batch).
     from chat_server.materials.chunking import Chunker
-    from chat_server.materials.formats.pdf import Segment
+    from chat_server.materials.formats import Segment
 
     documents, _ = load()
     chunks: list[str] = []

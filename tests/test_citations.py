@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 
 from chat_server.materials.chunking import Chunker
-from chat_server.materials.formats.pdf import Segment
+from chat_server.materials.formats import Segment
 from chat_server.passages import name_spellings, place_of, sentence_spans, terms
 from chat_server.retrieval import Hit
 from chat_server.tutor.citations import resolve, sources

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from chat_server.app import create_app
 from chat_server.embeddings import get_embedder
-from chat_server.materials.formats.pdf import ENCRYPTED, NO_TEXT, NO_TRANSCRIPT
+from chat_server.materials.formats import ENCRYPTED, NO_TEXT, NO_TRANSCRIPT
 from chat_server.materials.ingest import ingest
 from chat_server.retrieval import retrieve
 from chat_server.settings import Settings

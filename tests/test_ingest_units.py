@@ -9,7 +9,7 @@ import pytest
 
 from chat_server.embeddings import LocalEmbedder
 from chat_server.materials.chunking import Chunker, chunk, detect_language, split_sentences
-from chat_server.materials.formats.pdf import (
+from chat_server.materials.formats import (
     CORRUPT,
     ENCRYPTED,
     NO_TEXT,

@@ -123,3 +123,17 @@ async def test_bad_ids_and_missing_auth(client: httpx.AsyncClient, alice_bob) ->
                          ("DELETE", f"/materials/{uuid.uuid4()}")):
         r = await client.request(method, path)
         assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+
+
+def test_the_upload_routes_describe_their_bodies_in_openapi(settings) -> None:  # type: ignore[no-untyped-def]
+    from chat_server.app import create_app
+
+    paths = create_app(settings).openapi()["paths"]
+
+    def body_schema(path: str, media: str) -> dict[str, object]:
+        return paths[path]["post"]["requestBody"]["content"][media]["schema"]  # type: ignore[no-any-return]
+
+    assert body_schema("/materials/youtube", "application/json") == {"$ref": "#/components/schemas/YouTubeIn"}
+    assert body_schema("/materials/text", "application/json") == {"$ref": "#/components/schemas/TextIn"}
+    upload = body_schema("/materials", "multipart/form-data")
+    assert upload["required"] == ["file"] and "title" in upload["properties"]  # type: ignore[index,operator]

@@ -14,7 +14,7 @@ import httpx
 
 from chat_server.app import create_app
 from chat_server.db import open_database
-from chat_server.materials.uploads import sweep_orphans
+from chat_server.materials.storage import sweep_orphans
 from chat_server.models import Material, MaterialKind, MaterialStatus, User
 from chat_server.settings import Settings
 from tests.support.db import refuse_inserts

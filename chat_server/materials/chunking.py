@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from chat_server.materials.formats.pdf import Segment
+from chat_server.materials.formats import Segment
 
 # A sentence ends at . ! ? … (plus closing quotes/brackets) followed by space and a
 # capital (Latin or Cyrillic), a digit, an opening quote or a dash.

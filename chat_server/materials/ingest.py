@@ -1,4 +1,4 @@
-"""The ingestion task: extract → chunk → embed → index one material, publishing progress.
+"""The ingestion pipeline: extract → chunk → embed → index one material, publishing progress.
 
 The material row is the job; a broker message only says "look at it". A task holds a
 Postgres advisory lock on the material for as long as it works (a killed worker's lock goes
@@ -16,9 +16,8 @@ import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import openai
@@ -26,8 +25,6 @@ import sqlalchemy.exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from chat_server.bus import Bus
-from chat_server.db import Database
 from chat_server.embeddings import (
     E5Embedder,
     Embedder,
@@ -36,7 +33,7 @@ from chat_server.embeddings import (
     vector_literal,
 )
 from chat_server.materials.chunking import Chunker, TextChunk
-from chat_server.materials.formats.pdf import (
+from chat_server.materials.formats import (
     Extracted,
     MaterialFailed,
     Segment,
@@ -45,7 +42,11 @@ from chat_server.materials.formats.pdf import (
     extract_text_file,
     extract_youtube,
 )
+from chat_server.materials.storage import remove_files
 from chat_server.settings import Settings
+
+if TYPE_CHECKING:
+    from chat_server.jobs import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +56,6 @@ UNEXPECTED_REASON = "Something went wrong while processing this material. Please
 MISSING_FILE = "The uploaded file is no longer on the server. Please upload it again."
 INSERT_BATCH = 200
 EMBED_IN_FLIGHT = 4
-
-
-@dataclass
-class Runtime:
-    """What a task needs from the process it runs in."""
-
-    settings: Settings
-    db: Database
-    bus: Callable[[], Bus | None]
-    semaphore: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
 
 
 def lock_key(material_id: uuid.UUID) -> int:
@@ -284,16 +275,7 @@ async def _fail(runtime: Runtime, material_id: uuid.UUID, reason: str) -> None:
     await publish(runtime, row.user_id, {
         "type": "material.failed", "material_id": str(material_id), "reason": reason,
     })
-    _remove_upload(runtime.settings, material_id)
-
-
-def upload_path(settings: Settings, material_id: uuid.UUID, suffix: str) -> Path:
-    return settings.data_dir / "uploads" / f"{material_id}{suffix}"
-
-
-def _remove_upload(settings: Settings, material_id: uuid.UUID) -> None:
-    for suffix in (".pdf", ".txt"):
-        upload_path(settings, material_id, suffix).unlink(missing_ok=True)
+    remove_files(runtime.settings, material_id)
 
 
 async def _ingest_once(runtime: Runtime, material_id: uuid.UUID) -> None:
@@ -355,7 +337,7 @@ async def _work(runtime: Runtime, material_id: uuid.UUID) -> None:
         await reporter.flush(force=False)
     if not stored:
         return  # deleted while we worked
-    _remove_upload(settings, material_id)
+    remove_files(settings, material_id)
     ready: dict[str, Any] = {
         "type": "material.ready", "material_id": str(material_id), "chunks": len(chunks),
     }

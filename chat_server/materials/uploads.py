@@ -13,51 +13,32 @@ older than `upload_orphan_grace_s`.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
 import logging
 import os
-import re
-import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, Request
-from pydantic import BaseModel, Field, ValidationError
+from fastapi import Request
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import func
 from starlette.exceptions import HTTPException
 
-from chat_server.db import Database
 from chat_server.errors import ApiError
-from chat_server.materials.ingest import upload_path
+from chat_server.materials.storage import upload_path, uploads_dir
 from chat_server.models import Material, MaterialKind, MaterialStatus
 from chat_server.settings import Settings
-from chat_server.text import PROBLEM, SafeStr, clean_text
+from chat_server.text import PROBLEM, clean_text
 
 log = logging.getLogger(__name__)
 
 PDF_MAGIC = b"%PDF-"
 MAGIC_WINDOW = 1024  # the PDF spec allows the header anywhere in the first 1024 bytes
-
-
-class YouTubeIn(BaseModel):
-    url: SafeStr = Field(min_length=1, max_length=2048,
-                         description="A YouTube link or a video id.")
-    title: SafeStr | None = Field(None, max_length=300)
-
-
-class TextIn(BaseModel):
-    title: SafeStr = Field(min_length=1, max_length=300)
-    text: SafeStr = Field(min_length=1)
 
 
 @dataclass
@@ -73,12 +54,6 @@ class _Seen:
     file_parts: int = 0
     size: int = 0
     head: bytes = b""
-
-
-def uploads_dir(settings: Settings) -> Path:
-    path = settings.data_dir / "uploads"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 async def receive_pdf(request: Request, settings: Settings) -> Received:
@@ -175,30 +150,6 @@ async def receive_pdf(request: Request, settings: Settings) -> Received:
     return Received(tmp, digest.hexdigest(), filename, title)
 
 
-async def read_capped_json(request: Request, max_bytes: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise ApiError(413, f"Request body is larger than {max_bytes} bytes.")
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > max_bytes:
-            raise ApiError(413, f"Request body is larger than {max_bytes} bytes.")
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise ApiError(422, "Invalid request: body: not valid JSON.") from exc
-
-
-def parse_model(model: type[BaseModel], data: Any) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err.get("loc", ())) or "body"
-        raise ApiError(422, f"Invalid request: {field}: {err.get('msg', 'invalid')}") from exc
-
-
 def text_hash(body: str) -> str:
     return hashlib.sha256(b"text:" + body.encode("utf-8")).hexdigest()
 
@@ -278,85 +229,3 @@ async def stage_text(settings: Settings, body: str) -> Path:
     async with await anyio.open_file(tmp, "w", encoding="utf-8") as out:
         await out.write(body)
     return tmp
-
-
-def remove_uploads(settings: Settings, material_id: uuid.UUID) -> None:
-    for suffix in (".pdf", ".txt"):
-        upload_path(settings, material_id, suffix).unlink(missing_ok=True)
-
-
-# --- orphans -------------------------------------------------------------------------------
-
-_MATERIAL_FILE = re.compile(r"^([0-9a-f-]{36})\.(?:pdf|txt)$")
-_STAGED_FILE = re.compile(r"^incoming-[0-9a-f]{32}\.part$")
-
-
-def _old_files(directory: Path, cutoff: float) -> list[tuple[Path, uuid.UUID | None]]:
-    """Our files in `directory` last written before `cutoff`: (path, material id or None for
-    a staged upload). Other names are not ours and are left alone."""
-    found: list[tuple[Path, uuid.UUID | None]] = []
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            staged = _STAGED_FILE.match(entry.name)
-            material = _MATERIAL_FILE.match(entry.name)
-            if not (staged or material) or not entry.is_file(follow_symlinks=False):
-                continue
-            try:
-                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
-                    continue
-                found.append((Path(entry.path), uuid.UUID(material.group(1)) if material
-                              else None))
-            except (OSError, ValueError):
-                continue
-    return found
-
-
-async def sweep_orphans(settings: Settings, db: Database) -> int:
-    """Delete the files under data_dir/uploads that no material refers to and that are older
-    than `upload_orphan_grace_s` (failed or abandoned uploads); returns how many."""
-    directory = settings.data_dir / "uploads"
-    if not directory.is_dir():
-        return 0
-    cutoff = time.time() - settings.upload_orphan_grace_s
-    old = await asyncio.to_thread(_old_files, directory, cutoff)
-    if not old:
-        return 0
-    ids = [material_id for _, material_id in old if material_id is not None]
-    referenced: set[uuid.UUID] = set()
-    if ids:
-        async with db.session() as session:
-            referenced = set(await session.scalars(
-                select(Material.id).where(Material.id.in_(ids), Material.file_path.is_not(None))))
-    removed = 0
-    for path, material_id in old:
-        if material_id is None or material_id not in referenced:
-            try:
-                path.unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass
-    if removed:
-        log.info("removed %d orphaned upload files", removed)
-    return removed
-
-
-@asynccontextmanager
-async def sweep_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Sweeps orphaned uploads at start and every `upload_sweep_interval_s`."""
-    settings: Settings = app.state.settings
-
-    async def sweep_forever() -> None:
-        while True:
-            try:
-                await sweep_orphans(settings, app.state.db)
-            except Exception:
-                log.warning("sweeping orphaned uploads failed", exc_info=True)
-            await asyncio.sleep(settings.upload_sweep_interval_s)
-
-    task = asyncio.create_task(sweep_forever(), name="upload-sweep")
-    try:
-        yield
-    finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
