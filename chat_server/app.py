@@ -144,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
             allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type"], max_age=600,
+            # The widget names a downloaded original after the server's Content-Disposition.
+            expose_headers=["Content-Disposition"],
         )
     from chat_server.telegram.routes import router as telegram_router
 

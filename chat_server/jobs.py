@@ -29,6 +29,7 @@ from taskiq.kicker import AsyncKicker
 from chat_server.bus import Bus, open_bus
 from chat_server.db import Database, check_migrated, open_database
 from chat_server.embeddings import check_provider
+from chat_server.materials.formats import ocr
 from chat_server.materials.ingest import recover
 from chat_server.settings import Settings
 
@@ -161,6 +162,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         if not settings.redis_url:
             load_tasks()  # this process runs them
+            log.info("%s", await asyncio.to_thread(ocr.describe))
             if getattr(app.state, "bus", None) is None:
                 # No hub in this app: keep events in an in-process bus nobody reads live.
                 app.state.bus = await stack.enter_async_context(
@@ -206,6 +208,7 @@ def _install_worker_hooks(broker: AsyncBroker, settings: Settings) -> None:
         runtime = Runtime(settings, db, lambda: bus,
                           asyncio.Semaphore(max(1, settings.ingest_concurrency)))
         state.runtime = runtime
+        log.info("%s", await asyncio.to_thread(ocr.describe))
         await stack.enter_async_context(_owned(_sweep(
             runtime, broker, settings.ingest_stale_s, max(1.0, settings.ingest_stale_s / 2))))
 

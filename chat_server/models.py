@@ -52,9 +52,14 @@ class MessageStatus(str, enum.Enum):
 
 
 class MaterialKind(str, enum.Enum):
-    pdf = "pdf"
+    pdf = "pdf"  # text pages and scanned ones (OCR)
     youtube = "youtube"
-    text = "text"
+    text = "text"  # pasted, or a plain text file
+    docx = "docx"
+    pptx = "pptx"
+    markdown = "markdown"
+    html = "html"
+    image = "image"  # PNG or JPEG, through OCR (migration 0005 added these five)
 
 
 class MaterialStatus(str, enum.Enum):
@@ -176,7 +181,7 @@ class Material(Base):
     )
     kind: Mapped[MaterialKind] = mapped_column(_enum(MaterialKind, "material_kind"), nullable=False)
     title: Mapped[str] = mapped_column(String(300), nullable=False)
-    # Filename for PDFs, video id for YouTube, empty for text.
+    # The uploaded file's name, video id for YouTube, empty for pasted text.
     source: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
     status: Mapped[MaterialStatus] = mapped_column(
         _enum(MaterialStatus, "material_status"), nullable=False, default=MaterialStatus.queued
@@ -190,8 +195,15 @@ class Material(Base):
     )
     error: Mapped[str | None] = mapped_column(Text)
     content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
-    # Where the uploaded file or the submitted text waits for the worker.
+    # The material's file under data_dir/uploads: an upload (or a pasted text) waiting for the
+    # worker; after ingestion the uploaded original, while it is kept (keep_originals).
     file_path: Mapped[str | None] = mapped_column(Text)
+    # The uploaded file's type by its content (null for pasted text and YouTube) and the bytes
+    # of it on disk, counted against the owner's storage quota (0 once removed) (0005).
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    file_size: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, default=0, server_default="0"
+    )
     pages: Mapped[int | None] = mapped_column(Integer)
     duration_s: Mapped[float | None] = mapped_column(Float)
     chunk_count: Mapped[int] = mapped_column(
@@ -236,6 +248,9 @@ class Chunk(Base):
     # [[offset in text, page or start second], …] where the place changes (migration 0004);
     # null for chunks stored before it.
     locations: Mapped[list[list[float]] | None] = mapped_column(JSONB)
+    # [[offset in text, heading], …] where the section changes (DOCX, Markdown, HTML headings;
+    # migration 0005); null for other kinds.
+    sections: Mapped[list[list[Any]] | None] = mapped_column(JSONB)
     embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM))
     # Nullable: filled from `text` with the chunk's language configuration.
     tsv: Mapped[Any | None] = mapped_column(TSVECTOR, nullable=True)

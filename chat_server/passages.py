@@ -13,6 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 Locations = tuple[tuple[int, float], ...]
+# Where each section of a chunk begins: (character offset, heading) (DOCX, Markdown, HTML).
+Sections = tuple[tuple[int, str], ...]
+# The kinds whose locations are pages: a PDF's pages (scanned ones too), a presentation's slides.
+PAGED_KINDS = frozenset({"pdf", "pptx"})
 
 # A sentence ends at . ! ? … (plus closing quotes/brackets) followed by space and a capital
 # (Latin or Cyrillic), a digit, an opening quote or a dash — so "e.g. the" and "т. е. это" do not
@@ -152,4 +156,18 @@ def second_of(locations: Locations, start: int) -> float | None:
         if offset > start:
             break
         found = place
+    return found
+
+
+def parse_sections(raw: Sequence[Sequence[object]] | None) -> Sections:
+    return tuple((int(str(offset)), str(heading)) for offset, heading in raw or ())
+
+
+def section_of(sections: Sections, start: int) -> str | None:
+    """The heading of the section holding character `start`; None before the first one."""
+    found: str | None = None
+    for offset, heading in sections:
+        if offset > start:
+            break
+        found = heading
     return found

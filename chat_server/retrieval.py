@@ -39,7 +39,13 @@ from typing import Any
 
 import asyncpg
 
-from chat_server.passages import Locations, name_spellings, parse_locations
+from chat_server.passages import (
+    Locations,
+    Sections,
+    name_spellings,
+    parse_locations,
+    parse_sections,
+)
 from chat_server.settings import Settings
 
 
@@ -48,10 +54,10 @@ class Hit:
     chunk_id: int
     material_id: uuid.UUID
     title: str
-    kind: str  # pdf | youtube | text
+    kind: str  # pdf | pptx | docx | markdown | html | image | youtube | text
     source: str  # PDF filename, YouTube video id, or ""
     text: str
-    page: int | None  # first page of the chunk (PDF)
+    page: int | None  # first page of the chunk (PDF; a presentation's slide)
     start_s: float | None  # start second (YouTube)
     score: float
     language: str  # text search configuration of the chunk: english | russian | simple
@@ -64,6 +70,8 @@ class Hit:
     # The chunk's sentences (spans of `text`) with their cosine to the question, best evidence
     # first; empty when the hits were not re-scored by sentence (rescore()).
     sentences: tuple[ScoredSpan, ...] = ()
+    # Where each section (its heading) begins in `text`: DOCX, Markdown and HTML.
+    sections: Sections = ()
 
 
 @dataclass(frozen=True)
@@ -176,8 +184,8 @@ def _fused(keyword_ids: str) -> str:
         "select u.id, u.rank from k, unnest(k.ids) with ordinality as u(id, rank)) r "
         "group by r.id order by score desc, r.id limit :k) "
         "select c.id, f.score, c.material_id, c.text, c.page_start, c.start_s, c.language, "
-        "c.locations, 1 - (c.embedding <=> cast(:vec as vector)) + case when c.language = "
-        ":qlang then 0 else cast(:gap as float8) end as similarity, "
+        "c.locations, c.sections, 1 - (c.embedding <=> cast(:vec as vector)) + case when "
+        "c.language = :qlang then 0 else cast(:gap as float8) end as similarity, "
         "m.title, m.kind, m.source from f join chunks c on c.id = f.id "
         "join materials m on m.id = c.material_id order by f.score desc, f.id")
 
@@ -412,6 +420,7 @@ async def hybrid_search(
             source=r["source"], text=r["text"], page=r["page_start"], start_s=r["start_s"],
             score=r["score"], language=r["language"],
             locations=parse_locations(json.loads(r["locations"]) if r["locations"] else None),
+            sections=parse_sections(json.loads(r["sections"]) if r["sections"] else None),
             similarity=r["similarity"])
         for r in await conn.fetch(statement.sql, *statement.args(params))
     ]

@@ -177,7 +177,20 @@ class Settings(BaseSettings):
     )
 
     # --- ingestion ------------------------------------------------------------
-    max_upload_bytes: int = Field(50 * 1024 * 1024, description="Largest PDF upload, bytes.")
+    max_upload_bytes: int = Field(
+        50 * 1024 * 1024, description="Largest file upload (PDF, DOCX, PPTX, image, text), bytes."
+    )
+    keep_originals: bool = Field(
+        True, description="Keep each uploaded file after ingestion (in data_dir/uploads: the "
+        "shared volume in Redis mode), so GET /materials/{id}/file serves it and a citation "
+        "opens it; counted against storage_quota_bytes and removed with its material. false: "
+        "the file is deleted once ingested."
+    )
+    storage_quota_bytes: int = Field(
+        1024 * 1024 * 1024, description="Bytes of uploaded files one user may keep (uploads "
+        "waiting for ingestion and kept originals); an upload beyond it is refused with 413 "
+        "`storage_quota_exceeded` (0 = unlimited)."
+    )
     upload_orphan_grace_s: float = Field(
         3600.0, description="A file in data_dir/uploads that no material refers to is deleted "
         "once it is this old, seconds (a failed or abandoned upload; an upload in progress is "
@@ -187,7 +200,38 @@ class Settings(BaseSettings):
         3600.0, description="How often the server looks for such orphaned uploads, seconds "
         "(also once at start)."
     )
-    max_pdf_pages: int = Field(2000, description="Pages read from one PDF at most.")
+    max_pdf_pages: int = Field(
+        2000, description="Pages read from one PDF (or slides from one presentation) at most."
+    )
+    max_zip_entries: int = Field(
+        10_000, description="Files inside one DOCX or PPTX (a ZIP archive) at most; more and it "
+        "fails as a possible zip bomb."
+    )
+    max_zip_uncompressed_bytes: int = Field(
+        300 * 1024 * 1024, description="Uncompressed size of the files inside one DOCX or PPTX "
+        "at most, bytes; more and it fails as a possible zip bomb."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, description="Pixels of one image at most: an uploaded PNG or JPEG, an image "
+        "inside a scanned PDF page, a page rendered for OCR (rendered smaller to fit). A larger "
+        "image fails as a possible decompression bomb."
+    )
+    ocr_languages: list[str] = Field(
+        default_factory=lambda: ["eng", "rus"],
+        description="Tesseract languages for OCR of scans and images, JSON list (each needs "
+        "its Debian package: tesseract-ocr-eng, tesseract-ocr-rus, …).",
+    )
+    ocr_dpi: int = Field(
+        300, description="Resolution scanned PDF pages are rendered at for OCR, dots per inch."
+    )
+    ocr_max_pages: int = Field(
+        200, description="Pages (scanned PDF pages, images) read by OCR per material at most; "
+        "a scan with more fails with the reason."
+    )
+    ocr_timeout_s: float = Field(
+        600.0, description="Seconds of OCR per material at most; a scan that needs more fails "
+        "with the reason."
+    )
     max_extracted_chars: int = Field(
         5_000_000, description="Characters extracted from one material at most."
     )

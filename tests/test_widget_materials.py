@@ -69,14 +69,15 @@ async def test_upload_pdf_ask_and_open_citation(base_url: str, page: Page) -> No
     await expect(chat.locator(".drop-overlay")).to_be_hidden()
     await expect(chat.locator(".mat", has_text="конспект")).to_have_attribute(
         "data-status", "ready", timeout=60_000)
-    not_pdf = await page.evaluate_handle("""() => {
+    unreadable = await page.evaluate_handle("""() => {
         const dt = new DataTransfer();
-        dt.items.add(new File(['hello'], 'notes.txt', {type: 'text/plain'}));
+        dt.items.add(new File(['ID3'], 'song.mp3', {type: 'audio/mpeg'}));
         return dt;
     }""")
-    await app.dispatch_event("drop", {"dataTransfer": not_pdf})
+    await app.dispatch_event("drop", {"dataTransfer": unreadable})
     await expect(chat.locator(".toast")).to_have_text(
-        "“notes.txt” is not a PDF: only PDF files can be uploaded.")
+        "“song.mp3” is not a file we read: upload a PDF, Word (.docx), PowerPoint (.pptx), "
+        "Markdown, HTML, text, PNG or JPEG file.")
     await chat.get_by_role("button", name="Close").first.click()
 
     # Shift+Enter adds a line and sends nothing; Enter sends.
@@ -112,6 +113,13 @@ async def test_upload_pdf_ask_and_open_citation(base_url: str, page: Page) -> No
     await expect(sheet.locator(".passage mark").first).to_be_visible()
     assert (await sheet.locator(".passage mark").first.text_content() or "") in (await answer.locator(".md").text_content() or "")
     await expect(sheet.get_by_role("button", name="Close")).to_be_focused()
+    # The kept original opens at the cited page (fetched with the session's token).
+    async with page.expect_popup() as opened:
+        await sheet.get_by_role("button", name="Open the original at p. 2").click()
+    original = await opened.value
+    assert original.url.startswith("blob:") and original.url.endswith("#page=2"), original.url
+    await original.close()
+    await sheet.get_by_role("button", name="Close").focus()
     await page.keyboard.press("Escape")
     await expect(sheet).to_be_hidden()
     await expect(chip).to_be_focused()
@@ -169,3 +177,39 @@ async def test_youtube_link_and_pasted_text_with_timestamped_citation(settings: 
             await expect(link).to_have_attribute("href", "https://youtu.be/dQw4w9WgXcQ?t=65")
             await expect(chat.locator(".sources .source").first).to_contain_text("1:05")
             assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_a_presentation_is_cited_by_slide_and_its_original_downloads(base_url: str, page: Page) -> None:
+    from tests.support.formats import make_pptx
+
+    await register(base_url, "slides@example.com")
+    chat = await log_in(page, base_url, "slides@example.com")
+    await chat.get_by_role("button", name="Materials").click()
+    accept = await chat.locator("input[type=file]").get_attribute("accept") or ""
+    assert {".pdf", ".docx", ".pptx", ".md", ".txt", ".html", ".png", ".jpg"} <= set(accept.split(","))
+    await expect(chat.locator(".dropzone")).to_contain_text("PDF (text or scanned), Word, PowerPoint, Markdown, HTML, text, PNG or JPEG")
+    deck: FilePayload = {"name": "volcanoes.pptx", "mimeType": "application/octet-stream", "buffer": make_pptx([
+        ("Volcanoes", "A tour of the volcanoes of Europe.", None),
+        ("Iceland", "Iceland sits on the Mid-Atlantic Ridge.", None),
+        ("Etna", "Mount Etna erupted in 2021. Its lava reached a temperature of 1100 degrees.", None)])}
+    await chat.locator("input[type=file]").set_input_files(files=[deck])
+    item = chat.locator(".mat", has_text="volcanoes")
+    await expect(item).to_have_attribute("data-status", "ready", timeout=60_000)
+    await expect(item.locator(".state")).to_contain_text("Ready · 3 slides")
+    await chat.get_by_role("button", name="Close").first.click()
+
+    box = chat.get_by_label("Message the tutor")
+    await box.fill("What temperature did the lava of Mount Etna reach?")
+    await box.press("Enter")
+    answer = chat.locator(".msg.assistant").last
+    await expect(answer).to_have_attribute("data-status", "stop", timeout=30_000)
+    await expect(answer.locator(".sources .source").first).to_contain_text("volcanoes · slide 3")
+    await answer.locator(".md .cite").first.click()
+    sheet = chat.get_by_role("dialog")
+    await expect(sheet.locator(".where")).to_have_text("slide 3")
+    await expect(sheet.locator(".passage")).to_contain_text("1100 degrees")
+    async with page.expect_download() as downloading:
+        await sheet.get_by_role("button", name="Open the presentation (slide 3)").click()
+    download = await downloading.value
+    assert download.suggested_filename == "volcanoes.pptx"
+    assert page.errors == []  # type: ignore[attr-defined]

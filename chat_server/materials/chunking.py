@@ -30,6 +30,7 @@ class Unit:
     start_s: float | None
     end_s: float | None
     tokens: int = 0  # the embedding model's word pieces (0 when nobody counts)
+    section: str | None = None  # the heading it lies under (DOCX, Markdown, HTML)
 
 
 # Word pieces per text, without [CLS]/[SEP]. WordPiece splits at spaces and punctuation first,
@@ -40,6 +41,8 @@ Counter = Callable[[list[str]], list[int]]
 # Where the parts of a chunk's text come from: (character offset in the chunk, page or start
 # second), one entry where the place changes (PDF: a new page; transcript: every line).
 Locations = tuple[tuple[int, float], ...]
+# Where each section's part of a chunk begins: (character offset, heading).
+Sections = tuple[tuple[int, str], ...]
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class TextChunk:
     end_s: float | None
     language: str  # Postgres text search configuration: russian | english | simple
     locations: Locations = ()
+    sections: Sections = ()
 
 
 def detect_language(text: str) -> str:
@@ -101,7 +105,8 @@ def units(segments: list[Segment], size: int) -> list[Unit]:
             first = True
             for sentence in split_sentences(paragraph):
                 for piece in _split_long(sentence, size):
-                    out.append(Unit(piece, first, segment.page, None, None))
+                    out.append(Unit(piece, first, segment.page, None, None,
+                                    section=segment.section))
                     first = False
     return out
 
@@ -109,6 +114,7 @@ def units(segments: list[Segment], size: int) -> list[Unit]:
 def _emit(group: list[Unit]) -> TextChunk:
     parts: list[str] = []
     locations: list[tuple[int, float]] = []
+    sections: list[tuple[int, str]] = []
     offset = 0
     for i, unit in enumerate(group):
         if i:
@@ -117,6 +123,8 @@ def _emit(group: list[Unit]) -> TextChunk:
         place = unit.start_s if unit.start_s is not None else unit.page
         if place is not None and (not locations or locations[-1][1] != place):
             locations.append((offset, place))
+        if unit.section is not None and (not sections or sections[-1][1] != unit.section):
+            sections.append((offset, unit.section))
         parts.append(unit.text)
         offset += len(unit.text)
     body = "".join(parts)
@@ -131,6 +139,7 @@ def _emit(group: list[Unit]) -> TextChunk:
         end_s=max(ends) if ends else None,
         language=detect_language(body),
         locations=tuple(locations),
+        sections=tuple(sections),
     )
 
 

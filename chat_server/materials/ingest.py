@@ -38,7 +38,12 @@ from chat_server.materials.formats import (
     MaterialFailed,
     Segment,
     TransientError,
+    extract_docx,
+    extract_html,
+    extract_image,
+    extract_markdown,
     extract_pdf,
+    extract_pptx,
     extract_text_file,
     extract_youtube,
 )
@@ -100,6 +105,7 @@ class Reporter:
         self.done = 0
         self.total = 0
         self._sent: tuple[str, int, int] | None = None
+        self.urgent = False
         self._sent_at = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -109,10 +115,19 @@ class Reporter:
         self.done = done
         if total is not None:
             self.total = total
+        if self.stage == "ocr":
+            self.urgent = True  # a page read by OCR takes a second or more: each one is news
+
+    def switch(self, stage: str) -> None:
+        """A new stage within extraction (from its thread): "ocr" once scans are read; the
+        tick below sends it."""
+        self.stage, self.done, self.total = stage, 0, 0
 
     async def begin(self, stage: str, total: int, done: int = 0) -> None:
         if self._sent is not None:
-            await self.flush(force=False)  # the previous stage's last count goes out first
+            # The previous stage's last count goes out first (an OCR page's always).
+            urgent, self.urgent = self.urgent, False
+            await self.flush(force=urgent)
         self.stage, self.done, self.total = stage, done, total
         await self.flush()
 
@@ -144,7 +159,8 @@ class Reporter:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(0.25)
-            await self.flush(force=False, spacing=0.5)
+            urgent, self.urgent = self.urgent, False
+            await self.flush(force=urgent, spacing=0.5)
 
     async def __aenter__(self) -> Reporter:
         self._task = asyncio.create_task(self._loop())
@@ -262,7 +278,7 @@ async def _fail(runtime: Runtime, material_id: uuid.UUID, reason: str) -> None:
         async with runtime.db.engine.begin() as conn:
             row = (await conn.execute(
                 text("update materials set status = 'failed', error = :e, stage = null, "
-                     "file_path = null, updated_at = now() where id = :id "
+                     "file_path = null, file_size = 0, updated_at = now() where id = :id "
                      "returning user_id, file_path"),
                 {"e": reason, "id": material_id},
             )).first()
@@ -306,7 +322,7 @@ async def _work(runtime: Runtime, material_id: uuid.UUID) -> None:
             text("update materials set status = 'processing', stage = 'extracting', "
                  "progress_done = 0, progress_total = 0, error = null, updated_at = now() "
                  "where id = :id and status in ('queued', 'processing') "
-                 "returning user_id, kind, source, file_path"),
+                 "returning user_id, kind, source, file_path, content_type"),
             {"id": material_id},
         )).first()
     if row is None:
@@ -333,11 +349,15 @@ async def _work(runtime: Runtime, material_id: uuid.UUID) -> None:
         vectors = await pipeline.vectors()
 
         await reporter.begin("indexing", len(chunks))
-        stored = await _store(runtime, material_id, user_id, chunks, vectors, extracted, reporter)
+        # An uploaded file stays as the original, unless originals are not kept.
+        keep = settings.keep_originals and row.content_type is not None
+        stored = await _store(runtime, material_id, user_id, chunks, vectors, extracted, reporter,
+                              keep)
         await reporter.flush(force=False)
     if not stored:
         return  # deleted while we worked
-    remove_files(settings, material_id)
+    if not keep:
+        remove_files(settings, material_id)
     ready: dict[str, Any] = {
         "type": "material.ready", "material_id": str(material_id), "chunks": len(chunks),
     }
@@ -362,7 +382,18 @@ async def _extract(runtime: Runtime, kind: str, source: str, file_path: str | No
         if not file_path or not path.is_file():
             raise MaterialFailed(MISSING_FILE)
         if kind == "pdf":
-            return extract_pdf(path, settings, reporter.advance, sink)
+            return extract_pdf(path, settings, reporter.advance, sink, reporter.switch)
+        if kind == "pptx":
+            return extract_pptx(path, settings, reporter.advance, sink)
+        if kind == "image":
+            reporter.switch("ocr")
+            return extract_image(path, settings, reporter.advance)
+        if kind == "docx":
+            return extract_docx(path, settings)
+        if kind == "markdown":
+            return extract_markdown(path, settings)
+        if kind == "html":
+            return extract_html(path, settings)
         return extract_text_file(path, settings)
 
     return await asyncio.to_thread(run)
@@ -370,8 +401,9 @@ async def _extract(runtime: Runtime, kind: str, source: str, file_path: str | No
 
 _INSERT = text(
     "insert into chunks (material_id, user_id, idx, text, page_start, page_end, start_s, "
-    "end_s, locations, language, embedding, tsv) values (:material_id, :user_id, :idx, "
-    "cast(:text as text), :page_start, :page_end, :start_s, :end_s, cast(:locations as jsonb), "
+    "end_s, locations, sections, language, embedding, tsv) values (:material_id, :user_id, "
+    ":idx, cast(:text as text), :page_start, :page_end, :start_s, :end_s, "
+    "cast(:locations as jsonb), cast(:sections as jsonb), "
     "cast(:language as text), "
     "cast(:embedding as vector), to_tsvector(cast(cast(:language as text) as regconfig), "
     "cast(:text as text)))"
@@ -380,8 +412,9 @@ _INSERT = text(
 
 async def _store(runtime: Runtime, material_id: uuid.UUID, user_id: uuid.UUID,
                  chunks: list[TextChunk], vectors: list[list[float]], extracted: Extracted,
-                 reporter: Reporter) -> bool:
-    """Replace the material's chunks and mark it ready, all in one transaction."""
+                 reporter: Reporter, keep: bool) -> bool:
+    """Replace the material's chunks and mark it ready, all in one transaction; its file stays
+    referenced (the kept original) when `keep`."""
     try:
         async with runtime.db.engine.begin() as conn:
             await conn.execute(text("delete from chunks where material_id = :id"),
@@ -392,6 +425,7 @@ async def _store(runtime: Runtime, material_id: uuid.UUID, user_id: uuid.UUID,
                      "text": c.text, "page_start": c.page_start, "page_end": c.page_end,
                      "start_s": c.start_s, "end_s": c.end_s, "language": c.language,
                      "locations": json.dumps(c.locations) if c.locations else None,
+                     "sections": json.dumps(c.sections) if c.sections else None,
                      "embedding": vector_literal(v)}
                     for i, (c, v) in enumerate(
                         zip(chunks[start:start + INSERT_BATCH],
@@ -403,9 +437,10 @@ async def _store(runtime: Runtime, material_id: uuid.UUID, user_id: uuid.UUID,
             updated = await conn.execute(
                 text("update materials set status = 'ready', stage = null, error = null, "
                      "chunk_count = :n, pages = :p, duration_s = :d, progress_done = :n, "
-                     "progress_total = :n, file_path = null, updated_at = now() "
+                     "progress_total = :n, file_path = case when :keep then file_path end, "
+                     "file_size = case when :keep then file_size else 0 end, updated_at = now() "
                      "where id = :id"),
-                {"n": len(chunks), "p": extracted.pages, "d": extracted.duration_s,
+                {"n": len(chunks), "p": extracted.pages, "d": extracted.duration_s, "keep": keep,
                  "id": material_id},
             )
             if updated.rowcount == 0:

@@ -1,4 +1,4 @@
-"""Materials: upload (PDF, YouTube, text), list, inspect, delete."""
+"""Materials: upload (a file, a YouTube link, a text), list, inspect, the original file, delete."""
 
 from __future__ import annotations
 
@@ -7,18 +7,21 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_server.deps import CurrentUser, SessionDep, SettingsDep
 from chat_server.errors import ApiError
-from chat_server.jobs import enqueue_ingestion
 from chat_server.materials.formats import parse_video_id
 from chat_server.materials.schemas import MaterialPublic, TextIn, YouTubeIn
-from chat_server.materials.storage import remove_files
+from chat_server.materials.storage import download_name, kept_file, remove_files
 from chat_server.materials.uploads import (
+    add_file,
+    check_quota,
     create_material,
-    receive_pdf,
+    enqueue_or_later,
+    receive_file,
     stage_text,
     text_hash,
     youtube_hash,
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # JSON bodies are read as JSON also without a Content-Type, as before the body models (bearer
 # tokens, no cookies: a cross-site form post carries no credentials).
+# Shown by the browser (a PDF opens at its page); anything else is downloaded.
+INLINE_TYPES = frozenset({"application/pdf", "image/png", "image/jpeg"})
+
 router = APIRouter(prefix="/materials", tags=["materials"], strict_content_type=False)
 
 _QUEUED: dict[int | str, dict[str, Any]] = {
@@ -49,30 +55,28 @@ async def _queued(request: Request, response: Response, material: Material, queu
                   ) -> Material:
     if queued:
         response.status_code = 202
-        try:
-            await enqueue_ingestion(request.app.state.broker, material.id)
-        except Exception:  # the recovery sweep queues it again once the broker is back
-            log.warning("could not queue %s", material.id, exc_info=True)
+        await enqueue_or_later(request.app.state.broker, material)
     else:
         response.status_code = 200
     return material
 
 
 @router.post("", response_model=MaterialPublic, status_code=202, responses=_QUEUED,
-             summary="Upload a PDF (multipart field `file`, optional `title`)",
+             summary="Upload a file (multipart field `file`, optional `title`): PDF, DOCX, "
+                     "PPTX, Markdown, HTML, text, PNG or JPEG",
              openapi_extra=_UPLOAD_BODY)
-async def upload_pdf(request: Request, response: Response, user: CurrentUser,
-                     session: SessionDep, settings: SettingsDep) -> Material:
-    received = await receive_pdf(request, settings)
-    try:
-        title = received.title or received.filename.removesuffix(".pdf").strip() or "Untitled PDF"
-        material, queued = await create_material(
-            session, settings, user_id=user.id, kind=MaterialKind.pdf, title=title,
-            source=received.filename, content_hash=received.content_hash,
-            staged=received.path, suffix=".pdf")
-    finally:
-        received.path.unlink(missing_ok=True)
-    return await _queued(request, response, material, queued)
+async def upload_file(request: Request, response: Response, user: CurrentUser,
+                      session: SessionDep, settings: SettingsDep) -> Material:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit():  # over the quota already: refused before it is sent
+        await check_quota(session, settings, user.id, int(declared) - 65_536)
+        await session.commit()
+    received = await receive_file(request, settings)
+    material, queued = await add_file(
+        session, settings, request.app.state.broker, user_id=user.id, staged=received.path,
+        filename=received.filename, title=received.title, content_hash=received.content_hash)
+    response.status_code = 202 if queued else 200
+    return material
 
 
 @router.post("/youtube", response_model=MaterialPublic, status_code=202, responses=_QUEUED,
@@ -137,6 +141,28 @@ async def list_materials(
             summary="A material with its ingestion status and progress")
 async def get_material(material_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Material:
     return await get_owned_material(session, user.id, material_id)
+
+
+@router.get("/{material_id}/file", response_class=FileResponse,
+            summary="The uploaded file itself, to its owner only",
+            responses={200: {"description": "The file, with its type by content and its name.",
+                             "content": {"application/octet-stream": {}}},
+                       404: {"description": "No such material of yours, or no file kept."}})
+async def get_file(material_id: uuid.UUID, user: CurrentUser, session: SessionDep,
+                   settings: SettingsDep) -> FileResponse:
+    material = await get_owned_material(session, user.id, material_id)
+    path = kept_file(settings, material)
+    if path is None or material.content_type is None:
+        raise ApiError(404, "This material has no file kept (a YouTube video or a pasted text, "
+                       "a failed upload, or originals are not kept on this server).")
+    inline = material.content_type in INLINE_TYPES
+    headers = {"Cache-Control": "private, no-cache", "X-Content-Type-Options": "nosniff"}
+    if material.content_type != "application/pdf":
+        # Never run as a page of ours, whatever it holds (an HTML file is the learner's own).
+        headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    return FileResponse(path, media_type=material.content_type, headers=headers,
+                        filename=download_name(material.source, path.suffix),
+                        content_disposition_type="inline" if inline else "attachment")
 
 
 @router.delete("/{material_id}", status_code=204, summary="Delete a material and its chunks")

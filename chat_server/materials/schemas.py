@@ -36,5 +36,9 @@ class MaterialPublic(BaseModel):
     pages: int | None
     duration_s: float | None
     chunk_count: int
+    content_type: str | None = Field(
+        None, description="The uploaded file's type by its content (none for YouTube and text).")
+    file_size: int = Field(
+        0, description="Bytes of the uploaded file kept (0: none; see GET /materials/{id}/file).")
     created_at: datetime
     updated_at: datetime

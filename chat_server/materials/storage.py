@@ -35,13 +35,36 @@ def upload_path(settings: Settings, material_id: uuid.UUID, suffix: str) -> Path
 
 
 def remove_files(settings: Settings, material_id: uuid.UUID) -> None:
-    for suffix in (".pdf", ".txt"):
+    for suffix in SUFFIXES:
         upload_path(settings, material_id, suffix).unlink(missing_ok=True)
+
+
+def kept_file(settings: Settings, material: Material) -> Path | None:
+    """The material's file on disk, if it has one under data_dir/uploads."""
+    if not material.file_path:
+        return None
+    path = Path(material.file_path)
+    if path.parent.resolve() != (settings.data_dir / "uploads").resolve() \
+            or not _MATERIAL_FILE.match(path.name) or not path.is_file():
+        return None
+    return path
+
+
+_UNSAFE_NAME = re.compile(r'[\x00-\x1f\x7f"\\/]+')
+
+
+def download_name(source: str, suffix: str) -> str:
+    """The uploaded name for a download, with the suffix of what the file is."""
+    stem = _UNSAFE_NAME.sub("_", Path(source).stem).strip(" ._") or "material"
+    return stem[:150] + suffix
 
 
 # --- orphans -------------------------------------------------------------------------------
 
-_MATERIAL_FILE = re.compile(r"^([0-9a-f-]{36})\.(?:pdf|txt)$")
+# Every suffix a material's file may have (formats/detect.py; .txt for pasted text too).
+SUFFIXES = (".pdf", ".txt", ".md", ".html", ".docx", ".pptx", ".png", ".jpg")
+_MATERIAL_FILE = re.compile(
+    r"^([0-9a-f-]{36})(?:" + "|".join(re.escape(s) for s in SUFFIXES) + ")$")
 _STAGED_FILE = re.compile(r"^incoming-[0-9a-f]{32}\.part$")
 
 

@@ -15,7 +15,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chat_server.passages import Span, place_of, second_of, sentence_spans, terms
+from chat_server.passages import (
+    PAGED_KINDS,
+    Span,
+    place_of,
+    second_of,
+    section_of,
+    sentence_spans,
+    terms,
+)
 from chat_server.retrieval import Hit
 
 _MARKER = re.compile(r"\[(\d{1,3})\]")
@@ -48,12 +56,14 @@ def _page(value: float | None) -> int | None:
 
 def sources(hits: Sequence[Hit]) -> list[Source]:
     """The hits as numbered passages, best first; a PDF chunk that runs across a page break
-    becomes one passage per page (each sentence on the page that holds most of it)."""
+    (a presentation's across slides) becomes one passage per page (each sentence on the page
+    that holds most of it)."""
     out: list[Source] = []
     for rank, hit in enumerate(hits, 1):
         pages = {place for _, place in hit.locations}
-        if hit.kind != "pdf" or len(pages) < 2:
-            page = _page(hit.locations[0][1]) if hit.kind == "pdf" and hit.locations else hit.page
+        paged = hit.kind in PAGED_KINDS
+        if not paged or len(pages) < 2:
+            page = _page(hit.locations[0][1]) if paged and hit.locations else hit.page
             out.append(Source(len(out) + 1, hit, rank, 0, len(hit.text), page, hit.start_s))
             continue
         groups: list[list[Any]] = []  # [start, end, page]
@@ -117,7 +127,9 @@ def quoted_spans(answer: str, source: Source) -> list[Span]:
 def citation(source: Source, spans: Sequence[Span] = ()) -> dict[str, Any]:
     """The wire form of a citation of `source` quoting `spans` (the whole passage if none):
     `text` is the quoted span (non-adjacent sentences joined by " … "), `passage` the whole
-    retrieved passage around it, and `page` / `start_s` where the quote begins."""
+    retrieved passage around it, and `page` / `start_s` where the quote begins (`page` is a
+    slide of a presentation); `section` the heading the quote lies under (DOCX, Markdown,
+    HTML)."""
     hit = source.hit
     if spans:
         parts = [hit.text[spans[0].start:spans[0].end]]
@@ -134,11 +146,14 @@ def citation(source: Source, spans: Sequence[Span] = ()) -> dict[str, Any]:
                            "passage": hit.text}
     if source.page is not None:
         # Sources of a PDF lie on one page each; without locations, the chunk's first page.
-        page = _page(place_of(hit.locations, start, end)) if hit.kind == "pdf" else None
+        page = _page(place_of(hit.locations, start, end)) if hit.kind in PAGED_KINDS else None
         out["page"] = page if page is not None else source.page
     if source.start_s is not None:
         second = second_of(hit.locations, start) if hit.locations else None
         out["start_s"] = second if second is not None else source.start_s
+    section = section_of(hit.sections, start)
+    if section is not None:
+        out["section"] = section
     return out
 
 

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from chat_server.passages import section_of
 from chat_server.retrieval import Hit
 from chat_server.tutor.citations import Source, cited_numbers, sources
 
@@ -44,7 +45,8 @@ materials.
 
 Rules:
 - Answer from the numbered passages of the learner's materials given with the question. Each
-  passage is labelled with its material and its page (PDF) or time (video).
+  passage is labelled with its material and its page (PDF), slide (presentation), section
+  (document) or time (video).
 - Cite the passages you use with their markers, like [1] or [2][3], right after the claim, and
   keep the passage's own words for facts, names and numbers. Cite only markers that exist;
   never invent sources.
@@ -105,9 +107,12 @@ def format_passages(passages: Sequence[Source], language: Language) -> str:
     for source in passages:
         where = ""
         if source.page is not None:
-            where = f", page {source.page}"
+            where = f", {'slide' if source.hit.kind == 'pptx' else 'page'} {source.page}"
         elif source.start_s is not None:
             where = f", at {_timestamp(source.start_s)}"
+        section = section_of(source.hit.sections, source.start)
+        if section is not None:
+            where += f", section “{section}”"
         parts.append(f"[{source.n}] {source.hit.title}{where}:\n{source.text.strip()}")
     return "\n\n".join(parts)
 

@@ -146,12 +146,44 @@ export class Api {
     return false;
   }
 
+  /**
+   * fetch() with the session's token: a 401 is cured by one refresh and a retry; a session
+   * that ended meanwhile gets ENDED, and a refused one is reported lost (then ENDED too).
+   */
+  async _fetch(path, init, retry, session) {
+    const token = this.token;
+    const headers = { ...init.headers };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let res;
+    try {
+      res = await fetch(this.server() + path, { ...init, headers, signal: this.abort.signal });
+    } catch {
+      if (!this.current(session)) return ENDED();
+      throw new ApiError(0, 'network', this.strings().networkError);
+    }
+    if (!this.current(session)) return ENDED();
+    if (res.status === 401 && token) {
+      // Another caller may have refreshed meanwhile: then only retry with the new token.
+      const ok = retry && ((this.token && this.token !== token) || await this.refresh());
+      if (!this.current(session)) return ENDED();
+      if (ok) return this._fetch(path, init, false, session);
+      this.sessionLost(session);
+      return ENDED();
+    }
+    return res;
+  }
+
+  /** The server's refusal as an ApiError, worded by the catalogue. */
+  _error(res, data) {
+    const t = this.strings();
+    return new ApiError(res.status, data?.error || 'error',
+      errorText(t, data?.error, data?.message || t.requestFailed(res.status)));
+  }
+
   /** JSON (or form) in, JSON out; a failure throws ApiError with the server's message. */
   async request(method, path, { json, form } = {}, retry = true) {
     const session = this.session;
     const headers = {};
-    const token = this.token;
-    if (token) headers.Authorization = `Bearer ${token}`;
     let body;
     if (json !== undefined) {
       headers['Content-Type'] = 'application/json';
@@ -159,32 +191,28 @@ export class Api {
     } else if (form !== undefined) {
       body = form;
     }
-    const t = this.strings();
-    let res;
-    try {
-      res = await fetch(this.server() + path, { method, headers, body, signal: this.abort.signal });
-    } catch {
-      if (!this.current(session)) return ENDED();
-      throw new ApiError(0, 'network', t.networkError);
-    }
-    if (!this.current(session)) return ENDED();
-    if (res.status === 401 && token) {
-      // Another caller may have refreshed meanwhile: then only retry with the new token.
-      const ok = retry && ((this.token && this.token !== token) || await this.refresh());
-      if (!this.current(session)) return ENDED();
-      if (ok) return this.request(method, path, { json, form }, false);
-      this.sessionLost(session);
-      return ENDED();
-    }
+    const res = await this._fetch(path, { method, headers, body }, retry, session);
     let data = null;
     if (res.status !== 204) {
       try { data = await res.json(); } catch { data = null; }
     }
     if (!this.current(session)) return ENDED();
-    if (!res.ok) {
-      throw new ApiError(res.status, data?.error || 'error',
-        errorText(t, data?.error, data?.message || t.requestFailed(res.status)));
-    }
+    if (!res.ok) throw this._error(res, data);
     return data;
+  }
+
+  /** A file (GET): its bytes and its name from Content-Disposition; ApiError on failure. */
+  async file(path) {
+    const session = this.session;
+    const res = await this._fetch(path, {}, true, session);
+    if (!res.ok) throw this._error(res, await res.json().catch(() => null));
+    const disposition = res.headers.get('Content-Disposition') || '';
+    const encoded = /filename\*=utf-8''([^;]+)/i.exec(disposition);
+    const plain = /filename="([^"]*)"/i.exec(disposition);
+    let name = plain ? plain[1] : '';
+    if (encoded) { try { name = decodeURIComponent(encoded[1]); } catch { /* the plain one */ } }
+    const blob = await res.blob();
+    if (!this.current(session)) return ENDED();
+    return { blob, name };
   }
 }

@@ -655,7 +655,7 @@ export class TutorhubChat extends HTMLElement {
     this.login = new LoginForm({ api: this.api, t, onSignedIn: () => this._boot() });
     this.list = new MessageList(t);
     this.materials = new Materials(ctx);
-    this.citations = new CitationSheet({ material: (id) => this.materials.get(id), t });
+    this.citations = new CitationSheet({ material: (id) => this.materials.get(id), api: this.api, t });
     this.telegram = new TelegramLink(ctx);
     this.parts = [this.materials, this.telegram];
 

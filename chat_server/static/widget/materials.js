@@ -1,13 +1,28 @@
 /*
- * The materials drawer: upload a PDF (picker or drag and drop anywhere on the widget, with
+ * The materials drawer: upload a file (picker or drag and drop anywhere on the widget, with
  * upload progress), add a YouTube link or pasted text, and the list of materials with their
- * ingestion progress from `material.*` events. A new upload type starts in upload() below.
+ * ingestion progress from `material.*` events. The server tells a file's format by its content;
+ * the picker and upload() only keep out names that can be nothing we read.
  */
 
 import { el, formatTime, iconButton, ICONS, uuid } from './dom.js';
 import { errorText } from './strings.js';
 
 const STATUS_RANK = { uploading: 0, queued: 1, pending: 1, processing: 2, ready: 3, failed: 3 };
+
+// What the server reads (chat_server/materials/formats): names and types for the picker.
+export const UPLOAD_EXTENSIONS = ['.pdf', '.docx', '.pptx', '.md', '.markdown', '.txt', '.html',
+  '.htm', '.png', '.jpg', '.jpeg'];
+const UPLOAD_TYPES = ['application/pdf', 'text/markdown', 'text/plain', 'text/html', 'image/png',
+  'image/jpeg', 'application/vnd.openxmlformats-officedocument.wordprocessingml.document',
+  'application/vnd.openxmlformats-officedocument.presentationml.presentation'];
+
+/** A file worth sending: a name we read, or no extension at all (the server looks inside). */
+function readable(file) {
+  const name = file.name.toLowerCase();
+  const dot = name.lastIndexOf('.');
+  return dot <= 0 || UPLOAD_EXTENSIONS.some((ext) => name.endsWith(ext));
+}
 
 export class Materials {
   /** ctx: what the component lends its parts (component.js, `_context`). */
@@ -18,8 +33,8 @@ export class Materials {
     this.items = new Map(); // material id → material (REST shape + local fields)
     this.uploads = new Set(); // XHRs in flight
 
-    this.fileInput = el('input', { type: 'file', accept: 'application/pdf,.pdf', multiple: true,
-      hidden: true });
+    this.fileInput = el('input', { type: 'file', accept: [...UPLOAD_EXTENSIONS, ...UPLOAD_TYPES].join(','),
+      multiple: true, hidden: true });
     const pickFile = el('button', { type: 'button', class: 'ghost' });
     pickFile.innerHTML = ICONS.upload;
     pickFile.append(' ', t.chooseFile);
@@ -215,7 +230,7 @@ export class Materials {
     let text;
     if (m.status === 'ready') {
       const bits = [t.ready];
-      if (m.pages) bits.push(t.pages(m.pages));
+      if (m.pages) bits.push(m.kind === 'pptx' ? t.slides(m.pages) : t.pages(m.pages));
       else if (m.duration_s) bits.push(formatTime(m.duration_s));
       if (m.chunk_count) bits.push(t.chunks(m.chunk_count));
       text = bits.join(' · ');
@@ -246,32 +261,32 @@ export class Materials {
 
   // --- adding ---------------------------------------------------------------------------------
 
-  /** Upload files (from the picker or a drop); what is not a PDF is refused with a reason. */
+  /** Upload files (from the picker or a drop); a name that can be nothing we read is refused
+   * with a reason, the rest go to the server, which tells the format by the content. */
   upload(files) {
     for (const file of files) {
-      const isPdf = file.type === 'application/pdf' || /\.pdf$/i.test(file.name);
-      if (!isPdf) {
-        this.ctx.toast(this.t.onlyPdf(file.name));
+      if (!readable(file)) {
+        this.ctx.toast(this.t.unsupportedFile(file.name));
         continue;
       }
-      this._uploadPdf(file);
+      this._uploadFile(file);
     }
   }
 
-  _uploadPdf(file) {
+  _uploadFile(file) {
     // XHR rather than fetch: it reports upload progress for the bar.
     const { api } = this.ctx;
     const { t } = this;
     const session = api.session;
     const localId = `local-${uuid()}`;
-    this._upsert({ id: localId, kind: 'pdf', title: file.name, status: 'uploading',
+    this._upsert({ id: localId, kind: 'file', title: file.name, status: 'uploading',
       upload_pct: 0 }, false);
     const settle = (material, error) => {
       this.items.get(localId)?.el?.remove();
       this.items.delete(localId);
       if (material) this._upsert(material, false);
       else {
-        this._upsert({ id: `failed-${uuid()}`, kind: 'pdf', title: file.name,
+        this._upsert({ id: `failed-${uuid()}`, kind: 'file', title: file.name,
           status: 'failed', error }, false);
       }
     };

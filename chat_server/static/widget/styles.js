@@ -196,6 +196,8 @@ textarea.field { resize: vertical; min-height: 80px; display: block; margin: 6px
 .sheet .drawer-head { font-weight: 600; }
 .sheet .where { font-size: 13px; color: var(--th-muted); }
 .sheet .where a { color: var(--th-accent); }
+.sheet .original:not(:empty) { margin-top: 8px; }
+.sheet .original a { color: var(--th-accent); }
 .sheet blockquote mark { background: rgba(250, 204, 21, .38); color: inherit; border-radius: 2px; }
 .sheet blockquote { margin: 10px 0 0; padding: 10px 12px; border-left: 3px solid var(--th-accent);
   background: var(--th-surface); border-radius: 0 10px 10px 0; white-space: pre-wrap; overflow-wrap: anywhere; }
