@@ -221,6 +221,10 @@ class Settings(BaseSettings):
         description="Tesseract languages for OCR of scans and images, JSON list (each needs "
         "its Debian package: tesseract-ocr-eng, tesseract-ocr-rus, …).",
     )
+    ocr_workers: int = Field(
+        0, description="Pages of one material read by OCR at once (Tesseract processes, one "
+        "thread each); 0 = one per CPU core."
+    )
     ocr_dpi: int = Field(
         300, description="Resolution scanned PDF pages are rendered at for OCR, dots per inch."
     )

@@ -105,7 +105,7 @@ class Reporter:
         self.done = 0
         self.total = 0
         self._sent: tuple[str, int, int] | None = None
-        self.urgent = False
+        self.pages: list[tuple[str, int, int]] = []
         self._sent_at = 0.0
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -116,7 +116,9 @@ class Reporter:
         if total is not None:
             self.total = total
         if self.stage == "ocr":
-            self.urgent = True  # a page read by OCR takes a second or more: each one is news
+            # A page read by OCR takes a second or more, and pages finish together when read
+            # at once: each count goes out (list.append is atomic across threads).
+            self.pages.append((self.stage, done, self.total))
 
     def switch(self, stage: str) -> None:
         """A new stage within extraction (from its thread): "ocr" once scans are read; the
@@ -124,16 +126,16 @@ class Reporter:
         self.stage, self.done, self.total = stage, 0, 0
 
     async def begin(self, stage: str, total: int, done: int = 0) -> None:
+        await self._send_pages()
         if self._sent is not None:
-            # The previous stage's last count goes out first (an OCR page's always).
-            urgent, self.urgent = self.urgent, False
-            await self.flush(force=urgent)
+            await self.flush(force=False)  # the previous stage's last count goes out first
         self.stage, self.done, self.total = stage, done, total
         await self.flush()
 
-    async def flush(self, *, force: bool = True, spacing: float = 0.0) -> None:
+    async def flush(self, *, force: bool = True, spacing: float = 0.0,
+                    state: tuple[str, int, int] | None = None) -> None:
         async with self._lock:
-            state = (self.stage, self.done, self.total)
+            state = state or (self.stage, self.done, self.total)
             now = time.monotonic()
             # An unchanged count is repeated after 0.75 s: with the 0.25 s tick below, no gap
             # between events exceeds a second. The tick sends a new count at most every `spacing`.
@@ -159,8 +161,12 @@ class Reporter:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(0.25)
-            urgent, self.urgent = self.urgent, False
-            await self.flush(force=urgent, spacing=0.5)
+            await self._send_pages()
+            await self.flush(force=False, spacing=0.5)
+
+    async def _send_pages(self) -> None:
+        while self.pages:
+            await self.flush(state=self.pages.pop(0))
 
     async def __aenter__(self) -> Reporter:
         self._task = asyncio.create_task(self._loop())

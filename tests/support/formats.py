@@ -40,9 +40,11 @@ def image_bytes(image: Image, fmt: str = "PNG") -> bytes:
     return out.getvalue()
 
 
-def scanned_pdf(pages: list[str | list[str]]) -> bytes:
+def scanned_pdf(pages: list[str | list[str]], width: int = 1100, size: int = 30,
+                fmt: str = "PNG") -> bytes:
     """A PDF of text pages (a str: a text layer) and scanned ones (a list of lines: only an
-    image of them, sized so that SCAN_DPI renders it pixel for pixel)."""
+    image of them, `width` pixels wide with `size`-pixel letters, sized so that SCAN_DPI renders
+    it pixel for pixel; 2480 and 42: an A4 page of 10-point text scanned at 300 dpi)."""
     from fpdf import FPDF
 
     pdf = FPDF(unit="pt")
@@ -55,10 +57,10 @@ def scanned_pdf(pages: list[str | list[str]]) -> bytes:
             pdf.set_xy(36, 36)
             pdf.multi_cell(0, 14, page)
             continue
-        image = render_lines(page)
+        image = render_lines(page, width, size)
         w, h = (image.width * 72 / SCAN_DPI, image.height * 72 / SCAN_DPI)
         pdf.add_page(format=(w, h))
-        pdf.image(io.BytesIO(image_bytes(image)), x=0, y=0, w=w, h=h)
+        pdf.image(io.BytesIO(image_bytes(image, fmt)), x=0, y=0, w=w, h=h)
     return bytes(pdf.output())
 
 

