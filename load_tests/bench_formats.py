@@ -34,21 +34,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chat_server.app import create_app  # noqa: E402
-from chat_server.db import migrate  # noqa: E402
 from chat_server.materials.formats.ocr import describe  # noqa: E402
 from chat_server.materials.formats.ocr import workers as ocr_workers  # noqa: E402
-from chat_server.settings import Settings  # noqa: E402
-from load_tests.report import Report, cpu_probe  # noqa: E402
+from load_tests.report import Report, bench_settings, cpu_probe  # noqa: E402
 from tests.support.formats import make_pptx, render_lines, scanned_pdf  # noqa: E402
 from tests.support.ingest import make_pdf  # noqa: E402
-from tests.support.services import database_uri, postgres_server, serve_app  # noqa: E402
+from tests.support.services import serve_app  # noqa: E402
 from tests.support.ws import new_user, socket  # noqa: E402
 
 REPORT = ROOT / "load_tests" / "reports" / "formats.md"
@@ -152,16 +149,7 @@ async def main_async(rounds: int, page_runs: int, version: str) -> str:
     text = make_pdf(["\n".join(p) for p in pages])
     with tempfile.TemporaryDirectory(prefix="bench-formats-") as tmp:
         work = Path(tmp)
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(work / "run"))
-        with postgres_server(work) as base_uri:
-            conn = await asyncpg.connect(database_uri(base_uri, "postgres").replace("+asyncpg", ""))
-            await conn.execute("create database bench")
-            await conn.close()
-            url = database_uri(base_uri, "bench")
-            await asyncio.to_thread(migrate, url)
-            settings = Settings(_env_file=None, database_url=url, data_dir=work / "data",  # type: ignore[call-arg]
-                                secret_key="bench-secret-key-0123456789-0123456789",
-                                auto_migrate=False)
+        async with bench_settings(work) as settings:
             say(f"# Slides and scans benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
             say()
             say(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

@@ -29,22 +29,20 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chat_server.app import create_app  # noqa: E402
-from chat_server.db import migrate  # noqa: E402
 from chat_server.embeddings import LocalEmbedder, load_local_model  # noqa: E402
 from chat_server.retrieval import (  # noqa: E402
     embed_query,
 )
 from chat_server.settings import Settings  # noqa: E402
-from load_tests.report import Report, pct  # noqa: E402
+from load_tests.report import Report, bench_settings, pct  # noqa: E402
 from tests.support.ingest import make_pdf  # noqa: E402
-from tests.support.services import database_uri, postgres_server, serve_app  # noqa: E402
+from tests.support.services import serve_app  # noqa: E402
 from tests.support.ws import new_user, recv, socket  # noqa: E402
 
 REPORT = ROOT / "load_tests" / "reports" / "ingest.md"
@@ -153,16 +151,7 @@ async def main_async(args: argparse.Namespace) -> str:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(work / "run"))
-        with postgres_server(work) as base_uri:
-            conn = await asyncpg.connect(database_uri(base_uri, "postgres").replace("+asyncpg", ""))
-            await conn.execute('create database bench')
-            await conn.close()
-            url = database_uri(base_uri, "bench")
-            await asyncio.to_thread(migrate, url)
-            settings = Settings(_env_file=None, database_url=url, data_dir=work / "data",  # type: ignore[call-arg]
-                                secret_key="bench-secret-key-0123456789-0123456789", auto_migrate=False)
-
+        async with bench_settings(work) as settings:
             t0 = time.perf_counter()
             model = await asyncio.to_thread(load_local_model, settings.embedding_threads)
             model_s = time.perf_counter() - t0

@@ -8,9 +8,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -106,3 +107,25 @@ def serve_checkout(code: Path, port: int, **env: str) -> Iterator[subprocess.Pop
 def commit_of(code: Path) -> str:
     return subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip() or "?"
+
+
+@asynccontextmanager
+async def bench_settings(work: Path) -> AsyncIterator[Any]:
+    """Settings on a fresh, migrated Postgres (pgserver in `work`) for an in-process server."""
+    import asyncio
+
+    import asyncpg
+
+    from chat_server.db import migrate
+    from chat_server.settings import Settings
+    from tests.support.services import database_uri, postgres_server
+
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(work / "run"))
+    with postgres_server(work) as base_uri:
+        conn = await asyncpg.connect(database_uri(base_uri, "postgres").replace("+asyncpg", ""))
+        await conn.execute("create database bench")
+        await conn.close()
+        url = database_uri(base_uri, "bench")
+        await asyncio.to_thread(migrate, url)
+        yield Settings(_env_file=None, database_url=url, data_dir=work / "data",  # type: ignore[call-arg]
+                       secret_key="bench-secret-key-0123456789-0123456789", auto_migrate=False)

@@ -14,7 +14,7 @@ from chat_server.settings import Settings
 from tests.support.browser import artifact, browser_fixture, page_fixture  # noqa: F401
 from tests.support.ingest import Video, make_pdf, youtube_server
 from tests.support.services import serve_app
-from tests.support.widget import log_in, material_states, record_material_states, register
+from tests.support.widget import ask, log_in, material_states, record_material_states, register
 
 PAGES = [
     "Mitochondria are the powerhouse of the cell. They produce ATP through cellular "
@@ -166,11 +166,7 @@ async def test_youtube_link_and_pasted_text_with_timestamped_citation(settings: 
             await page.screenshot(path=artifact("widget-materials.png"))
             await chat.get_by_role("button", name="Close").first.click()
 
-            box = chat.get_by_label("Message the tutor")
-            await box.fill("What does photosynthesis turn light into?")
-            await box.press("Enter")
-            answer = chat.locator(".msg.assistant").last
-            await expect(answer).to_have_attribute("data-status", "stop", timeout=30_000)
+            answer = await ask(chat, "What does photosynthesis turn light into?")
             await expect(answer.locator(".md")).to_contain_text("Photosynthesis turns light into sugar")
             await answer.locator(".md .cite").first.click()
             link = chat.get_by_role("dialog").get_by_role("link", name="Watch on YouTube at 1:05")
@@ -198,11 +194,7 @@ async def test_a_presentation_is_cited_by_slide_and_its_original_downloads(base_
     await expect(item.locator(".state")).to_contain_text("Ready · 3 slides")
     await chat.get_by_role("button", name="Close").first.click()
 
-    box = chat.get_by_label("Message the tutor")
-    await box.fill("What temperature did the lava of Mount Etna reach?")
-    await box.press("Enter")
-    answer = chat.locator(".msg.assistant").last
-    await expect(answer).to_have_attribute("data-status", "stop", timeout=30_000)
+    answer = await ask(chat, "What temperature did the lava of Mount Etna reach?")
     await expect(answer.locator(".sources .source").first).to_contain_text("volcanoes · slide 3")
     await answer.locator(".md .cite").first.click()
     sheet = chat.get_by_role("dialog")

@@ -46,6 +46,16 @@ def streaming_from(settings: Settings, provider: FakeProvider) -> Settings:
         "openai_api_key": "sk-test", "llm_retries": 0})
 
 
+async def ask(chat: Locator, question: str) -> Locator:
+    """Send a question with the message box; return the finished answer's message."""
+    box = chat.get_by_label("Message the tutor")
+    await box.fill(question)
+    await box.press("Enter")
+    answer = chat.locator(".msg.assistant").last
+    await expect(answer).to_have_attribute("data-status", "stop", timeout=30_000)
+    return answer
+
+
 @asynccontextmanager
 async def school_site(port: int, tutor_url: str, element: str) -> AsyncIterator[str]:
     """A host site on its own origin (a loopback port) whose page embeds the widget served by
