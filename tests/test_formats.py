@@ -157,6 +157,8 @@ def test_hostile_files_fail_with_a_reason(tmp_path: Path) -> None:
         "zip bomb": lambda: check_zip(_write(tmp_path, "b.docx", zip_bomb_docx(64 << 20)), s),
         "5,000 empty slides": lambda: extract_pptx(_write(tmp_path, "e.pptx", many_empty_slides(5000)), s),
         "pixel bomb": lambda: open_image(_write(tmp_path, "p.png", pixel_bomb_png(12_000, 12_000)), s),
+        "pixel bomb in a scanned page": lambda: extract_pdf(
+            _write(tmp_path, "q.pdf", scanned_pdf(SCAN)), s.model_copy(update={"max_image_pixels": 100_000})),
         "OCR pages": lambda: extract_pdf(_write(tmp_path, "s.pdf", scanned_pdf(SCAN)),
                                          s.model_copy(update={"ocr_max_pages": 1})),
         "OCR time": lambda: extract_pdf(_write(tmp_path, "t.pdf", scanned_pdf(SCAN)),
@@ -168,6 +170,7 @@ def test_hostile_files_fail_with_a_reason(tmp_path: Path) -> None:
     assert failures["zip bomb"] == TOO_LARGE_UNPACKED.format(limit=20)
     assert failures["5,000 empty slides"] == TOO_MANY_ENTRIES.format(limit=10_000)
     assert "12000 × 12000 pixels" in failures["pixel bomb"]
+    assert "1100 × " in failures["pixel bomb in a scanned page"] and "more than the 100,000 pixels" in failures["pixel bomb in a scanned page"]
     assert "has 2 scanned pages to read by OCR, more than the 1" in failures["OCR pages"]
     assert "took longer than the 0 seconds" in failures["OCR time"]
 

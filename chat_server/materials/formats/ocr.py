@@ -43,8 +43,11 @@ TOO_MANY_PAGES = ("This file has {pages} scanned pages to read by OCR, more than
                   "material may have. Split it into smaller files.")
 TOO_SLOW = ("Reading this scan by OCR took longer than the {limit} seconds a material may "
             "take. Split it into smaller files or upload a PDF with selectable text.")
-TOO_MANY_PIXELS = ("This image is {width} × {height} pixels, more than the {limit} million "
-                   "pixels we read: it is refused as a possible decompression bomb.")
+TOO_MANY_PIXELS = ("This image is {width} × {height} pixels, more than the {limit:,} pixels we "
+                   "read: it is refused as a possible decompression bomb.")
+# Pillow refuses an image past twice its own limit before its size is known to us.
+FAR_TOO_MANY_PIXELS = ("This image has far more than the {limit:,} pixels we read: it is refused "
+                       "as a possible decompression bomb.")
 BAD_IMAGE = "This image is damaged or not a PNG or JPEG we can read."
 
 _PDFIUM = threading.Lock()
@@ -140,7 +143,7 @@ class OcrBudget:
 def check_pixels(width: int, height: int, settings: Settings) -> None:
     if width * height > settings.max_image_pixels:
         raise MaterialFailed(TOO_MANY_PIXELS.format(
-            width=width, height=height, limit=round(settings.max_image_pixels / 1e6)))
+            width=width, height=height, limit=settings.max_image_pixels))
 
 
 def open_image(path: Path, settings: Settings) -> Image:
@@ -159,8 +162,7 @@ def open_image(path: Path, settings: Settings) -> Image:
     except MaterialFailed:
         raise
     except PILImage.DecompressionBombError as exc:
-        raise MaterialFailed(TOO_MANY_PIXELS.format(
-            width="?", height="?", limit=round(settings.max_image_pixels / 1e6))) from exc
+        raise MaterialFailed(FAR_TOO_MANY_PIXELS.format(limit=settings.max_image_pixels)) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise MaterialFailed(BAD_IMAGE) from exc
     return ImageOps.exif_transpose(image).convert("L")
