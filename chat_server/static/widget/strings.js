@@ -187,7 +187,7 @@ export const RU = {
   source: (n) => `Источник ${n}`,
   page: (p) => `стр. ${p}`,
   slide: (n) => `слайд ${n}`,
-  section: (title) => `§ ${title}`,
+  section: (title) => `раздел «${title}»`,
   openAtPage: (p) => `Открыть оригинал на стр. ${p}`,
   openSlide: (n) => `Открыть презентацию (слайд ${n})`,
   openOriginal: 'Открыть исходный файл',
