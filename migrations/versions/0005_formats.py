@@ -10,7 +10,7 @@ Downgrade: enum values can't be dropped, so the type is rebuilt; materials of th
 become `text` (their chunks stay searchable; their files are no longer served).
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-04
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0005"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
