@@ -13,6 +13,13 @@ from chat_server.db import libpq_url
 from chat_server.settings import Settings
 from chat_server.telegram.render import to_html, to_text
 from chat_server.telegram.routes import SECRET_HEADER
+from tests.support.formats import (
+    encrypted_docx,
+    image_bytes,
+    make_pptx,
+    render_lines,
+    scanned_pdf,
+)
 from tests.support.ingest import Video, make_pdf, youtube_server
 from tests.support.telegram import telegram_env
 from tests.support.ws import recv, socket
@@ -244,8 +251,8 @@ async def test_a_pdf_and_a_youtube_link_are_ingested_with_a_status_message_each(
 
             api.document(1101, b"%PDF-1.4 big", "huge.pdf", file_size=300_000)
             await api.wait_text(1101, "This file is 0.3 MB; the upload limit is 0.2 MB.")
-            api.document(1101, b"plain words", "notes.txt", mime_type="text/plain")
-            await api.wait_text(1101, "This file is not a PDF.")
+            api.document(1101, MP3, "song.mp3", mime_type="audio/mpeg")
+            await api.wait_text(1101, "I cannot read this file. I add PDFs")
 
             api.message(1101, "Watch https://youtu.be/dQw4w9WgXcQ please")
             offer = await api.wait_text(1101, "Add the transcript of this video")
@@ -266,6 +273,47 @@ async def test_a_pdf_and_a_youtube_link_are_ingested_with_a_status_message_each(
             assert "📄 Biology notes: ready" in listing.text
             assert "▶️ YouTube video dQw4w9WgXcQ: ready" in listing.text
             assert len((await env.conversation(auth))["messages"]) == 2
+
+
+MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00\xff\xfb\x90\x00"
+
+
+async def test_any_format_by_its_content_a_photo_and_the_ocr_stage_in_russian(
+    settings: Settings,
+) -> None:
+    async with telegram_env(settings, telegram_edit_interval_s=0.05) as env:
+        api = env.api
+        await env.linked(1111, "ru")
+        # Neither the name nor the MIME type Telegram reports says what the file is.
+        deck = make_pptx([("Вулканы", "Магма поднимается к поверхности.", None)])
+        api.document(1111, deck, "лекция", mime_type="application/octet-stream", language="ru")
+        await api.wait_text(1111, "лекция готов", within_s=120)
+
+        scan = scanned_pdf([["Фотосинтез идёт в хлоропластах.",
+                             "Photosynthesis happens in chloroplasts."]])
+        api.document(1111, scan, "скан.png", mime_type="image/png", language="ru")
+        ready = await api.wait_text(1111, "скан готов", within_s=120)
+        shown = [c.params["text"] for c in api.of("editMessageText", 1111)
+                 if int(c.params["message_id"]) == ready.message_id]
+        assert "⏳ скан: распознаю текст 0/1" in shown, shown
+
+        page = render_lines(["Митохондрии вырабатывают энергию клетки."])
+        api.photo(1111, image_bytes(page, "JPEG"), page.width, page.height,
+                  caption="Конспект", language="ru")
+        await api.wait_text(1111, "Конспект готов", within_s=120)
+
+        api.document(1111, MP3, "песня.mp3", mime_type="audio/mpeg", language="ru")
+        await api.wait_text(1111, "Не могу прочитать этот файл. Я добавляю PDF")
+        api.document(1111, encrypted_docx(), "тайна.docx", language="ru",
+                     mime_type="application/vnd.openxmlformats-officedocument."
+                               "wordprocessingml.document")
+        await api.wait_text(1111, "Файл защищён паролем.")
+
+        api.message(1111, "/materials", language="ru")
+        listing = (await api.wait_text(1111, "Ваши материалы")).text
+        for line in ("📊 лекция: готов", "📄 скан: готов", "🖼️ Конспект: готов"):
+            assert line in listing, listing
+        assert len(api.of("getFile")) == 5
 
 
 async def test_browser_replies_reach_telegram_only_in_the_telegram_conversation(

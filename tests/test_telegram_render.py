@@ -106,6 +106,18 @@ def test_sources_list_pages_and_timestamps_escaped() -> None:
     assert sources([], EN["sources"], EN["page"]) == ""
 
 
+def test_sources_name_the_slide_and_the_section_in_both_languages() -> None:
+    cited = [{"n": 1, "title": "Volcanoes", "kind": "pptx", "page": 3},
+             {"n": 2, "title": "Notes", "kind": "docx", "section": "Methods <&>"},
+             {"n": 3, "title": "Scan", "kind": "pdf", "page": 2}]
+    for lang, expected in ((EN, "[1] Volcanoes, slide 3\n[2] Notes, § Methods <&>\n"
+                                "[3] Scan, p. 2"),
+                           (RU, "[1] Volcanoes, слайд 3\n[2] Notes, раздел «Methods <&>»\n"
+                                "[3] Scan, с. 2")):
+        listed = sources(cited, lang["sources"], lang["page"], lang["slide"], lang["section"])
+        assert parse_html(listed) == f"{lang['sources']}\n{expected}"
+
+
 def test_every_text_exists_in_both_languages_and_is_valid_html() -> None:
     assert EN.keys() == RU.keys()
     for texts in (EN, RU):

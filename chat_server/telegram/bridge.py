@@ -4,7 +4,9 @@ An update is handled by one process only (claims.py), then by aiogram's dispatch
 
 - a text becomes a `chat.send` on the user's socket (client.py) into the chat's current
   conversation; the reply's events stream into the chat (replies.py);
-- a PDF is downloaded through the Bot API file endpoint and uploaded with `POST /materials`;
+- a file (a document of any format the server reads, or a photo of a page) is downloaded
+  through the Bot API file endpoint and uploaded with `POST /materials`, which tells its format
+  by content;
   a YouTube link is offered with a button, then added with `POST /materials/youtube`; either
   way one status message follows the ingestion (materials.py);
 - commands: /start <code> (linking), /new, /stop, /materials, /socratic on|off, /unlink,
@@ -29,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from aiogram import Dispatcher, F, Router
@@ -352,6 +355,7 @@ class Bridge:
         router.message.register(self._unlink, Command("unlink"))
         router.message.register(self._help, F.text.startswith("/"))
         router.message.register(self._document, F.document)
+        router.message.register(self._photo, F.photo)
         router.message.register(self._text, F.text)
         router.callback_query.register(self._callback, F.data.startswith("yt:"))
         router.stopped_message_generation.register(self._stopped)
@@ -476,7 +480,8 @@ class Bridge:
         if not items:
             await self._say(message.chat.id, t(lang, "materials_none"))
             return
-        icons = {"pdf": "📄", "youtube": "▶️", "text": "📝"}
+        icons = {"pdf": "📄", "docx": "📃", "pptx": "📊", "markdown": "📝", "html": "🌐",
+                 "image": "🖼️", "youtube": "▶️", "text": "📝"}
         lines = [t(lang, "materials_head")]
         for m in items:
             state = t(lang, f"state_{m['status']}")
@@ -600,29 +605,40 @@ class Bridge:
 
     async def _document(self, message: Message) -> None:
         doc = message.document
+        if doc is not None:
+            await self._file(message, doc.file_id, doc.file_name or "document", doc.file_size,
+                             doc.mime_type)
+
+    async def _photo(self, message: Message) -> None:
+        """A photo of a page: Telegram's largest rendition of it (JPEG), read by OCR."""
+        if message.photo:
+            best = message.photo[-1]
+            await self._file(message, best.file_id, "photo.jpg", best.file_size, "image/jpeg")
+
+    async def _file(self, message: Message, file_id: str, name: str, size: int | None,
+                    mime_type: str | None) -> None:
+        """Download a file the user sent and upload it as theirs. Neither its name nor the MIME
+        type Telegram reports decides anything: the server tells the format by the content, as
+        for any upload, and its refusal (415, 422) is answered in the user's language."""
         user_id = await self._user(message, command=False)
-        if user_id is None or doc is None:
+        if user_id is None:
             return
         chat_id, lang = message.chat.id, _lang(message.from_user)
-        name = doc.file_name or "document.pdf"
-        if doc.mime_type != "application/pdf" and not name.lower().endswith(".pdf"):
-            await self._say(chat_id, t(lang, "only_pdf"))
-            return
         limit = self.settings.max_upload_bytes
-        size = doc.file_size or 0
+        size = size or 0
         if size > limit:
             await self._say(chat_id, t(lang, "too_big", size=_mb(size), limit=_mb(limit)))
             return
         if size > BOT_API_DOWNLOAD_LIMIT and self.settings.telegram_api_url == PUBLIC_BOT_API:
             await self._say(chat_id, t(lang, "too_big_api", size=_mb(size)))
             return
-        title = (message.caption or "").strip()[:300] or name.removesuffix(".pdf").strip()
+        title = (message.caption or "").strip()[:300] or PurePath(name).stem.strip() or name
         status = await self._say(chat_id, t(lang, "status_downloading", title=escape(title)))
         if status is None:
             return
         with tempfile.TemporaryFile() as spool:
             try:
-                file = await self.bot.get_file(doc.file_id)
+                file = await self.bot.get_file(file_id)
                 if file.file_path is not None:
                     await self.bot.download_file(file.file_path, spool, timeout=300)
             except TelegramBadRequest as exc:
@@ -637,9 +653,9 @@ class Bridge:
                 await self._status(chat_id, status.message_id, t(lang, "download_failed"))
                 return
             spool.seek(0)
+            part = (name, spool, mime_type or "application/octet-stream")
             await self._add(user_id, chat_id, status.message_id, lang, title, "POST",
-                            "/materials", files={"file": (name, spool, "application/pdf")},
-                            data={"title": title})
+                            "/materials", files={"file": part}, data={"title": title})
 
     async def _callback(self, query: CallbackQuery) -> None:
         with suppress(TelegramAPIError):
@@ -673,18 +689,24 @@ class Bridge:
         except Unavailable:
             await self._status(chat_id, status_id, t(lang, "unavailable"))
             return
-        if r.status_code == 413:
-            limit = self.settings.max_upload_bytes
-            await self._status(chat_id, status_id, t(lang, "too_big", size=">" + _mb(limit),
-                                                     limit=_mb(limit)))
-            return
         if r.status_code not in (200, 202):
             try:
-                reason = str(r.json().get("message"))
+                error = r.json()
+                code, reason = str(error.get("error")), str(error.get("message"))
             except ValueError:
-                reason = f"HTTP {r.status_code}"
-            await self._status(chat_id, status_id, t(lang, "upload_failed",
-                                                     message=escape(reason)))
+                code, reason = "", f"HTTP {r.status_code}"
+            limit = self.settings.max_upload_bytes
+            if code == "storage_quota_exceeded":
+                text = t(lang, "storage_full")
+            elif code == "password_protected":
+                text = t(lang, "password_protected")
+            elif r.status_code == 415:  # not a format we read, or its name claims another
+                text = t(lang, "not_supported")
+            elif r.status_code == 413:
+                text = t(lang, "too_big", size=">" + _mb(limit), limit=_mb(limit))
+            else:
+                text = t(lang, "upload_failed", message=escape(reason))
+            await self._status(chat_id, status_id, text)
             return
         material = r.json()
         material_id = str(material["id"])

@@ -22,7 +22,7 @@ from aiogram.methods import EditMessageText
 
 from chat_server.telegram.botapi import Outbox, not_modified
 from chat_server.telegram.render import escape
-from chat_server.telegram.texts import t
+from chat_server.telegram.texts import EN, t
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,9 @@ class MaterialStatus:
             return t(lang, "status_failed", title=title,
                      reason=escape(str(state.get("reason") or "?")))
         if kind == "material.progress" and state.get("total"):
-            stage = str(state.get("stage"))
-            words = {"extracting", "chunking", "embedding", "indexing"}
+            key = f"stage_{state.get('stage')}"  # a stage not in the catalogue shows as named
             return t(lang, "status_stage", title=title,
-                     stage=t(lang, f"stage_{stage}") if stage in words else escape(stage),
+                     stage=t(lang, key) if key in EN else escape(str(state.get("stage"))),
                      done=state.get("done", 0), total=state["total"])
         return t(lang, "status_queued", title=title)
 

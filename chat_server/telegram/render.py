@@ -188,15 +188,20 @@ def timestamp(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def sources(citations: Iterable[Mapping[str, Any]], heading: str, page: str) -> str:
-    """The reply's citations as a short numbered list: `[1] Title, p. 3` / `[2] Video, 4:05`."""
+def sources(citations: Iterable[Mapping[str, Any]], heading: str, page: str,
+            slide: str | None = None, section: str = "§ {title}") -> str:
+    """The reply's citations as a short numbered list: `[1] Title, p. 3` / `[2] Deck, slide 4`
+    / `[3] Notes, § Methods` / `[4] Video, 4:05` (the words in the user's language)."""
     lines = []
     for c in citations:
         where = ""
-        if c.get("page") is not None:
-            where = f", {page} {c['page']}"
+        if c.get("page") is not None:  # a PPTX's page is its slide (docs/protocol.md)
+            word = slide if slide and c.get("kind") == "pptx" else page
+            where = f", {word} {c['page']}"
         elif c.get("start_s") is not None:
             where = f", {timestamp(float(c['start_s']))}"
+        elif c.get("section"):
+            where = ", " + escape(section.format(title=str(c["section"])[:80]))
         title = str(c.get("title") or "")[:120]
         lines.append(f"[{c.get('n')}] {escape(title)}{where}")
     return f"<b>{escape(heading)}</b>\n" + "\n".join(lines) if lines else ""

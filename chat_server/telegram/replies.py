@@ -218,7 +218,8 @@ class ReplyStream:
             notes.append(f"<i>{render.escape(t(lang, 'failed', message=self.error or '?'))}</i>")
         elif self.finish_reason == "interrupted":
             notes.append(f"<i>{render.escape(t(lang, 'interrupted'))}</i>")
-        listed = render.sources(self.citations, t(lang, "sources"), t(lang, "page"))
+        listed = render.sources(self.citations, t(lang, "sources"), t(lang, "page"),
+                                t(lang, "slide"), t(lang, "section"))
         if listed:
             notes.append(listed)
         return "\n\n".join(notes)

@@ -15,7 +15,9 @@ EN: dict[str, str] = {
         "/cards: review flashcards\n"
         "/quiz: a quiz on a material\n"
         "/unlink: disconnect this Telegram account\n\n"
-        "Send a PDF to add it to your materials, or a YouTube link to add its transcript."
+        "Send a file to add it to your materials: a PDF (with text or scanned), Word (.docx), "
+        "PowerPoint (.pptx), Markdown, HTML or text file, or a PNG or JPEG image of a page. "
+        "Send a YouTube link to add its transcript."
     ),
     "unlinked": (
         "This is the Tutorhub tutor. To use it, link your account: open Tutorhub in the "
@@ -51,9 +53,20 @@ EN: dict[str, str] = {
     "interrupted": "⚠️ The answer was interrupted (the server restarted).",
     "sources": "Sources",
     "page": "p.",
-    "materials_none": "You have no materials yet. Send a PDF or a YouTube link.",
+    "slide": "slide",
+    "section": "§ {title}",
+    "materials_none": "You have no materials yet. Send a file (PDF, Word, PowerPoint, Markdown, "
+                      "HTML, text, a scan) or a YouTube link.",
     "materials_head": "<b>Your materials</b>",
-    "only_pdf": "I can add PDF documents (or YouTube links). This file is not a PDF.",
+    "not_supported": (
+        "I cannot read this file. I add PDFs (with text or scanned), Word (.docx), PowerPoint "
+        "(.pptx), Markdown, HTML and text files, PNG and JPEG images, and YouTube links."
+    ),
+    "password_protected": "This file has a password. Save it without one and send it again.",
+    "storage_full": (
+        "Your file storage is full. Delete materials you no longer need in Tutorhub, then send "
+        "the file again."
+    ),
     "too_big": "This file is {size} MB; the upload limit is {limit} MB.",
     "too_big_api": "Telegram does not let bots download files this large ({size} MB).",
     "download_failed": "I could not download this file from Telegram. Please send it again.",
@@ -70,6 +83,7 @@ EN: dict[str, str] = {
     "stage_chunking": "splitting",
     "stage_embedding": "indexing",
     "stage_indexing": "saving",
+    "stage_ocr": "recognising text",
     "state_queued": "queued",
     "state_processing": "processing",
     "state_ready": "ready",
@@ -87,8 +101,9 @@ RU: dict[str, str] = {
         "/cards: повторить карточки\n"
         "/quiz: тест по материалу\n"
         "/unlink: отвязать этот аккаунт Telegram\n\n"
-        "Пришлите PDF, чтобы добавить его в материалы, или ссылку на YouTube, чтобы добавить "
-        "расшифровку видео."
+        "Пришлите файл, чтобы добавить его в материалы: PDF (с текстом или скан), Word "
+        "(.docx), PowerPoint (.pptx), Markdown, HTML, текстовый файл или снимок страницы "
+        "(PNG, JPEG). Пришлите ссылку на YouTube, чтобы добавить расшифровку видео."
     ),
     "unlinked": (
         "Это репетитор Tutorhub. Чтобы им пользоваться, привяжите аккаунт: откройте Tutorhub "
@@ -124,9 +139,21 @@ RU: dict[str, str] = {
     "interrupted": "⚠️ Ответ прерван (сервер перезапустился).",
     "sources": "Источники",
     "page": "с.",
-    "materials_none": "Материалов пока нет. Пришлите PDF или ссылку на YouTube.",
+    "slide": "слайд",
+    "section": "раздел «{title}»",
+    "materials_none": "Материалов пока нет. Пришлите файл (PDF, Word, PowerPoint, Markdown, "
+                      "HTML, текст, скан) или ссылку на YouTube.",
     "materials_head": "<b>Ваши материалы</b>",
-    "only_pdf": "Я добавляю PDF-документы (и ссылки на YouTube). Этот файл — не PDF.",
+    "not_supported": (
+        "Не могу прочитать этот файл. Я добавляю PDF (с текстом или сканы), Word (.docx), "
+        "PowerPoint (.pptx), Markdown, HTML и текстовые файлы, изображения PNG и JPEG и "
+        "ссылки на YouTube."
+    ),
+    "password_protected": "Файл защищён паролем. Сохраните его без пароля и пришлите снова.",
+    "storage_full": (
+        "Хранилище ваших файлов заполнено. Удалите ненужные материалы в Tutorhub и пришлите "
+        "файл снова."
+    ),
     "too_big": "Файл весит {size} МБ; предел загрузки — {limit} МБ.",
     "too_big_api": "Telegram не даёт ботам скачивать такие большие файлы ({size} МБ).",
     "download_failed": "Не удалось скачать файл из Telegram. Пришлите его ещё раз.",
@@ -143,6 +170,7 @@ RU: dict[str, str] = {
     "stage_chunking": "разбиваю",
     "stage_embedding": "индексирую",
     "stage_indexing": "сохраняю",
+    "stage_ocr": "распознаю текст",
     "state_queued": "в очереди",
     "state_processing": "обрабатывается",
     "state_ready": "готов",

@@ -184,6 +184,22 @@ class FakeTelegram:
                            "file_size": len(data) if file_size is None else file_size}
         return self.push({"message": msg})
 
+    def photo(self, chat_id: int, data: bytes, width: int, height: int, *,
+              caption: str | None = None, user_id: int | None = None,
+              language: str = "en") -> int:
+        """A photo message as Telegram sends one: renditions smallest first; only the largest
+        (`data`) can be downloaded here, so a bridge that takes another fails loudly."""
+        file_id = f"photo{len(self.files) + 1}"
+        self.files[file_id] = (f"photos/file_{len(self.files)}.jpg", data)
+        msg = self._message(chat_id, user_id or chat_id, language, "private")
+        thumb = {"file_id": "thumb" + file_id, "file_unique_id": "uthumb" + file_id,
+                 "width": 90, "height": max(1, 90 * height // width), "file_size": 1000}
+        msg["photo"] = [thumb, {"file_id": file_id, "file_unique_id": "u" + file_id,
+                                "width": width, "height": height, "file_size": len(data)}]
+        if caption is not None:
+            msg["caption"] = caption
+        return self.push({"message": msg})
+
     def press(self, chat_id: int, message_id: int, data: str, *, user_id: int | None = None,
               language: str = "en") -> int:
         """The user presses an inline button of `message_id`."""
