@@ -298,9 +298,11 @@ async def test_any_format_by_its_content_a_photo_and_the_ocr_stage_in_russian(
         assert "⏳ скан: распознаю текст 0/1" in shown, shown
 
         page = render_lines(["Митохондрии вырабатывают энергию клетки."])
-        api.photo(1111, image_bytes(page, "JPEG"), page.width, page.height,
-                  caption="Конспект", language="ru")
+        photo = image_bytes(page, "JPEG")
+        api.photo(-1111, photo, page.width, page.height, user_id=1111, chat_type="group")
+        api.photo(1111, photo, page.width, page.height, caption="Конспект", language="ru")
         await api.wait_text(1111, "Конспект готов", within_s=120)
+        assert not api.messages[-1111]  # a photo in a group is conversation, not a material
 
         api.document(1111, MP3, "песня.mp3", mime_type="audio/mpeg", language="ru")
         await api.wait_text(1111, "Не могу прочитать этот файл. Я добавляю PDF")
@@ -313,7 +315,7 @@ async def test_any_format_by_its_content_a_photo_and_the_ocr_stage_in_russian(
         listing = (await api.wait_text(1111, "Ваши материалы")).text
         for line in ("📊 лекция: готов", "📄 скан: готов", "🖼️ Конспект: готов"):
             assert line in listing, listing
-        assert len(api.of("getFile")) == 5
+        assert len(api.of("getFile")) == 5  # not the group's photo
 
 
 async def test_browser_replies_reach_telegram_only_in_the_telegram_conversation(

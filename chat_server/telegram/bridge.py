@@ -610,8 +610,9 @@ class Bridge:
                              doc.mime_type)
 
     async def _photo(self, message: Message) -> None:
-        """A photo of a page: Telegram's largest rendition of it (JPEG), read by OCR."""
-        if message.photo:
+        """A photo of a page: Telegram's largest rendition of it (JPEG), read by OCR. Only in a
+        private chat: in a group, photos are conversation, and a file is sent as a document."""
+        if message.photo and message.chat.type == "private":
             best = message.photo[-1]
             await self._file(message, best.file_id, "photo.jpg", best.file_size, "image/jpeg")
 

@@ -186,12 +186,12 @@ class FakeTelegram:
 
     def photo(self, chat_id: int, data: bytes, width: int, height: int, *,
               caption: str | None = None, user_id: int | None = None,
-              language: str = "en") -> int:
+              language: str = "en", chat_type: str = "private") -> int:
         """A photo message as Telegram sends one: renditions smallest first; only the largest
         (`data`) can be downloaded here, so a bridge that takes another fails loudly."""
         file_id = f"photo{len(self.files) + 1}"
         self.files[file_id] = (f"photos/file_{len(self.files)}.jpg", data)
-        msg = self._message(chat_id, user_id or chat_id, language, "private")
+        msg = self._message(chat_id, user_id or chat_id, language, chat_type)
         thumb = {"file_id": "thumb" + file_id, "file_unique_id": "uthumb" + file_id,
                  "width": 90, "height": max(1, 90 * height // width), "file_size": 1000}
         msg["photo"] = [thumb, {"file_id": file_id, "file_unique_id": "u" + file_id,
