@@ -318,3 +318,187 @@ class TelegramChat(Base):
     language: Mapped[str] = mapped_column(String(8), nullable=False, default="en",
                                           server_default="en")
     updated_at: Mapped[datetime] = _now()
+
+
+# --- study tools (migration 0007): summaries, notes, flashcards, quizzes -------------------------
+
+
+class StudySet(Base):
+    """A material's study tools: the state of their generation (one row per material, the job
+    the workers run) and the summary and notes (Markdown with [n] markers; `citations` names
+    each n's sentence, passage and page or second, in the shape of `reply.citations`)."""
+
+    __tablename__ = "study_sets"
+
+    material_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("materials.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    status: Mapped[str] = mapped_column(String(20), nullable=False, default="queued")
+    kinds: Mapped[list[str]] = mapped_column(JSONB, nullable=False)
+    # Raised by every request: a run that started before the last request runs again.
+    requested: Mapped[int] = mapped_column(Integer, nullable=False, default=1, server_default="1")
+    stage: Mapped[str | None] = mapped_column(String(30))
+    progress_done: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    progress_total: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=0, server_default="0"
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    generator: Mapped[str | None] = mapped_column(String(120))
+    language: Mapped[str | None] = mapped_column(String(10))
+    summary: Mapped[str | None] = mapped_column(Text)
+    notes: Mapped[str | None] = mapped_column(Text)
+    citations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Flashcard(Base):
+    """A card: `front` asks, `back` answers; `quote` is the sentence of `passage` (a chunk of
+    the material) where the answer is, on `page` (PDF) or at `start_s` (YouTube)."""
+
+    __tablename__ = "flashcards"
+    __table_args__ = (
+        # A regenerated card with the same front and back keeps its id, so its review state.
+        UniqueConstraint("material_id", "key", name="uq_flashcards_material_key"),
+        Index("ix_flashcards_user_material", "user_id", "material_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    material_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("materials.id", ondelete="CASCADE"), nullable=False
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    idx: Mapped[int] = mapped_column(Integer, nullable=False)
+    key: Mapped[str] = mapped_column(String(64), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    front: Mapped[str] = mapped_column(Text, nullable=False)
+    back: Mapped[str] = mapped_column(Text, nullable=False)
+    quote: Mapped[str] = mapped_column(Text, nullable=False)
+    passage: Mapped[str] = mapped_column(Text, nullable=False)
+    page: Mapped[int | None] = mapped_column(Integer)
+    start_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = _now()
+
+
+class FlashcardState(Base):
+    """A card's spaced-repetition state for its learner: the `fsrs` package's Card as a dict,
+    and its due time (a card without a state is new)."""
+
+    __tablename__ = "flashcard_states"
+    __table_args__ = (Index("ix_flashcard_states_user_due", "user_id", "due"),)
+
+    card_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("flashcards.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    fsrs: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    due: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    reps: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    updated_at: Mapped[datetime] = _now()
+
+
+class FlashcardReview(Base):
+    """One review of a card (what the per-day limits count)."""
+
+    __tablename__ = "flashcard_reviews"
+    __table_args__ = (Index("ix_flashcard_reviews_user_at", "user_id", "reviewed_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    card_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("flashcards.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    rating: Mapped[int] = mapped_column(Integer, nullable=False)
+    was_new: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    reviewed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    due: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class Quiz(Base):
+    """A material's quiz (one per material; regenerating replaces its questions)."""
+
+    __tablename__ = "quizzes"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    material_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("materials.id", ondelete="CASCADE"), unique=True, nullable=False
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    language: Mapped[str] = mapped_column(String(10), nullable=False)
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class QuizQuestion(Base):
+    """kind: choice (`options`, one of them `answer`) | true_false (`answer` "true"/"false") |
+    short (`answer` typed). `quote` is the sentence of `passage` that holds the answer."""
+
+    __tablename__ = "quiz_questions"
+    __table_args__ = (UniqueConstraint("quiz_id", "idx", name="uq_quiz_questions_quiz_idx"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    quiz_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("quizzes.id", ondelete="CASCADE"), nullable=False
+    )
+    idx: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    prompt: Mapped[str] = mapped_column(Text, nullable=False)
+    options: Mapped[list[str] | None] = mapped_column(JSONB)
+    answer: Mapped[str] = mapped_column(Text, nullable=False)
+    explanation: Mapped[str] = mapped_column(Text, nullable=False)
+    quote: Mapped[str] = mapped_column(Text, nullable=False)
+    passage: Mapped[str] = mapped_column(Text, nullable=False)
+    page: Mapped[int | None] = mapped_column(Integer)
+    start_s: Mapped[float | None] = mapped_column(Float)
+
+
+class QuizAttempt(Base):
+    __tablename__ = "quiz_attempts"
+    __table_args__ = (Index("ix_quiz_attempts_user_quiz", "user_id", "quiz_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    quiz_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("quizzes.id", ondelete="CASCADE"), nullable=False
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    )
+    # What was answered and how each answer was graded (a snapshot: questions may be replaced).
+    results: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False)
+    score: Mapped[int] = mapped_column(Integer, nullable=False)
+    total: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class QuizSession(Base):
+    """The tutor quizzing a learner in a conversation ("quiz me"): which question it asked."""
+
+    __tablename__ = "quiz_sessions"
+
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    quiz_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("quizzes.id", ondelete="CASCADE"), nullable=False
+    )
+    position: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    correct: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # The question waiting for the learner's answer; null when the quiz is over.
+    question_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    updated_at: Mapped[datetime] = _now()

@@ -285,6 +285,51 @@ class Settings(BaseSettings):
         "re-queued (lost message, killed worker).",
     )
 
+    # --- study tools ------------------------------------------------------------
+    study_on_ready: bool = Field(
+        True, description="Generate a material's study tools (summary, notes, flashcards, quiz) "
+        "as soon as it is ready; else only on request (POST /materials/{id}/study)."
+    )
+    study_generator: Literal["auto", "offline", "anthropic", "openai"] = Field(
+        "auto", description="What writes the study tools. auto: anthropic if its key is set, "
+        "else openai if its key or base URL is set, else offline (extractive summary and notes, "
+        "cloze cards and questions from the material's own sentences; no network)."
+    )
+    study_flashcards: int = Field(
+        15, ge=1, le=200, description="Flashcards generated per material at most."
+    )
+    study_quiz_questions: int = Field(
+        10, ge=1, le=100, description="Quiz questions generated per material at most."
+    )
+    study_new_cards_per_day: int = Field(
+        20, ge=0, description="New flashcards a learner is shown per day (UTC), over all "
+        "materials."
+    )
+    study_reviews_per_day: int = Field(
+        200, ge=0, description="Reviews of flashcards already seen a learner is shown per day "
+        "(UTC), over all materials."
+    )
+    study_desired_retention: float = Field(
+        0.9, gt=0, lt=1, description="FSRS: the chance of recalling a card when it falls due "
+        "(higher: shorter intervals)."
+    )
+    study_fsrs_fuzzing: bool = Field(
+        True, description="FSRS: spread due dates by a small random amount, so cards learnt "
+        "together do not stay together."
+    )
+    study_llm_section_chars: int = Field(
+        12_000, ge=1000, description="An LLM generator reads a long material in sections of "
+        "about this many characters (one request each) and merges what they give."
+    )
+    study_llm_attempts: int = Field(
+        3, ge=1, le=10, description="Requests per section when the LLM's output is not valid "
+        "study material (each retry tells it what was wrong); then the generation fails."
+    )
+    study_concurrency: int = Field(
+        1, ge=1, description="Materials one process (server or worker) generates study tools "
+        "for at the same time."
+    )
+
     # --- retrieval ------------------------------------------------------------
     retrieval_top_k: int = Field(6, description="Passages given to the tutor per question.")
     retrieval_candidates: int = Field(
