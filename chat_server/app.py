@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "auth", "description": "Accounts and tokens."},
             {"name": "conversations", "description": "Conversations with the tutor."},
             {"name": "materials", "description": "Study materials and their ingestion."},
+            {"name": "study", "description": "Summaries, notes, flashcards and quizzes."},
             {"name": "telegram", "description": "Linking a Telegram account to the bot."},
             {"name": "health", "description": "Probes and metrics."},
         ],
@@ -147,10 +148,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The widget names a downloaded original after the server's Content-Disposition.
             expose_headers=["Content-Disposition"],
         )
+    from chat_server.study.routes import router as study_router
     from chat_server.telegram.routes import router as telegram_router
 
-    for router in (auth.router, conversations.router, materials.router, health.router,
-                   metrics_router, telegram_router):
+    for router in (auth.router, conversations.router, materials.router, study_router,
+                   health.router, metrics_router, telegram_router):
         app.include_router(router)
     app.include_router(static_routes.router)  # the widget and its demo page
     from chat_server.hub.lifespan import HubFastPath

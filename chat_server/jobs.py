@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
+from sqlalchemy import text
 from taskiq import AsyncBroker, InMemoryBroker, TaskiqEvents, TaskiqState
 from taskiq.kicker import AsyncKicker
 
@@ -37,9 +38,10 @@ log = logging.getLogger(__name__)
 
 # Task names: the contract between the web side that enqueues and the worker that runs.
 INGEST_MATERIAL = "tutorhub.ingest_material"
+STUDY_MATERIAL = "tutorhub.study_material"
 # The modules that define the tasks (taskiq shared tasks), imported by name only where tasks
 # run, as `taskiq worker` imports its task modules.
-TASK_MODULES = ("workers.ingest",)
+TASK_MODULES = ("workers.ingest", "workers.study")
 QUEUE = "tutorhub:ingest"
 
 
@@ -115,6 +117,29 @@ async def enqueue_ingestion(broker: AsyncBroker, material_id: uuid.UUID) -> None
     await enqueue(broker, INGEST_MATERIAL, str(material_id))
 
 
+async def enqueue_study(broker: AsyncBroker, material_id: uuid.UUID) -> None:
+    """Enqueue the generation of a material's study tools (chat_server/study/jobs.py)."""
+    await enqueue(broker, STUDY_MATERIAL, str(material_id))
+
+
+async def request_study(runtime: Runtime, broker: AsyncBroker, material_id: uuid.UUID) -> None:
+    """A material just became ready (`study_on_ready`): queue the generation of all its study
+    tools. Called by the ingestion task once `ingest` made the material ready."""
+    from chat_server.study import KINDS
+    from chat_server.study.jobs import request
+
+    try:
+        async with runtime.db.engine.connect() as conn:
+            user_id = await conn.scalar(text("select user_id from materials where id = :id"),
+                                        {"id": material_id})
+        if user_id is None:
+            return
+        await request(runtime.db, user_id, material_id, KINDS)
+        await enqueue_study(broker, material_id)
+    except Exception:  # the recovery sweep kicks a queued generation again
+        log.warning("could not queue the study tools of %s", material_id, exc_info=True)
+
+
 async def broker_ready(broker: AsyncBroker) -> bool:
     pool = getattr(broker, "connection_pool", None)
     if pool is None:
@@ -129,11 +154,19 @@ async def _sweep(runtime: Runtime, broker: AsyncBroker, stale_s: float, every_s:
     async def kick_one(material_id: uuid.UUID) -> None:
         await enqueue_ingestion(broker, material_id)
 
+    async def kick_study_one(material_id: uuid.UUID) -> None:
+        await enqueue_study(broker, material_id)
+
+    from chat_server.study.jobs import recover as recover_study
+
     while True:
         try:
             found = await recover(runtime, kick_one, stale_s)
             if found:
                 log.info("recovery sweep re-kicked %d stalled materials", found)
+            found = await recover_study(runtime.db, kick_study_one, stale_s)
+            if found:
+                log.info("recovery sweep re-kicked %d stalled study generations", found)
         except Exception:
             log.warning("recovery sweep failed", exc_info=True)
         await asyncio.sleep(every_s)

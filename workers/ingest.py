@@ -6,7 +6,7 @@ import uuid
 
 from taskiq import Context, TaskiqDepends, async_shared_broker
 
-from chat_server.jobs import INGEST_MATERIAL, Runtime
+from chat_server.jobs import INGEST_MATERIAL, Runtime, request_study
 from chat_server.materials.ingest import ingest
 
 
@@ -15,4 +15,6 @@ from chat_server.materials.ingest import ingest
 @async_shared_broker.task(task_name=INGEST_MATERIAL)
 async def ingest_material(material_id: str, context: Context = TaskiqDepends()) -> None:
     runtime: Runtime = context.state.runtime
-    await ingest(runtime, uuid.UUID(material_id))
+    mid = uuid.UUID(material_id)
+    if await ingest(runtime, mid) and runtime.settings.study_on_ready:
+        await request_study(runtime, context.broker, mid)

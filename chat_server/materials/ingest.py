@@ -249,34 +249,35 @@ class Pipeline:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def ingest(runtime: Runtime, material_id: uuid.UUID) -> None:
-    """Ingest one material with retries; ends with the material ready or failed."""
+async def ingest(runtime: Runtime, material_id: uuid.UUID) -> bool:
+    """Ingest one material with retries; ends with the material ready or failed. True when
+    this run made it ready."""
     settings = runtime.settings
     async with runtime.semaphore:
         for attempt in range(settings.task_retries + 1):
             try:
-                await _ingest_once(runtime, material_id)
-                return
+                return await _ingest_once(runtime, material_id)
             except MaterialFailed as exc:
                 await _fail(runtime, material_id, exc.reason)
-                return
+                return False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if not is_transient(exc):
                     log.exception("ingestion of %s failed", material_id)
                     await _fail(runtime, material_id, UNEXPECTED_REASON)
-                    return
+                    return False
                 if attempt == settings.task_retries:
                     log.warning("ingestion of %s failed after %d attempts: %r",
                                 material_id, attempt + 1, exc)
                     await _fail(runtime, material_id, TRANSIENT_REASON)
-                    return
+                    return False
                 delay = settings.task_retry_backoff_s * (2 ** attempt)
                 delay = min(delay, 60.0) * (0.5 + random.random() / 2)
                 log.info("ingestion of %s: transient fault %r; retry in %.1fs",
                          material_id, exc, delay)
                 await asyncio.sleep(delay)
+        return False
 
 
 async def _fail(runtime: Runtime, material_id: uuid.UUID, reason: str) -> None:
@@ -300,7 +301,7 @@ async def _fail(runtime: Runtime, material_id: uuid.UUID, reason: str) -> None:
     remove_files(runtime.settings, material_id)
 
 
-async def _ingest_once(runtime: Runtime, material_id: uuid.UUID) -> None:
+async def _ingest_once(runtime: Runtime, material_id: uuid.UUID) -> bool:
     engine = runtime.db.engine
     async with engine.connect() as lock_conn:
         got = await lock_conn.scalar(text("select pg_try_advisory_lock(:k)"),
@@ -308,9 +309,9 @@ async def _ingest_once(runtime: Runtime, material_id: uuid.UUID) -> None:
         await lock_conn.commit()
         if not got:
             log.info("material %s is being ingested elsewhere; skipping", material_id)
-            return
+            return False
         try:
-            await _work(runtime, material_id)
+            return await _work(runtime, material_id)
         finally:
             try:
                 await lock_conn.execute(text("select pg_advisory_unlock(:k)"),
@@ -320,7 +321,7 @@ async def _ingest_once(runtime: Runtime, material_id: uuid.UUID) -> None:
                 await lock_conn.invalidate()
 
 
-async def _work(runtime: Runtime, material_id: uuid.UUID) -> None:
+async def _work(runtime: Runtime, material_id: uuid.UUID) -> bool:
     settings = runtime.settings
     engine = runtime.db.engine
     async with engine.begin() as conn:
@@ -332,7 +333,7 @@ async def _work(runtime: Runtime, material_id: uuid.UUID) -> None:
             {"id": material_id},
         )).first()
     if row is None:
-        return  # deleted, or already ready/failed: a duplicate message
+        return False  # deleted, or already ready/failed: a duplicate message
     user_id: uuid.UUID = row.user_id
     kind: str = row.kind
 
@@ -361,7 +362,7 @@ async def _work(runtime: Runtime, material_id: uuid.UUID) -> None:
                               keep)
         await reporter.flush(force=False)
     if not stored:
-        return  # deleted while we worked
+        return False  # deleted while we worked
     if not keep:
         remove_files(settings, material_id)
     ready: dict[str, Any] = {
@@ -372,6 +373,7 @@ async def _work(runtime: Runtime, material_id: uuid.UUID) -> None:
     if extracted.duration_s is not None:
         ready["duration_s"] = extracted.duration_s
     await publish(runtime, user_id, ready)
+    return True
 
 
 async def _extract(runtime: Runtime, kind: str, source: str, file_path: str | None,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from chat_server.study.grounding import Grounded
 from chat_server.study.material import MaterialText
@@ -41,6 +42,18 @@ class Generated:
     citations: list[dict[str, Any]] = field(default_factory=list)
     cards: list[CardDraft] = field(default_factory=list)
     questions: list[QuestionDraft] = field(default_factory=list)
+
+
+Progress = Callable[[str, int, int], Awaitable[None]]
+
+
+class Generator(Protocol):
+    """What writes study tools (offline.OfflineGenerator, llm.LLMGenerator)."""
+
+    name: str
+
+    async def generate(self, material: MaterialText, kinds: Sequence[str],
+                       progress: Progress) -> Generated: ...
 
 
 class Citations:

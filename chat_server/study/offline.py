@@ -34,6 +34,7 @@ from chat_server.study.drafts import (
     CardDraft,
     Citations,
     Generated,
+    Progress,
     QuestionDraft,
     explanation,
     place_label,
@@ -41,7 +42,6 @@ from chat_server.study.drafts import (
 from chat_server.study.grounding import Passages, flat
 from chat_server.study.material import MaterialText, Section, Sentence
 
-Progress = Callable[[str, int, int], Awaitable[None]]
 BLANK = "_____"
 
 # --- items: what a card or question asks for ---------------------------------------------------
@@ -276,9 +276,8 @@ class OfflineGenerator:
         if guide:
             await progress("summary", 0, len(sections))
             citations = Citations(material)
-            notes_by_section = []
-            for section, group in zip(sections, per_section, strict=True):
-                notes_by_section.append(self._notes(group, vectors, citations, passages))
+            notes_by_section = [self._notes(group, vectors, citations, passages)
+                                for group in per_section]
             if "summary" in kinds:
                 out.summary = self._summary(per_section, vectors, len(sections), citations,
                                             passages)
