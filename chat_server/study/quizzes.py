@@ -45,8 +45,9 @@ def normalise(text: str) -> str:
 
 
 def _numbers(text: str) -> list[float]:
-    return [float(n.replace(",", ".").replace(" ", ""))
-            for n in re.findall(r"\d+(?:[.,]\d+)?", text.replace("\u00a0", " "))]
+    # "1,642" and "1 642" are thousands; "2,5" is a decimal comma.
+    text = re.sub(r"(?<=\d)[,\s\u00a0\u202f](?=\d{3}\b)", "", text)
+    return [float(n.replace(",", ".")) for n in re.findall(r"\d+(?:[.,]\d+)?", text)]
 
 
 def lenient_match(given: str, expected: str) -> bool:
@@ -61,7 +62,11 @@ def lenient_match(given: str, expected: str) -> bool:
         return True  # "1 200 m" for "1,200 metres"; "1045-1050" for "1045–1050 годах"
     wanted = terms(expected)
     if wanted and wanted == terms(given):
-        return True  # other inflections: "рифт" for "рифтом"
+        return True  # other inflections
+    short, long = sorted((a, b), key=len)
+    if len(short) >= 4 and long.startswith(short) and len(long) - len(short) <= 3 \
+            and not short.isdigit():
+        return True  # an ending more or less: "рифт" for "рифтом", "sable" for "sables"
     return len(b) >= 5 and difflib.SequenceMatcher(None, a, b).ratio() >= 0.85
 
 

@@ -44,7 +44,7 @@ async def _material(session: AsyncSession, user_id: uuid.UUID, material_id: uuid
 
 
 async def study_state(session: AsyncSession, material: Material) -> StudyPublic:
-    row = await session.get(StudySet, material.id)
+    row = await session.get(StudySet, material.id, populate_existing=True)
     quiz = await session.scalar(select(Quiz).where(Quiz.material_id == material.id))
     cards = await session.scalar(
         select(func.count()).where(Flashcard.material_id == material.id)) or 0
@@ -75,7 +75,6 @@ async def request_study(material_id: uuid.UUID, body: StudyRequest, request: Req
         await enqueue_study(request.app.state.broker, material.id)
     except Exception:  # the recovery sweep queues it again once the broker is back
         log.warning("could not queue the study of %s", material.id, exc_info=True)
-    session.expire_all()
     return await study_state(session, material)
 
 
