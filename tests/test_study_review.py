@@ -126,7 +126,7 @@ async def test_reviews_follow_fsrs_within_daily_limits_and_others_get_404(
         # Another learner: 404 for every id of the first, the same body as a missing one.
         other, _ = await learner(client)
         qid, cid = quiz["id"], due["cards"][2]["id"]
-        for method, path, payload in [
+        calls: list[tuple[str, str, dict[str, object] | None]] = [
             ("GET", f"/materials/{mid}/study", None),
             ("POST", f"/materials/{mid}/study", {}),
             ("GET", f"/materials/{mid}/flashcards", None),
@@ -137,7 +137,8 @@ async def test_reviews_follow_fsrs_within_daily_limits_and_others_get_404(
             ("GET", f"/quizzes/{qid}", None),
             ("POST", f"/quizzes/{qid}/check", {"question_id": first_q["id"], "answer": "x"}),
             ("POST", f"/quizzes/{qid}/attempts", {"answers": []}),
-        ]:
+        ]
+        for method, path, payload in calls:
             r = await client.request(method, path, headers=other, json=payload)
             assert r.status_code == 404 and r.json()["error"] == "not_found", (path, r.text)
         mine = (await client.get("/flashcards/due", headers=other)).json()
