@@ -19,6 +19,7 @@ from tests.support.fake_structured import (
 )
 from tests.support.services import serve_app
 from tests.support.study import learner, study_ready
+from tests.support.ws import until
 
 TEXT = ("Photosynthesis converts light energy into chemical energy. It takes place in the "
         "chloroplasts of plant cells. Chlorophyll absorbs mostly blue and red light. The Calvin "
@@ -68,10 +69,7 @@ async def test_llm_study_tools_through_the_sdks(settings: Settings) -> None:
             headers, _ = await learner(client)
             mid = (await client.post("/materials/text", headers=headers,
                                      json={"title": "Leaves", "text": TEXT})).json()["id"]
-            async with asyncio.timeout(60):
-                while (await client.get(f"/materials/{mid}", headers=headers)).json()[
-                        "status"] != "ready":
-                    await asyncio.sleep(0.05)
+            await until(lambda: _ready(client, headers, mid))
 
             # Anthropic: tool use, valid at once.
             settings.study_generator = "anthropic"
@@ -121,6 +119,11 @@ async def test_llm_study_tools_through_the_sdks(settings: Settings) -> None:
             # What the last good generation made is still there.
             cards = (await client.get(f"/materials/{mid}/flashcards", headers=headers)).json()
             assert len(cards) == 2
+
+
+async def _ready(client: httpx.AsyncClient, headers: dict[str, str], mid: str) -> bool:
+    r = await client.get(f"/materials/{mid}", headers=headers)
+    return bool(r.json()["status"] == "ready")
 
 
 async def _failed(client: httpx.AsyncClient, headers: dict[str, str], mid: str,
