@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import httpx
 
@@ -127,7 +128,7 @@ async def _ready(client: httpx.AsyncClient, headers: dict[str, str], mid: str) -
 
 
 async def _failed(client: httpx.AsyncClient, headers: dict[str, str], mid: str,
-                  after: str | None = None) -> dict[str, object]:
+                  after: str | None = None) -> dict[str, Any]:
 
     async with asyncio.timeout(60):
         while True:

@@ -266,9 +266,10 @@ class LLMGenerator:
             out.summary = " ".join(summary[:10]) or None
             out.notes = "\n\n".join(notes) or None
             out.citations = citations.items
-        seen: set[str] = set()
-        out.cards = [c for c in cards if not (flat(c.back) in seen or seen.add(flat(c.back)))][
-            :settings.study_flashcards]
+        by_answer: dict[str, CardDraft] = {}
+        for card in cards:
+            by_answer.setdefault(flat(card.back), card)  # one card per answer
+        out.cards = list(by_answer.values())[:settings.study_flashcards]
         out.questions = questions[:settings.study_quiz_questions]
         if ("flashcards" in kinds or "quiz" in kinds) and not (out.cards or out.questions):
             raise StudyFailed(f"The {self.name} model's cards and questions could not be found "
