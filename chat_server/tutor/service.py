@@ -97,6 +97,9 @@ class Reply:
     question: str
     material_ids: list[uuid.UUID] | None
     socratic: bool
+    study: bool = False  # chat.send's `study`: a quiz turn (chat_server/study/coach.py)
+    # A quiz turn's citations, given rather than resolved from passages.
+    fixed_citations: list[dict[str, Any]] | None = None
     text: list[str] = field(default_factory=list)
     checkpointed: int = 0  # len(text) when it was last stored while streaming
     pending: Pending | None = None
@@ -223,6 +226,9 @@ class Tutor:
         if self._closing:
             raise TutorError("unavailable", "The tutor is shutting down; send again in a moment.")
         client_id, text, conversation_id, material_ids, socratic = self._parse(frame)
+        study = frame.get("study")
+        if study is not None and not isinstance(study, bool):
+            raise TutorError("invalid_request", "study must be true or false.")
         if self._ready is not None and not await self._ready():
             raise TutorError("unavailable", BUS_DOWN)
         message_id, reply_id = uuid.uuid4(), uuid.uuid4()
@@ -230,7 +236,7 @@ class Tutor:
         handed: list[Reply] = []  # the reply whose task took the permit over
         try:
             await self._start(user_id, client_id, text, conversation_id, material_ids, socratic,
-                              message_id, reply_id, received, handed)
+                              message_id, reply_id, received, handed, bool(study))
         except BusUnavailable as exc:  # a re-ack that could not be published
             raise TutorError("unavailable", BUS_DOWN) from exc
         finally:
@@ -240,7 +246,7 @@ class Tutor:
     async def _start(self, user_id: uuid.UUID, client_id: str, text: str,
                      conversation_id: uuid.UUID | None, material_ids: list[uuid.UUID] | None,
                      socratic: bool | None, message_id: uuid.UUID, reply_id: uuid.UUID,
-                     received: float, handed: list[Reply]) -> None:
+                     received: float, handed: list[Reply], study: bool = False) -> None:
         try:
             sent = await self._store(user_id, client_id, text, conversation_id, material_ids,
                                      socratic, message_id, reply_id)
@@ -258,7 +264,7 @@ class Tutor:
             raise TutorError("unavailable", "That message could not be stored; send it again.")
         reply = Reply(user_id=user_id, reply_id=reply_id, message_id=message_id,
                       conversation_id=sent.conversation_id, question=text,
-                      material_ids=material_ids, socratic=sent.socratic,
+                      material_ids=material_ids, socratic=sent.socratic, study=study,
                       has_chunks=sent.has_chunks,
                       history=[Turn(role="assistant" if role == "assistant" else "user",
                                    content=content) for role, content in sent.history],
@@ -446,6 +452,20 @@ class Tutor:
 
     async def _run(self, reply: Reply) -> None:
         try:
+            from chat_server.study import coach
+
+            coached = await coach.turn(self.db.pool, self.settings, reply.user_id,
+                                       reply.conversation_id, reply.question,
+                                       reply.material_ids, reply.study)
+            if coached is not None:  # a quiz turn: the coach's text, no retrieval, no LLM
+                reply.fixed_citations = coached.citations
+                request = build_request(question=reply.question, hits=[], history=[],
+                                        socratic=False, history_budget=0,
+                                        max_tokens=self.settings.llm_max_tokens,
+                                        temperature=self.settings.llm_temperature)
+                finish = await self._stream(reply, request, [coach.FixedProvider(coached.text)])
+                await self._end(reply, finish)
+                return
             request = await self._prepare(reply)
             async with self._slots.hold(lambda pos: self._queued(reply, pos)):
                 finish = await self._stream(reply, request)
@@ -554,10 +574,11 @@ class Tutor:
             self.db.pool, self.settings, reply.user_id, reply.question,
             material_ids=reply.material_ids, k=self.settings.retrieval_top_k)
 
-    async def _stream(self, reply: Reply, request: PromptRequest) -> str:
+    async def _stream(self, reply: Reply, request: PromptRequest,
+                      providers: list[Provider] | None = None) -> str:
         last: ProviderError | None = None
         attempts = 0
-        for provider in self.providers:
+        for provider in providers or self.providers:
             reply.provider, reply.model = provider.name, provider.model
             for attempt in range(self.settings.llm_retries + 1):
                 attempts += 1
@@ -596,7 +617,8 @@ class Tutor:
                       message: str | None = None) -> None:
         """Store and announce the end of a reply; runs exactly once per reply, on every path."""
         text = "".join(reply.text)
-        citations = resolve_citations(text, reply.sources)
+        citations = (reply.fixed_citations if reply.fixed_citations is not None
+                     else resolve_citations(text, reply.sources))
         if not reply.usage.output_tokens and text:
             reply.usage.output_tokens = estimate_tokens(text)
         status = {"stop": MessageStatus.complete, "length": MessageStatus.complete,
