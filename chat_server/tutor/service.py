@@ -98,6 +98,7 @@ class Reply:
     material_ids: list[uuid.UUID] | None
     socratic: bool
     study: bool = False  # chat.send's `study`: a quiz turn (chat_server/study/coach.py)
+    new_conversation: bool = False  # started by this send (so no quiz is waiting in it)
     # A quiz turn's citations, given rather than resolved from passages.
     fixed_citations: list[dict[str, Any]] | None = None
     text: list[str] = field(default_factory=list)
@@ -265,6 +266,7 @@ class Tutor:
         reply = Reply(user_id=user_id, reply_id=reply_id, message_id=message_id,
                       conversation_id=sent.conversation_id, question=text,
                       material_ids=material_ids, socratic=sent.socratic, study=study,
+                      new_conversation=conversation_id is None,
                       has_chunks=sent.has_chunks,
                       history=[Turn(role="assistant" if role == "assistant" else "user",
                                    content=content) for role, content in sent.history],
@@ -454,9 +456,11 @@ class Tutor:
         try:
             from chat_server.study import coach
 
-            coached = await coach.turn(self.db.pool, self.settings, reply.user_id,
-                                       reply.conversation_id, reply.question,
-                                       reply.material_ids, reply.study)
+            coached = None
+            if reply.study or coach.wants_quiz(reply.question) or not reply.new_conversation:
+                coached = await coach.turn(self.db.pool, self.settings, reply.user_id,
+                                           reply.conversation_id, reply.question,
+                                           reply.material_ids, reply.study)
             if coached is not None:  # a quiz turn: the coach's text, no retrieval, no LLM
                 reply.fixed_citations = coached.citations
                 request = build_request(question=reply.question, hits=[], history=[],
