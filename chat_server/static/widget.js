@@ -28,6 +28,7 @@ import './widget/__VERSION__/login.js';
 import './widget/__VERSION__/materials.js';
 import './widget/__VERSION__/messages.js';
 import './widget/__VERSION__/strings.js';
+import './widget/__VERSION__/study.js';
 import './widget/__VERSION__/styles.js';
 import './widget/__VERSION__/telegram.js';
 

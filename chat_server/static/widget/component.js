@@ -28,6 +28,7 @@ import { Materials } from './materials.js';
 import { MessageList } from './messages.js';
 import { CATALOGUES, EN, errorText, pickLanguage } from './strings.js';
 import { STYLE } from './styles.js';
+import { Study } from './study.js';
 import { TelegramLink } from './telegram.js';
 
 export class TutorhubChat extends HTMLElement {
@@ -641,6 +642,8 @@ export class TutorhubChat extends HTMLElement {
       openDrawer: (name) => this._openDrawer(name),
       closeDrawers: () => this._closeDrawers(),
       signedIn: () => !this.ui.body.hidden,
+      openCitation: (citations, n, opener) => this.citations.open(citations, n, opener),
+      openStudy: (material, opener) => { this._closeDrawers(false); this.study.open(material, opener); },
     };
   }
 
@@ -657,7 +660,8 @@ export class TutorhubChat extends HTMLElement {
     this.materials = new Materials(ctx);
     this.citations = new CitationSheet({ material: (id) => this.materials.get(id), api: this.api, t });
     this.telegram = new TelegramLink(ctx);
-    this.parts = [this.materials, this.telegram];
+    this.study = new Study(ctx);
+    this.parts = [this.materials, this.telegram, this.study];
 
     const ui = {};
     ui.convsToggle = iconButton('toggle-convs', t.conversations, 'menu');
@@ -707,7 +711,7 @@ export class TutorhubChat extends HTMLElement {
     ui.scrim = el('div', { class: 'scrim', hidden: true });
     ui.announcer = el('div', { class: 'sr-only', 'aria-live': 'polite', 'aria-atomic': 'true' });
     ui.body = el('div', { class: 'body', hidden: true }, ui.convs, chat, ui.scrim, this.materials.panel,
-      this.citations.sheet);
+      this.study.sheet, this.citations.sheet);
     ui.app = el('div', { class: 'app', lang: language }, bar, this.login.section, ui.body,
       this.materials.overlay, ui.announcer);
     const css = this.parts.map((part) => part.constructor.css ?? '').join('');
@@ -748,6 +752,7 @@ export class TutorhubChat extends HTMLElement {
     ui.app.addEventListener('keydown', (e) => {
       if (e.key !== 'Escape') return;
       if (this.citations.isOpen) this.citations.close();
+      else if (this.study.isOpen) this.study.close();
       else this._closeDrawers();
     });
     this.materials.acceptDrops(ui.app);

@@ -196,12 +196,15 @@ export class Materials {
     if (!m.el) {
       m.el = el('li', { class: 'mat' },
         el('div', { class: 'top' }, el('span', { class: 'kind' }), el('span', { class: 'title' }),
+          el('button', { type: 'button', class: 'ghost study-open', text: t.study.open, hidden: true }),
           el('button', { type: 'button', class: 'icon remove', 'aria-label': t.remove, title: t.remove })),
         el('div', { class: 'bar-track', role: 'progressbar', 'aria-valuemin': '0', 'aria-valuemax': '100' },
           el('div', { class: 'bar-fill' })),
         el('div', { class: 'state', 'aria-live': 'polite' }));
       m.el.querySelector('.remove').innerHTML = ICONS.close;
       m.el.querySelector('.remove').addEventListener('click', () => this._remove(m.el.dataset.id));
+      const study = m.el.querySelector('.study-open');
+      study.addEventListener('click', () => this.ctx.openStudy?.(this.items.get(m.el.dataset.id), study));
       this.list.prepend(m.el);
     }
     const node = m.el;
@@ -211,6 +214,9 @@ export class Materials {
     node.querySelector('.title').textContent = m.title || '…';
     node.querySelector('.title').title = m.title || '';
     node.querySelector('.remove').hidden = m.status === 'uploading';
+    const study = node.querySelector('.study-open');
+    study.hidden = m.status !== 'ready' || !this.ctx.openStudy;
+    study.setAttribute('aria-label', `${t.study.open}: ${m.title || ''}`);
     const track = node.querySelector('.bar-track');
     const fill = node.querySelector('.bar-fill');
     const state = node.querySelector('.state');
