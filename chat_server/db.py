@@ -112,6 +112,24 @@ async def open_database(url: str, pool_size: int = 10) -> AsyncIterator[Database
         await engine.dispose()
 
 
+@asynccontextmanager
+async def advisory_lock(engine: AsyncEngine, key: int) -> AsyncIterator[bool]:
+    """A session-level Postgres advisory lock held while the block runs; yields whether it was
+    got (False: someone holds it). A lost connection releases it with itself."""
+    async with engine.connect() as conn:
+        got = bool(await conn.scalar(text("select pg_try_advisory_lock(:k)"), {"k": key}))
+        await conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                try:
+                    await conn.execute(text("select pg_advisory_unlock(:k)"), {"k": key})
+                    await conn.commit()
+                except Exception:  # the lock goes with the connection anyway
+                    await conn.invalidate()
+
+
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 

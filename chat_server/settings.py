@@ -291,9 +291,9 @@ class Settings(BaseSettings):
         "as soon as it is ready; else only on request (POST /materials/{id}/study)."
     )
     study_generator: Literal["auto", "offline", "anthropic", "openai"] = Field(
-        "auto", description="What writes the study tools. auto: anthropic if its key is set, "
-        "else openai if its key or base URL is set, else offline (extractive summary and notes, "
-        "cloze cards and questions from the material's own sentences; no network)."
+        "auto", description="What writes the study tools. auto: the tutor's provider "
+        "(llm_provider; offline without a key); offline: extractive summary and notes, cloze "
+        "cards and questions from the material's own sentences, no network."
     )
     study_flashcards: int = Field(
         15, ge=1, le=200, description="Flashcards generated per material at most."

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from chat_server.db import Database
+from chat_server.db import Database, advisory_lock
 from chat_server.errors import is_unavailable
 from chat_server.settings import Settings
 from chat_server.study import KINDS, material, store
@@ -75,13 +75,12 @@ def normalise_kinds(kinds: Sequence[str] | None) -> list[str]:
 
 
 def generator_name(settings: Settings) -> str:
+    """`study_generator`; auto: the tutor's own provider."""
     if settings.study_generator != "auto":
         return settings.study_generator
-    if settings.anthropic_api_key:
-        return "anthropic"
-    if settings.openai_api_key or settings.openai_base_url:
-        return "openai"
-    return "offline"
+    from chat_server.tutor.providers import primary_name
+
+    return primary_name(settings)
 
 
 def lock_key(material_id: uuid.UUID) -> int:
@@ -159,24 +158,13 @@ async def generate(deps: Deps, material_id: uuid.UUID) -> None:
 
 
 async def _locked(deps: Deps, material_id: uuid.UUID) -> None:
-    async with deps.db.engine.connect() as lock_conn:
-        got = await lock_conn.scalar(text("select pg_try_advisory_lock(:k)"),
-                                     {"k": lock_key(material_id)})
-        await lock_conn.commit()
+    async with advisory_lock(deps.db.engine, lock_key(material_id)) as got:
         if not got:
             log.info("study of %s is being generated elsewhere; skipping", material_id)
             return
-        try:
-            for _ in range(RERUNS):
-                if not await _run(deps, material_id):
-                    break
-        finally:
-            try:
-                await lock_conn.execute(text("select pg_advisory_unlock(:k)"),
-                                        {"k": lock_key(material_id)})
-                await lock_conn.commit()
-            except Exception:  # the lock goes with the connection anyway
-                await lock_conn.invalidate()
+        for _ in range(RERUNS):
+            if not await _run(deps, material_id):
+                break
 
 
 class _Progress:

@@ -258,7 +258,7 @@ class LLMGenerator:
                     SectionOut, settings.study_llm_attempts)
                 assert isinstance(got, SectionOut)
                 self._merge(got, passages, citations, summary, notes, cards, questions,
-                            material.language, section)
+                            material, section)
             await progress("sections", len(sections), len(sections))
         finally:
             await client.close()
@@ -278,20 +278,15 @@ class LLMGenerator:
 
     def _merge(self, got: SectionOut, passages: Passages, citations: Citations,
                summary: list[str], notes: list[str], cards: list[CardDraft],
-               questions: list[QuestionDraft], language: str, section: Section) -> None:
+               questions: list[QuestionDraft], material: MaterialText, section: Section) -> None:
+        language = material.language
         for point in got.summary:
             if (at := passages.ground(point.quote, None)) is not None:
                 summary.append(f"{point.text} [{citations.cite(at)}]")
         lines = [f"- {p.text} [{citations.cite(at)}]" for p in got.notes
                  if (at := passages.ground(p.quote, None)) is not None]
         if lines:
-            first, last = section.pages
-            title = (f"Страницы {first}–{last}" if language == "ru" else f"Pages {first}–{last}") \
-                if first is not None and first != last else \
-                (f"Страница {first}" if language == "ru" else f"Page {first}") \
-                if first is not None else (f"Часть {section.n + 1}" if language == "ru"
-                                           else f"Part {section.n + 1}")
-            notes.append(f"**{title}**\n\n" + "\n".join(lines))
+            notes.append(f"**{section.title(material)}**\n\n" + "\n".join(lines))
         for card in got.flashcards:
             if (at := passages.ground(card.quote, card.back)) is not None:
                 cards.append(CardDraft("llm", card.front.strip(), card.back.strip(), at))

@@ -91,6 +91,21 @@ class Section:
     def text(self) -> str:
         return " ".join(s.text for s in self.sentences)
 
+    def title(self, material: MaterialText) -> str:
+        """"Pages 3–5" / "Страницы 3–5", "1:00–4:59" for a video, "Part 2" otherwise."""
+        from chat_server.study.drafts import place_label
+
+        ru = material.language == "ru"
+        first, last = self.pages
+        if first is not None and last is not None:
+            if first == last:
+                return f"Страница {first}" if ru else f"Page {first}"
+            return f"Страницы {first}–{last}" if ru else f"Pages {first}–{last}"
+        start, end = self.seconds
+        if start is not None and end is not None:
+            return f"{place_label(None, start, 'en')}–{place_label(None, end, 'en')}"
+        return f"Часть {self.n + 1}" if ru else f"Part {self.n + 1}"
+
 
 @dataclass
 class MaterialText:

@@ -37,10 +37,9 @@ from chat_server.study.drafts import (
     Progress,
     QuestionDraft,
     explanation,
-    place_label,
 )
 from chat_server.study.grounding import Passages, flat
-from chat_server.study.material import MaterialText, Section, Sentence
+from chat_server.study.material import MaterialText, Sentence
 
 BLANK = "_____"
 
@@ -283,7 +282,7 @@ class OfflineGenerator:
                                             passages)
             if "notes" in kinds:
                 out.notes = "\n\n".join(
-                    f"**{_section_title(section, material)}**\n\n{body}"
+                    f"**{section.title(material)}**\n\n{body}"
                     for section, body in zip(sections, notes_by_section, strict=True) if body)
             out.citations = citations.items
             await progress("summary", len(sections), len(sections))
@@ -307,35 +306,33 @@ class OfflineGenerator:
 
     # --- summary and notes -------------------------------------------------------------------
 
+    def _central(self, pool: list[Sentence], vectors: dict[int, np.ndarray], count: int,
+                 diversity: float, citations: Citations, passages: Passages) -> list[str]:
+        """The `count` most central sentences of `pool` (not alike), in the material's order,
+        each with its citation marker."""
+        if not pool:
+            return []
+        matrix = np.stack([vectors[s.n] for s in pool])
+        picks = sorted(_mmr(_centrality(matrix), matrix, count, diversity=diversity),
+                       key=lambda i: pool[i].n)
+        out = []
+        for i in picks:
+            at = passages.ground(pool[i].text, None, pool[i].chunk)
+            if at is not None:
+                out.append(f"{pool[i].text} [{citations.cite(at)}]")
+        return out
+
     def _notes(self, group: list[Sentence], vectors: dict[int, np.ndarray],
                citations: Citations, passages: Passages) -> str:
-        if not group:
-            return ""
-        matrix = np.stack([vectors[s.n] for s in group])
         count = min(NOTES_PER_SECTION, max(1, math.ceil(len(group) / 3)))
-        picks = sorted(_mmr(_centrality(matrix), matrix, count), key=lambda i: group[i].n)
-        lines = []
-        for i in picks:
-            at = passages.ground(group[i].text, None, group[i].chunk)
-            if at is not None:
-                lines.append(f"- {group[i].text} [{citations.cite(at)}]")
-        return "\n".join(lines)
+        return "\n".join(f"- {line}" for line in
+                         self._central(group, vectors, count, 0.3, citations, passages))
 
     def _summary(self, per_section: list[list[Sentence]], vectors: dict[int, np.ndarray],
                  sections: int, citations: Citations, passages: Passages) -> str:
         pool = [s for group in per_section for s in group]
-        if not pool:
-            return ""
-        matrix = np.stack([vectors[s.n] for s in pool])
         count = max(3, min(10, 3 + sections // 2))
-        picks = sorted(_mmr(_centrality(matrix), matrix, count, diversity=0.4),
-                       key=lambda i: pool[i].n)
-        body = []
-        for i in picks:
-            at = passages.ground(pool[i].text, None, pool[i].chunk)
-            if at is not None:
-                body.append(f"{pool[i].text} [{citations.cite(at)}]")
-        return " ".join(body)
+        return " ".join(self._central(pool, vectors, count, 0.4, citations, passages))
 
     # --- cards and questions -----------------------------------------------------------------
 
@@ -464,16 +461,3 @@ def _likeness(item: Item, other: Item) -> float:
 def _number(text: str) -> float | None:
     found = re.match(r"\d+(?:[.,]\d+)?", text.replace("\u00a0", "").replace("\u202f", ""))
     return float(found.group(0).replace(",", ".")) if found else None
-
-
-def _section_title(section: Section, material: MaterialText) -> str:
-    ru = material.language == "ru"
-    first, last = section.pages
-    if first is not None and last is not None:
-        if first == last:
-            return f"Страница {first}" if ru else f"Page {first}"
-        return f"Страницы {first}–{last}" if ru else f"Pages {first}–{last}"
-    start, end = section.seconds
-    if start is not None and end is not None:
-        return f"{place_label(None, start, 'en')}–{place_label(None, end, 'en')}"
-    return f"Часть {section.n + 1}" if ru else f"Part {section.n + 1}"
