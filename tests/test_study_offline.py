@@ -12,6 +12,7 @@ import httpx
 
 from chat_server.app import create_app
 from chat_server.settings import Settings
+from chat_server.study.grounding import flat
 from tests.support.grounding import load
 from tests.support.services import serve_app
 from tests.support.study import learner, on_page, option_kind, page_texts, study_ready, upload
@@ -59,6 +60,7 @@ async def test_offline_study_tools_are_grounded_and_regenerating_replaces(settin
             for c in study["citations"]:
                 assert f"[{c['n']}]" in study["summary"] + study["notes"]
                 assert on_page(c["text"], c["text"], c["passage"], c["page"], pages), c
+                assert c["text"] in c["passage"]  # as it stands there: the widget marks it
             heading = "**Страниц" if language == "ru" else "**Page"
             assert heading in study["notes"]
 
@@ -68,6 +70,7 @@ async def test_offline_study_tools_are_grounded_and_regenerating_replaces(settin
                 assert "_____" in card["front"] and card["back"] not in card["front"]
                 assert on_page(card["back"], card["quote"], card["passage"], card["page"],
                                pages), card
+                assert card["quote"] in card["passage"] and card["quote"][-1] in ".!?…»\"”)"
             assert len({c["back"].lower() for c in cards}) == len(cards)
 
             quiz = (await client.get(f"/quizzes/{study['quiz_id']}", headers=headers)).json()
@@ -98,7 +101,7 @@ async def test_offline_study_tools_are_grounded_and_regenerating_replaces(settin
                     assert len({option_kind(o) for o in options}) == 1, options
                     for wrong in (o for o in options if o != answer):
                         assert wrong.lower() not in checked["quote"].lower()
-                assert checked["explanation"] and checked["quote"] in checked["explanation"]
+                assert flat(checked["quote"]) in flat(checked["explanation"])
 
         # Regenerating replaces: the same cards (same ids, so their review state stays), the
         # same quiz, nothing duplicated.

@@ -97,6 +97,7 @@ def place_label(page: int | None, start_s: float | None, language: str) -> str:
 def explanation(quote: str, at: Grounded, language: str) -> str:
     """"The text says (p. 3): “…”" in the learner's language."""
     where = place_label(at.page, at.start_s, language)
+    quote = " ".join(quote.split())
     if language == "ru":
         return f"В тексте{f' ({where})' if where else ''}: «{quote}»"
     return f"The text says{f' ({where})' if where else ''}: “{quote}”"

@@ -59,7 +59,8 @@ class Grounded:
 
     @property
     def quote(self) -> str:
-        return " ".join(self.chunk.text[self.start:self.end].split())
+        """The quoted span as the passage has it (so it can be found and marked in it)."""
+        return self.chunk.text[self.start:self.end]
 
     @property
     def passage(self) -> str:
@@ -88,7 +89,11 @@ class Passages:
             hay, where = self._normalised[i]
             at = hay.find(needle)
             if at >= 0:
-                return self.chunks[i], where[at], where[at + len(needle) - 1] + 1
+                text = self.chunks[i].text
+                end = where[at + len(needle) - 1] + 1
+                while end < len(text) and text[end] in ".!?…»\"”)":
+                    end += 1  # the sentence's own end, which the comparison left out
+                return self.chunks[i], where[at], end
         return None
 
     def ground(self, quote: str, answer: str | None, hint: Chunk | None = None

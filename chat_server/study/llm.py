@@ -296,7 +296,7 @@ class LLMGenerator:
             if at is None:
                 continue
             why = q.explanation.strip()
-            if at.quote not in why:
+            if flat(at.quote) not in flat(why):
                 why = f"{why} {explanation(at.quote, at, language)}"
             questions.append(QuestionDraft(q.kind, q.prompt.strip(), answer, why, at,
                                            q.options if q.kind == "choice" else None))

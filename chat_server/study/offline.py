@@ -295,9 +295,9 @@ class OfflineGenerator:
             candidates.sort(key=lambda c: -c.score)
             pool = self._distractor_pool(material)
             out.cards = self._cards(candidates, vectors, cards_wanted, passages)
-            used = {card.at.quote for card in out.cards}
-            fresh = [c for c in candidates if c.sentence.text not in used]
-            again = [c for c in candidates if c.sentence.text in used]
+            used = {flat(card.at.quote) for card in out.cards}
+            fresh = [c for c in candidates if flat(c.sentence.text) not in used]
+            again = [c for c in candidates if flat(c.sentence.text) in used]
             out.questions = self._questions(fresh + again, vectors, questions_wanted, pool,
                                             passages, rng)
             await progress("flashcards", cards_wanted + questions_wanted,
