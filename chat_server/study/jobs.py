@@ -22,12 +22,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.engine import CursorResult, Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chat_server.db import Database, advisory_lock
 from chat_server.errors import is_unavailable
 from chat_server.settings import Settings
 from chat_server.study import KINDS, material, store
-from chat_server.study.drafts import Generator
+from chat_server.study.drafts import Generated, Generator
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +170,18 @@ async def _locked(deps: Deps, material_id: uuid.UUID) -> None:
                 break
 
 
+async def _save(conn: AsyncConnection, material_id: uuid.UUID, row: Row[Any], kinds: list[str],
+                generated: Generated) -> tuple[uuid.UUID | None, CursorResult[Any]]:
+    """Store what was generated and mark the job ready, unless a newer request came."""
+    quiz_id = await store.save(conn, material_id, row.user_id, set(kinds), generated)
+    done = await conn.execute(text(
+        "update study_sets set status = 'ready', stage = null, error = null, "
+        "generator = :g, progress_done = progress_total, updated_at = now() "
+        "where material_id = :id and requested = :r"),
+        {"g": generated.generator, "id": material_id, "r": row.requested})
+    return quiz_id, done
+
+
 class _Progress:
     """`study.progress` on every stage change and at most every PROGRESS_EVERY_S within one,
     mirrored into the row."""
@@ -223,19 +238,15 @@ async def _run(deps: Deps, material_id: uuid.UUID) -> bool:
     await progress("reading", 0, 0)
     generated = await _generator(deps.settings).generate(text_of, kinds, progress)
     await progress("saving", 0, 1)
-    async with deps.db.engine.begin() as conn:
-        quiz_id = await store.save(conn, material_id, row.user_id, set(kinds), generated)
-        done = await conn.execute(text(
-            "update study_sets set status = 'ready', stage = null, error = null, "
-            "generator = :g, progress_done = progress_total, updated_at = now() "
-            "where material_id = :id and requested = :r"),
-            {"g": generated.generator, "id": material_id, "r": row.requested})
-        if done.rowcount == 0:
-            # Asked again meanwhile (or deleted): what we made stays (it replaced the older
-            # tools); the newer request runs next.
-            return await conn.scalar(text(
-                "select count(*) > 0 from study_sets where material_id = :id"),
-                {"id": material_id}) or False
+    try:
+        async with deps.db.engine.begin() as conn:
+            quiz_id, done = await _save(conn, material_id, row, kinds, generated)
+    except IntegrityError:
+        return False  # the material was deleted while we worked (its rows' foreign keys fail)
+    if done.rowcount == 0:
+        # Asked again meanwhile: what we made stays (it replaced the older tools); the newer
+        # request runs next.
+        return True
     event: dict[str, Any] = {
         "type": "study.ready", "material_id": str(material_id), "kinds": kinds,
         "generator": generated.generator}
