@@ -70,4 +70,12 @@ async def test_review_a_due_card_and_finish_a_quiz(settings: Settings, page: Pag
         score = sheet.locator(".score")
         await expect(score).to_contain_text(f"of {study['questions']}")
         await page.screenshot(path=str(artifact("study-quiz-score.png")))
+
+        # In Russian: the host page switches the widget's language; the Study view follows.
+        await page.locator("tutorhub-chat").evaluate("(el) => el.setAttribute('lang', 'ru')")
+        await chat.get_by_role("button", name="Материалы").click()
+        await chat.get_by_role("button", name="Учёба: Baikal").click()
+        ru = chat.get_by_role("dialog", name="Учёба · Baikal")
+        await ru.get_by_role("tab", name="Карточки").click()
+        await expect(ru.locator(".card-area")).to_contain_text("Карточка 1 из")
         assert not page.errors  # type: ignore[attr-defined]
