@@ -8,7 +8,7 @@ reviewed card), `flashcard_reviews` (what the daily limits count). `quizzes` (on
 `quiz_questions`, `quiz_attempts`, `quiz_sessions` (per conversation: the tutor's quiz).
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-12
 """
 
