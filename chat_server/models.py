@@ -502,3 +502,25 @@ class QuizSession(Base):
     # The question waiting for the learner's answer; null when the quiz is over.
     question_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     updated_at: Mapped[datetime] = _now()
+
+
+class TelegramQuiz(Base):
+    """A quiz being taken in a Telegram chat (`/quiz`, #19): the question it is at and the
+    answers so far, posted as one attempt at the end (as the widget does). In the database, not
+    in a bridge process, because every update may be handled by another bridge process."""
+
+    __tablename__ = "telegram_quizzes"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    quiz_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("quizzes.id", ondelete="CASCADE"), nullable=False
+    )
+    position: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    answers: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, default=list)
+    # The current question is answered by typing (a short answer): the next text is the answer.
+    typed: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
+                                        server_default=false())
+    updated_at: Mapped[datetime] = _now()

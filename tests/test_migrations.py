@@ -25,7 +25,7 @@ from chat_server.models import Base
 
 TABLES = {"users", "conversations", "messages", "materials", "chunks", "meta", "study_sets",
           "flashcards", "flashcard_states", "flashcard_reviews", "quizzes", "quiz_questions",
-          "quiz_attempts", "quiz_sessions"}
+          "quiz_attempts", "quiz_sessions", "telegram_quizzes"}
 ENUMS = {"message_role", "message_status", "material_kind", "material_status"}
 
 

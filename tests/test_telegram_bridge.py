@@ -80,10 +80,10 @@ async def test_linking_with_a_good_a_reused_and_an_expired_code(settings: Settin
         env.reply(["Still ", "here."])
         assert await say(501, "And now?") == "Still here."
 
-        # Commands in Russian; /cards and /quiz are coming; /unlink undoes the link.
+        # Commands in Russian; /cards and /quiz without materials; /unlink undoes the link.
         assert "/socratic on|off" in await say(501, "/help", "ru")
-        assert await say(501, "/cards", "ru") == "Карточки скоро появятся."
-        assert await say(501, "/quiz") == "Quizzes are coming soon."
+        assert (await say(501, "/cards", "ru")).startswith("Сейчас нет карточек к повторению.")
+        assert (await say(501, "/quiz")).startswith("You have no ready materials yet.")
         assert "no longer linked" in await say(501, "/unlink")
         async with httpx.AsyncClient(base_url=env.base_url) as c:
             assert (await c.get("/telegram/link", headers=auth)).json()["linked"] is False

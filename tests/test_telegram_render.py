@@ -124,7 +124,8 @@ def test_every_text_exists_in_both_languages_and_is_valid_html() -> None:
         for value in texts.values():
             parse_html(value.format(title="t", reason="r", stage="s", done=1, total=2,
                                     chunks=3, size=1, limit=2, used=1, quota=2, message="m",
-                                    state="on"))
+                                    state="on", left=2, rating="Good", when="in 1 min",
+                                    n=1, count=3, prompt="p", answer="a", score=1))
 
 
 async def test_the_token_never_reaches_a_log(caplog: pytest.LogCaptureFixture) -> None:

@@ -10,7 +10,7 @@ An update is handled by one process only (claims.py), then by aiogram's dispatch
   a YouTube link is offered with a button, then added with `POST /materials/youtube`; either
   way one status message follows the ingestion (materials.py);
 - commands: /start <code> (linking), /new, /stop, /materials, /socratic on|off, /unlink,
-  /help, /cards and /quiz (coming with the study tools).
+  /help, /cards (flashcard review) and /quiz (a material's quiz): study.py.
 
 Echo rule: a reply the user triggers elsewhere (the browser) reaches Telegram only if its
 conversation is the current conversation of one of the user's private chats with the bot, and
@@ -67,6 +67,7 @@ from chat_server.telegram.client import TutorhubClient, Unavailable
 from chat_server.telegram.materials import MaterialStatus, from_rest, youtube_id
 from chat_server.telegram.render import escape
 from chat_server.telegram.replies import ReplyStream, Target
+from chat_server.telegram.study import CALLBACK, StudyChat
 from chat_server.telegram.texts import language, t
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class Bridge:
         self.bot = make_bot(settings)
         self.outbox = Outbox(self.bot)
         self.client = TutorhubClient(settings, self._on_event, self._generation)
+        self.study = StudyChat(self.client, db, claims, self._say, self._status)
         self.dp = Dispatcher()
         self.dp.update.outer_middleware(self._once)
         self.dp.include_router(self._router())
@@ -347,7 +349,8 @@ class Bridge:
         router = Router(name="tutorhub")
         router.message.register(self._start, CommandStart())
         router.message.register(self._help, Command("help"))
-        router.message.register(self._soon, Command("cards", "quiz"))
+        router.message.register(self._cards, Command("cards"))
+        router.message.register(self._quiz, Command("quiz"))
         router.message.register(self._new, Command("new"))
         router.message.register(self._stop, Command("stop"))
         router.message.register(self._materials, Command("materials"))
@@ -358,6 +361,7 @@ class Bridge:
         router.message.register(self._photo, F.photo)
         router.message.register(self._text, F.text)
         router.callback_query.register(self._callback, F.data.startswith("yt:"))
+        router.callback_query.register(self._study, F.data.regexp(CALLBACK))
         router.stopped_message_generation.register(self._stopped)
         return router
 
@@ -413,8 +417,34 @@ class Bridge:
     async def _help(self, message: Message) -> None:
         await self._say(message.chat.id, t(_lang(message.from_user), "help"))
 
-    async def _soon(self, message: Message, command: CommandObject) -> None:
-        await self._say(message.chat.id, t(_lang(message.from_user), command.command.lower()))
+    async def _cards(self, message: Message) -> None:
+        user_id = await self._user(message)
+        if user_id is not None:
+            await self.study.cards(message.chat.id, user_id, _lang(message.from_user))
+
+    async def _quiz(self, message: Message) -> None:
+        user_id = await self._user(message)
+        if user_id is not None:
+            await self.study.quiz(message.chat.id, user_id, _lang(message.from_user))
+
+    async def _study(self, query: CallbackQuery) -> None:
+        """A button of a card or of a quiz (answered once, with a notice if it was stale)."""
+        answered = False
+
+        async def ack(notice: str | None) -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                with suppress(TelegramAPIError):
+                    await query.answer(text=notice)
+
+        message = query.message
+        user_id = None
+        if isinstance(message, Message) and query.data is not None:
+            user_id = await self._linked(query.from_user, message.chat.id, tell=True)
+        if isinstance(message, Message) and query.data is not None and user_id is not None:
+            await self.study.callback(message, user_id, _lang(query.from_user), query.data, ack)
+        await ack(None)
 
     async def _new(self, message: Message) -> None:
         user_id = await self._user(message)
@@ -552,6 +582,8 @@ class Bridge:
             await self._say(message.chat.id, t(lang, "youtube_offer"),
                             reply_markup=InlineKeyboardMarkup(inline_keyboard=[[button]]))
             return
+        if await self.study.typed(message.chat.id, user_id, lang, text):
+            return  # the answer to the quiz's short-answer question
         target = Target(message.chat.id, message.chat.type == "private", lang,
                         message.message_thread_id if message.is_topic_message else None)
         await self.ask(user_id, target, text, f"tg-{self.bot.id}-{message.chat.id}-"

@@ -1,4 +1,5 @@
-"""The bridge's own data: linked accounts, single-use link codes, per-chat conversation state.
+"""The bridge's own data: linked accounts, single-use link codes, per-chat conversation state,
+and the quiz a chat is taking (`/quiz`).
 
 Everything else the bridge touches (conversations, replies, materials) it reaches as a client,
 through the public WebSocket protocol and REST. Link codes are stored as sha256 only: the
@@ -13,12 +14,12 @@ import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import delete, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_server.auth import user_for_external_id
-from chat_server.models import TelegramChat, TelegramLink, TelegramLinkCode, User
+from chat_server.models import TelegramChat, TelegramLink, TelegramLinkCode, TelegramQuiz, User
 
 
 class LinkResult(enum.Enum):
@@ -164,3 +165,56 @@ async def private_chats_of(session: AsyncSession, user_id: uuid.UUID,
         TelegramChat.user_id == user_id, TelegramChat.conversation_id == conversation_id,
         TelegramChat.chat_id > 0))
     return list(rows)
+
+
+# --- /quiz: the quiz a chat is taking ---------------------------------------------------------
+
+
+async def start_quiz(session: AsyncSession, chat_id: int, user_id: uuid.UUID,
+                     quiz_id: uuid.UUID, typed: bool) -> None:
+    """Begin (or begin again) `quiz_id` in the chat at its first question."""
+    values = {"quiz_id": quiz_id, "position": 0, "answers": [], "typed": typed,
+              "updated_at": datetime.now(UTC)}
+    await session.execute(
+        insert(TelegramQuiz).values(chat_id=chat_id, user_id=user_id, **values)
+        .on_conflict_do_update(index_elements=["chat_id", "user_id"], set_=values))
+    await session.commit()
+
+
+async def quiz_of(session: AsyncSession, chat_id: int, user_id: uuid.UUID,
+                  max_age_s: float | None = None) -> TelegramQuiz | None:
+    """The quiz the chat is taking (None when none, or when idle for over `max_age_s`)."""
+    row = await session.get(TelegramQuiz, (chat_id, user_id), populate_existing=True)
+    if row is not None and max_age_s is not None and \
+            row.updated_at < datetime.now(UTC) - timedelta(seconds=max_age_s):
+        return None
+    return row
+
+
+async def answer_quiz(session: AsyncSession, chat_id: int, user_id: uuid.UUID,
+                      quiz_id: uuid.UUID, position: int, answer: dict[str, object],
+                      typed_next: bool) -> list[dict[str, object]] | None:
+    """Record the answer to question `position` and move on; the answers so far, or None
+    when that question is no longer the current one (answered already: a second press, or
+    another bridge process got there first)."""
+    row = await session.scalar(
+        update(TelegramQuiz)
+        .where(TelegramQuiz.chat_id == chat_id, TelegramQuiz.user_id == user_id,
+               TelegramQuiz.quiz_id == quiz_id, TelegramQuiz.position == position)
+        .values(position=position + 1, typed=typed_next, updated_at=datetime.now(UTC),
+                answers=TelegramQuiz.answers.op("||")(literal([answer], JSONB)))
+        .returning(TelegramQuiz.answers))
+    await session.commit()
+    return list(row) if row is not None else None
+
+
+async def end_quiz(session: AsyncSession, chat_id: int, user_id: uuid.UUID,
+                   quiz_id: uuid.UUID) -> list[dict[str, object]] | None:
+    """Forget the chat's quiz; its answers, or None when it was ended already."""
+    row = await session.scalar(
+        delete(TelegramQuiz)
+        .where(TelegramQuiz.chat_id == chat_id, TelegramQuiz.user_id == user_id,
+               TelegramQuiz.quiz_id == quiz_id)
+        .returning(TelegramQuiz.answers))
+    await session.commit()
+    return list(row) if row is not None else None

@@ -5,7 +5,8 @@ and reviews, quizzes with their questions and attempts, and the tutor's quiz ses
 the summary and notes it wrote. `flashcards` (unique per material and front+back, so a card
 regenerated unchanged keeps its id and review state), `flashcard_states` (the `fsrs` Card of a
 reviewed card), `flashcard_reviews` (what the daily limits count). `quizzes` (one per material),
-`quiz_questions`, `quiz_attempts`, `quiz_sessions` (per conversation: the tutor's quiz).
+`quiz_questions`, `quiz_attempts`, `quiz_sessions` (per conversation: the tutor's quiz),
+`telegram_quizzes` (per Telegram chat: the quiz `/quiz` is taking there).
 
 Revision ID: 0007
 Revises: 0006
@@ -144,9 +145,19 @@ def upgrade() -> None:
         _now("updated_at"),
     )
     op.create_index("ix_quiz_sessions_user_id", "quiz_sessions", ["user_id"])
+    op.create_table(
+        "telegram_quizzes",
+        sa.Column("chat_id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("user_id", UUID(as_uuid=True), _fk("users"), primary_key=True),
+        sa.Column("quiz_id", UUID(as_uuid=True), _fk("quizzes"), nullable=False),
+        sa.Column("position", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("answers", JSONB, nullable=False),
+        sa.Column("typed", sa.Boolean, nullable=False, server_default=sa.false()),
+        _now("updated_at"),
+    )
 
 
 def downgrade() -> None:
-    for table in ("quiz_sessions", "quiz_attempts", "quiz_questions", "quizzes",
+    for table in ("telegram_quizzes", "quiz_sessions", "quiz_attempts", "quiz_questions", "quizzes",
                   "flashcard_reviews", "flashcard_states", "flashcards", "study_sets"):
         op.drop_table(table)

@@ -77,6 +77,11 @@ def _visible(params: dict[str, Any]) -> str:
     return visible
 
 
+def _keyboard(params: dict[str, Any]) -> list[list[dict[str, Any]]] | None:
+    markup = params.get("reply_markup")
+    return markup.get("inline_keyboard") if isinstance(markup, dict) else None
+
+
 @dataclass
 class Call:
     method: str
@@ -107,6 +112,16 @@ class Sent:
     text: str  # visible text, as it reads now (after edits)
     markup: str  # what the bot sent, last version
     edits: int = 0
+    # The inline keyboard's rows of {text, callback_data} (an edit without one removes it).
+    keyboard: list[list[dict[str, Any]]] | None = None
+
+    def button(self, text: str) -> str:
+        """The callback data of the button labelled `text`."""
+        for row in self.keyboard or []:
+            for b in row:
+                if b["text"] == text:
+                    return str(b["callback_data"])
+        raise KeyError(text)
 
 
 @dataclass
@@ -359,7 +374,8 @@ class FakeTelegram:
         if method == "sendMessage":
             text = _visible(p)
             msg = self._bot_message(chat_id, text)
-            self.messages[chat_id].append(Sent(msg["message_id"], chat_id, text, p["text"]))
+            self.messages[chat_id].append(Sent(msg["message_id"], chat_id, text, p["text"],
+                                               keyboard=_keyboard(p)))
             return msg
         if method == "editMessageText":
             text = _visible(p)
@@ -368,7 +384,7 @@ class FakeTelegram:
                 raise BadRequest("message is not modified: specified new message content and "
                                  "reply markup are exactly the same as a current content and "
                                  "reply markup of the message")
-            sent.text, sent.markup = text, p["text"]
+            sent.text, sent.markup, sent.keyboard = text, p["text"], _keyboard(p)
             sent.edits += 1
             return {**self._bot_message(chat_id, text), "message_id": sent.message_id}
         raise BadRequest(f"method {method} is not in the fake")

@@ -101,6 +101,8 @@ async def telegram_env(settings: Settings, *, bridge: bool = True, claims_url: s
             "telegram_bot_token": SecretStr(TOKEN), "telegram_api_url": api.base_url,
             "telegram_server_url": f"http://127.0.0.1:{port}",
             "telegram_draft_interval_s": 0.2, "telegram_edit_interval_s": 0.3,
+            # Study tools only where a test asks (they would ask the scripted provider).
+            "study_on_ready": False,
             **overrides})
         assert s.database_url
         app = create_app(s)
