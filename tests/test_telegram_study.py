@@ -1,6 +1,6 @@
 """`/cards` and `/quiz` in Telegram (#19 with the study tools of #18), against the fake Bot API:
 cards reviewed with inline buttons through the REST scheduler (FSRS, daily limits), a stale
-press refused; a quiz in Russian picked by a button, answered by buttons and by typing, with
+press refused, another learner's press a 404; a quiz in Russian picked by a button, answered by buttons and by typing, with
 feedback and the cited page after each question, the score at the end and the attempt stored
 as the widget's is."""
 
@@ -81,6 +81,11 @@ async def test_cards_and_a_quiz_with_buttons_feedback_and_the_stored_score(
             await _answered(api, "Already answered.")
             api.press(CHAT, second.message_id, second.button("Easy"))
             await api.wait_text(CHAT, "That was the last card due for now.")
+            # Another learner pressing a button with this learner's card: a 404 for them.
+            await env.linked(CHAT + 1)
+            linked = api.messages[CHAT + 1][0]
+            api.press(CHAT + 1, linked.message_id, again)
+            await api.wait_text(CHAT + 1, "This is no longer there")
             reviews = await db.fetch(
                 "select r.card_id, r.rating, r.reviewed_at, r.due from flashcard_reviews r "
                 "where r.user_id = $1 order by r.id", uuid.UUID(user_id))
