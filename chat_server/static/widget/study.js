@@ -227,6 +227,14 @@ export class Study {
 
   _key(e) {
     if (e.key === 'Escape') { e.stopPropagation(); this.close(); return; }
+    if (e.target.getAttribute?.('role') === 'tab' && (e.key === 'ArrowRight' || e.key === 'ArrowLeft')) {
+      // The tab list's arrow keys (the ARIA tabs pattern): the next / previous tab, wrapping.
+      const names = Object.keys(this.tabs);
+      const step = e.key === 'ArrowRight' ? 1 : names.length - 1;
+      e.preventDefault();
+      this.show(names[(names.indexOf(this.current) + step) % names.length]);
+      return;
+    }
     if (this.current !== 'cards' || e.target.closest('input, textarea')) return;
     if ((e.key === ' ' || e.key === 'Enter') && !this.flipped && this.cards?.queue.length) {
       e.preventDefault();
