@@ -150,6 +150,8 @@ async def main_async(rounds: int, page_runs: int, version: str) -> str:
     with tempfile.TemporaryDirectory(prefix="bench-formats-") as tmp:
         work = Path(tmp)
         async with bench_settings(work) as settings:
+            # ingestion alone: no study tools generated after material.ready
+            settings.study_on_ready = False
             say(f"# Slides and scans benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
             say()
             say(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

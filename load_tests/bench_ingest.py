@@ -152,6 +152,8 @@ async def main_async(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
         async with bench_settings(work) as settings:
+            # ingestion alone: no study tools generated after material.ready
+            settings.study_on_ready = False
             t0 = time.perf_counter()
             model = await asyncio.to_thread(load_local_model, settings.embedding_threads)
             model_s = time.perf_counter() - t0

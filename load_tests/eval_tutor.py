@@ -158,7 +158,9 @@ def _serve() -> tuple[subprocess.Popen[bytes], str, tempfile.TemporaryDirectory[
     data = tempfile.TemporaryDirectory(prefix="tutorhub-eval-")
     port = free_port()
     env = {**os.environ, "TUTORHUB_DATA_DIR": data.name, "PYTHONPATH": str(ROOT),
-           "TUTORHUB_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+           "TUTORHUB_LOG_LEVEL": "warning", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           # the tutor alone: no study tools generated beside the questions' timing
+           "TUTORHUB_STUDY_ON_READY": "false"}
     proc = subprocess.Popen([sys.executable, "-m", "chat_server.cli", "serve", "--port",
                              str(port)], env=env, cwd=str(ROOT))
     url = f"http://127.0.0.1:{port}"

@@ -78,6 +78,8 @@ class Ctx:
 
 
 async def _ctx(settings: Settings) -> AsyncIterator[Ctx]:
+    # No study tools here: their study.* events would follow material.ready (tests/test_study_*).
+    settings = settings.model_copy(update={"study_on_ready": False})
     app = create_app(settings)
     async with serve_app(app) as base, httpx.AsyncClient(base_url=base, timeout=60) as client:
         yield Ctx(app, client, settings)
