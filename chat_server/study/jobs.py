@@ -262,8 +262,8 @@ async def _run(deps: Deps, material_id: uuid.UUID) -> bool:
 def _generator(settings: Settings) -> Generator:
     name = generator_name(settings)
     if name == "offline":
-        from chat_server.study.offline import OfflineGenerator
         from chat_server.embeddings import get_embedder
+        from chat_server.study.offline import OfflineGenerator
 
         return OfflineGenerator(settings, get_embedder(settings).embed)
     from chat_server.study.llm import LLMGenerator

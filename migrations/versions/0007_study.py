@@ -9,7 +9,7 @@ reviewed card), `flashcard_reviews` (what the daily limits count). `quizzes` (on
 `telegram_quizzes` (per Telegram chat: the quiz `/quiz` is taking there).
 
 Revision ID: 0007
-Revises: 0006
+Revises: 0005
 Create Date: 2026-12-12
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 revision = "0007"
-down_revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
