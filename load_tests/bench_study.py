@@ -26,19 +26,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chat_server.app import create_app  # noqa: E402
-from chat_server.db import migrate  # noqa: E402
 from chat_server.settings import Settings  # noqa: E402
-from load_tests.report import Report, cpu_probe  # noqa: E402
+from load_tests.report import Report, bench_settings, cpu_probe  # noqa: E402
 from tests.support.grounding import load  # noqa: E402
 from tests.support.ingest import make_pdf  # noqa: E402
-from tests.support.services import database_uri, postgres_server, serve_app  # noqa: E402
+from tests.support.services import serve_app  # noqa: E402
 from tests.support.study import on_page, page_texts, upload  # noqa: E402
 from tests.support.ws import new_user, recv, socket  # noqa: E402
 
@@ -144,16 +142,7 @@ async def main_async() -> str:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
         work = Path(tmp)
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(work / "run"))
-        with postgres_server(work) as base_uri:
-            conn = await asyncpg.connect(database_uri(base_uri, "postgres").replace("+asyncpg", ""))
-            await conn.execute("create database bench")
-            await conn.close()
-            url = database_uri(base_uri, "bench")
-            await asyncio.to_thread(migrate, url)
-            settings = Settings(_env_file=None, database_url=url,  # type: ignore[call-arg]
-                                data_dir=work / "data", auto_migrate=False,
-                                secret_key="bench-secret-key-0123456789-0123456789")
+        async with bench_settings(work) as settings:
             say(f"# Study tools benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
             say()
             say(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
