@@ -231,6 +231,17 @@ def _exit_cleanly(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from pydantic import ValidationError
+
+    try:
+        get_settings()
+    except ValidationError as exc:  # say what is wrong, without a traceback
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            print(f"tutorhub: invalid setting{' ' + where if where else ''}: {message}",
+                  file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=get_settings().log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

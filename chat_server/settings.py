@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -129,10 +129,23 @@ class Settings(BaseSettings):
     )
 
     # --- tutor ----------------------------------------------------------------
-    llm_provider: Literal["auto", "offline", "anthropic", "openai"] = Field(
+    llm_provider: Literal["auto", "offline", "anthropic", "openai", "loopback"] = Field(
         "auto",
         description="Tutor provider. auto: anthropic if its key is set, else openai if its "
-        "key or base URL is set, else offline.",
+        "key or base URL is set, else offline. loopback: the benchmark provider (generated "
+        "words, no model; needs llm_loopback_allowed).",
+    )
+    llm_loopback_allowed: bool = Field(
+        False, description="Allow the loopback benchmark provider (as llm_provider or in "
+        "llm_fallback): replies are generated words, not answers, so it is for load tests "
+        "only. Unset: a loopback setting is refused at start."
+    )
+    llm_loopback_tokens_per_s: float = Field(
+        0.0, ge=0, description="Loopback provider: tokens per second of each reply (0 = as "
+        "fast as the server takes them)."
+    )
+    llm_loopback_reply_tokens: int = Field(
+        300, ge=1, description="Loopback provider: tokens per reply (at most llm_max_tokens)."
     )
     llm_fallback: list[str] = Field(
         default_factory=list,
@@ -393,6 +406,11 @@ class Settings(BaseSettings):
         parse_many(value)  # ValueError names what is wrong
         return value
 
+    @model_validator(mode="after")
+    def _loopback_allowed(self) -> Settings:
+        check_loopback(self)
+        return self
+
     # --- derived ----------------------------------------------------------------
     @property
     def embedded(self) -> bool:
@@ -415,6 +433,20 @@ class Settings(BaseSettings):
         path.write_text(key)
         path.chmod(0o600)
         return key
+
+
+LOOPBACK_REFUSED = (
+    "TUTORHUB_LLM_PROVIDER=loopback (or loopback in TUTORHUB_LLM_FALLBACK) is the benchmark "
+    "provider: it answers every question with generated words, not with a model. Set "
+    "TUTORHUB_LLM_LOOPBACK_ALLOWED=true to run it for a load test; never in production."
+)
+
+
+def check_loopback(settings: Settings) -> None:
+    """Refuse the loopback provider unless explicitly allowed (ValueError with the reason)."""
+    wanted = settings.llm_provider == "loopback" or "loopback" in settings.llm_fallback
+    if wanted and not settings.llm_loopback_allowed:
+        raise ValueError(LOOPBACK_REFUSED)
 
 
 @lru_cache

@@ -30,7 +30,16 @@ async def readyz(request: Request) -> JSONResponse:
         except Exception as exc:
             checks[name] = f"error: {exc}"[:300]
     ready = all(v == "ok" for v in checks.values())
+    body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": checks}
+    tutor = getattr(request.app.state, "tutor", None)
+    if tutor is not None:
+        # Which providers answer, so a load test can confirm it measures what it thinks it does
+        # (and a deployment left on the benchmark provider is visible at once).
+        body["llm"] = [{"provider": p.name, "model": p.model} for p in tutor.providers]
+        if any(p.name == "loopback" for p in tutor.providers):
+            body["benchmark"] = ("loopback LLM provider: replies are generated words, "
+                                 "not a model's answers")
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
+        body,
         status_code=200 if ready else 503,
     )

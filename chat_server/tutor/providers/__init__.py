@@ -1,7 +1,8 @@
 """LLM providers behind one small interface (base.py), and their choice from settings.
 
 `anthropic` and `openai` stream through their SDKs (anthropic.py, openai.py); `offline` needs
-no network (chat_server/tutor/offline.py). An SDK is imported only when its provider is used.
+no network (chat_server/tutor/offline.py); `loopback` is the load tests' benchmark provider
+(loopback.py), refused unless explicitly allowed. An SDK is imported only when its provider is used.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ def build_provider(name: str, settings: Settings) -> Provider:
         from chat_server.tutor.offline import OfflineProvider
 
         return OfflineProvider()
-    raise ValueError(f"Unknown LLM provider {name!r}: use anthropic, openai or offline.")
+    if name == "loopback":
+        from chat_server.tutor.providers.loopback import LoopbackProvider
+
+        return LoopbackProvider(settings)
+    raise ValueError(f"Unknown LLM provider {name!r}: use anthropic, openai, offline or "
+                     "loopback (benchmarks).")
 
 
 @asynccontextmanager
