@@ -404,7 +404,9 @@ class Listener(TutorhubUser):
     def on_start(self) -> None:
         self.options = self.environment.parsed_options
         self.socket = None
-        for _ in range(50):  # hear a learner's replies on every socket, when one comes soon
+        # Hear a learner's replies on every socket: wait for one to log in when learners run.
+        learners = any(issubclass(c, Learner) for c in self.environment.user_classes)
+        for _ in range(300 if learners else 1):
             if _IDENTITIES:
                 self.token = random.choice(_IDENTITIES)
                 break
