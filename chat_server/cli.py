@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from chat_server.settings import Settings, get_settings
 
@@ -54,6 +55,49 @@ def _require_migrated(url: str) -> None:
     asyncio.run(check())
 
 
+WORKERS_NEED_REDIS = (
+    "tutorhub serve --workers N needs TUTORHUB_REDIS_URL: the in-process bus and task broker "
+    "live inside one process, so a second process would not see the first one's sockets, "
+    "replies or history. Start Redis and set TUTORHUB_REDIS_URL, or run one process."
+)
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    return dict(
+        loop="uvloop", http="httptools",
+        # websockets-sansio + the hub's pre-framed fan-out writes (chat_server/hub/wsproto.py)
+        ws="chat_server.hub.wsproto:HubWebSocketProtocol",
+        ws_per_message_deflate=settings.ws_compression, ws_max_size=settings.ws_max_frame_bytes,
+        ws_ping_interval=None, ws_ping_timeout=None,  # the hub runs its own keepalive
+        log_level=settings.log_level, lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s) + 1,
+    )
+
+
+def serve_workers(settings: Settings, host: str, port: int, workers: int) -> int:
+    """N uvicorn processes on one listening socket (uvicorn's supervisor). Each builds its app
+    from the environment, which is completed here: the database (embedded Postgres is started by
+    this parent), migrated once before any starts, and the secret key every process must share."""
+    import uvicorn
+
+    from chat_server.db import migrate
+
+    with database(settings, lock=True) as resolved:
+        assert resolved.database_url
+        if resolved.should_migrate:
+            migrate(resolved.database_url)
+        else:
+            _require_migrated(resolved.database_url)
+        os.environ.update({
+            "TUTORHUB_DATABASE_URL": resolved.database_url, "TUTORHUB_AUTO_MIGRATE": "false",
+            "TUTORHUB_HOST": host, "TUTORHUB_PORT": str(port),
+            "TUTORHUB_SECRET_KEY": resolved.resolved_secret_key()})
+        log.info("starting %d processes on http://%s:%s", workers, host, port)
+        uvicorn.run("chat_server.app:create_app", factory=True, host=host, port=port,
+                    workers=workers, **_uvicorn_options(settings))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -61,6 +105,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     host, port = listen_address(args, settings)
+    if args.workers < 1:
+        print("tutorhub serve: --workers must be at least 1.", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        if not settings.redis_url:
+            print(f"tutorhub: {WORKERS_NEED_REDIS}", file=sys.stderr)
+            return 2
+        return serve_workers(settings, host, port, args.workers)
     started = time.monotonic()
     with database(settings, lock=True) as resolved:
         if not resolved.should_migrate:
@@ -69,15 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # host/port as flags gave them: the Telegram bridge (webhook mode) calls this server.
         app = create_app(resolved.model_copy(update={"host": host, "port": port}))
         app.state.started_monotonic = started
-        config = uvicorn.Config(
-            app, host=host, port=port, loop="uvloop", http="httptools",
-            # websockets-sansio + the hub's pre-framed fan-out writes (chat_server/hub/wsproto.py)
-            ws="chat_server.hub.wsproto:HubWebSocketProtocol",
-            ws_per_message_deflate=settings.ws_compression, ws_max_size=settings.ws_max_frame_bytes,
-            ws_ping_interval=None, ws_ping_timeout=None,  # the hub runs its own keepalive
-            log_level=settings.log_level, lifespan="on",
-            timeout_graceful_shutdown=int(settings.shutdown_timeout_s) + 1,
-        )
+        config = uvicorn.Config(app, host=host, port=port,
+                                **_uvicorn_options(settings))
         server = uvicorn.Server(config)
         mode = "embedded Postgres" if settings.embedded else "DATABASE_URL"
         log.info("starting on http://%s:%s (%s)", host, port, mode)
@@ -194,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server (embedded Postgres unless DATABASE_URL)")
     serve.add_argument("--host", help="listen address (default: TUTORHUB_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default: TUTORHUB_PORT or 8000)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes sharing the port (more than 1 needs TUTORHUB_REDIS_URL)")
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run ingestion workers (needs TUTORHUB_REDIS_URL)")

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +69,13 @@ class Serve:
 
 
 @contextmanager
-def serve(workdir: Path, env: dict[str, str], name: str = "serve") -> Iterator[Serve]:
+def serve(workdir: Path, env: dict[str, str], name: str = "serve", *args: str
+          ) -> Iterator[Serve]:
     port = free_port()
     log = workdir / f"{name}-{port}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([TUTORHUB, "serve", "--port", str(port)], cwd=workdir, env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([TUTORHUB, "serve", "--port", str(port), *args], cwd=workdir,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield Serve(proc, port, log)
     finally:
@@ -276,6 +277,54 @@ def test_unreachable_database_is_one_clear_line_not_a_traceback(tmp_path: Path) 
             in r.stderr, r.stderr
         assert "TUTORHUB_DATABASE_URL" in r.stderr
         assert "Traceback" not in r.stderr and "s3cret-pw" not in r.stderr
+
+
+def test_serve_workers_refused_without_redis(tmp_path: Path) -> None:
+    r = _run("serve", "--workers", "2", env=_env(tmp_path / "data"), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "--workers N needs TUTORHUB_REDIS_URL" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "data" / "pg").exists()  # refused before anything started
+
+
+def _ask_everywhere(url: str, token: str, sockets: int) -> list[str]:
+    """One question on the first of several sockets of one user; each socket's reply text."""
+    with ExitStack() as stack:
+        conns = [stack.enter_context(ws_connect(url.replace("http", "ws") + "/ws/v1"))
+                 for _ in range(sockets)]
+        for ws in conns:
+            ws.send(json.dumps({"type": "auth", "token": token}))
+            assert json.loads(ws.recv(10))["type"] == "welcome"
+        conns[0].send(json.dumps({"type": "chat.send", "id": "q1", "text": "What is mitosis?"}))
+        texts = []
+        for ws in conns:
+            parts = []
+            while (frame := json.loads(ws.recv(30)))["type"] != "reply.end":
+                if frame["type"] == "reply.delta":
+                    parts.append(frame["text"])
+            texts.append("".join(parts))
+        return texts
+
+
+async def test_serve_workers_share_the_port_over_redis(
+        database_url: str, redis_url: str, tmp_path: Path) -> None:
+    env = _env(tmp_path / "data", TUTORHUB_DATABASE_URL=database_url,
+               TUTORHUB_REDIS_URL=redis_url, TUTORHUB_LLM_PROVIDER="loopback",
+               TUTORHUB_LLM_LOOPBACK_ALLOWED="true", TUTORHUB_LLM_LOOPBACK_REPLY_TOKENS="20")
+    with serve(tmp_path, env, "workers", "--workers", "2") as two:
+        await asyncio.to_thread(two.wait_ready)
+        servers = [p for p in psutil.Process(two.proc.pid).children()
+                   if "spawn_main" in " ".join(p.cmdline())]
+        assert len(servers) == 2, two.output()
+        async with httpx.AsyncClient(base_url=two.url, timeout=30) as client:
+            from tests.conftest import register
+
+            token = await register(client, "workers@example.com")
+        # Eight sockets land on both processes (the kernel spreads accepts); every one of them
+        # gets the whole reply through Redis, whichever process streams it.
+        texts = await asyncio.to_thread(_ask_everywhere, two.url, token, 8)
+        assert len(set(texts)) == 1 and len(texts[0].split(" ")) == 20, texts
+        assert await asyncio.to_thread(two.stop) == 0, two.output()
+    assert all(not p.is_running() for p in servers)
 
 
 def test_unknown_subcommand_is_a_usage_error(tmp_path: Path) -> None:
