@@ -36,32 +36,54 @@ def _substitute(value: str) -> str:
     return _SUBST.sub(one, value)
 
 
+TUTORHUB_SERVICES = ("migrate", "server", "worker", "telegram")
+
+
 def test_services_and_images() -> None:
-    assert set(SERVICES) == {"db", "redis", "server", "worker"}
+    assert set(SERVICES) == {"db", "redis", "migrate", "server", "proxy", "worker", "telegram"}
     assert SERVICES["db"]["image"] == "pgvector/pgvector:pg16"
     assert SERVICES["redis"]["image"].split(":")[0] == "redis"
     assert SERVICES["redis"]["image"].split(":")[1].startswith("7")
-    for name in ("server", "worker"):
+    assert SERVICES["proxy"]["image"].split(":")[0] == "caddy"
+    for name in TUTORHUB_SERVICES:
         assert SERVICES[name]["build"] == "."
         assert SERVICES[name]["image"] == SERVICES["server"]["image"]
 
 
-@pytest.mark.parametrize("name", ["server", "worker"])
+@pytest.mark.parametrize("name", TUTORHUB_SERVICES)
 def test_commands_are_real_tutorhub_subcommands(name: str) -> None:
     command = SERVICES[name]["command"]
     assert isinstance(command, list) and command[0] == "tutorhub"
     args = build_parser().parse_args(command[1:])  # argparse exits on an unknown subcommand/flag
-    assert args.command == {"server": "serve", "worker": "worker"}[name]
+    assert args.command == {"server": "serve"}.get(name, name)
     assert callable(args.func)
 
 
-def test_server_listens_where_compose_looks() -> None:
-    server = SERVICES["server"]
+def test_replicas_are_reached_through_the_proxy_only() -> None:
+    server, proxy = SERVICES["server"], SERVICES["proxy"]
     args = build_parser().parse_args(server["command"][1:])
     assert (args.host, args.port) == ("0.0.0.0", 8000)
-    assert f"{args.port}:{args.port}" in server["ports"]
+    assert "ports" not in server  # replicas cannot share a published port
+    assert int(_substitute(str(server["deploy"]["replicas"]))) >= 2
     probe = " ".join(server["healthcheck"]["test"])
     assert f"127.0.0.1:{args.port}/readyz" in probe
+    env = _environment(proxy)
+    assert env["CADDY_UPSTREAMS"] == f"server:{args.port}"
+    assert [f"{env['CADDY_PORT']}:{env['CADDY_PORT']}"] == proxy["ports"]
+    mount, target, mode = proxy["volumes"][0].split(":")
+    assert (ROOT / mount).is_file() and mode == "ro"
+    assert proxy["command"][proxy["command"].index("--config") + 1] == target
+    assert _environment(server)["FORWARDED_ALLOW_IPS"] == "*"
+
+
+def test_telegram_bridge_is_an_opt_in_profile() -> None:
+    bridge = SERVICES["telegram"]
+    assert bridge["profiles"] == ["telegram"]
+    assert all("profiles" not in s for n, s in SERVICES.items() if n != "telegram")
+    env = _environment(bridge)
+    assert env["TUTORHUB_TELEGRAM_BOT_TOKEN"] is None  # passed through from the shell, if set
+    assert env["TUTORHUB_TELEGRAM_SERVER_URL"] == "http://proxy:8000"
+    assert "proxy" in bridge["depends_on"]
 
 
 def test_every_tutorhub_variable_is_a_real_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,7 +95,7 @@ def test_every_tutorhub_variable_is_a_real_setting(monkeypatch: pytest.MonkeyPat
             field = var.removeprefix("TUTORHUB_").lower()
             assert field in Settings.model_fields, f"{name}: {var} is not a setting"
             seen.add(var)
-        if name in ("server", "worker"):
+        if name in TUTORHUB_SERVICES:
             # And the values compose would pass parse as those settings.
             for var in [v for v in os.environ if v.startswith("TUTORHUB_")]:
                 monkeypatch.delenv(var)
@@ -85,7 +107,8 @@ def test_every_tutorhub_variable_is_a_real_setting(monkeypatch: pytest.MonkeyPat
             assert s.redis_url == "redis://redis:6379/0"
             assert s.secret_key == "value-from-the-shell"
             assert s.embedded is False
-            assert s.should_migrate is (name == "server")
+            # Only the one-shot `tutorhub migrate` migrates: replicas starting at once would race.
+            assert s.should_migrate is False
     assert {"TUTORHUB_DATABASE_URL", "TUTORHUB_REDIS_URL", "TUTORHUB_SECRET_KEY",
             "TUTORHUB_AUTO_MIGRATE"} <= seen
 
@@ -105,8 +128,11 @@ def test_healthchecks_and_startup_order() -> None:
     assert "pg_isready" in " ".join(SERVICES["db"]["healthcheck"]["test"])
     assert "ping" in SERVICES["redis"]["healthcheck"]["test"]
     healthy = {"condition": "service_healthy"}
-    assert SERVICES["server"]["depends_on"] == {"db": healthy, "redis": healthy}
-    # The worker waits for the server, which is the one process that migrates.
+    assert SERVICES["migrate"]["depends_on"] == {"db": healthy}
+    assert SERVICES["migrate"]["restart"] == "no"
+    assert SERVICES["server"]["depends_on"] == {
+        "db": healthy, "redis": healthy, "migrate": {"condition": "service_completed_successfully"}}
+    assert SERVICES["proxy"]["depends_on"] == {"server": healthy}
     assert SERVICES["worker"]["depends_on"] == {"db": healthy, "redis": healthy, "server": healthy}
 
 
@@ -119,7 +145,8 @@ def test_volumes() -> None:
     assert data_volume[1] == _environment(SERVICES["server"])["TUTORHUB_DATA_DIR"]
     for service in SERVICES.values():
         for volume in service.get("volumes", []):
-            assert volume.split(":")[0] in declared
+            source = volume.split(":")[0]
+            assert source.startswith("./") or source in declared, volume
 
 
 def test_dockerfile_installs_cpu_torch_before_the_project() -> None:
