@@ -31,6 +31,8 @@ fi
 if [ "$WITH_TESTS" = 1 ]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  # tests/test_compose.py runs deploy/Caddyfile for real in front of two server instances.
+  command -v caddy >/dev/null 2>&1 || missing+=(caddy)
   # Ingestion tests write Cyrillic PDFs with DejaVu Sans.
   [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 fi

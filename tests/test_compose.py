@@ -3,16 +3,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
+from chat_server.app import create_app
 from chat_server.cli import build_parser
 from chat_server.settings import Settings
+from tests.support.services import free_port, serve_app
+from tests.support.ws import new_user, recv, socket, until
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -147,6 +154,65 @@ def test_volumes() -> None:
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             assert source.startswith("./") or source in declared, volume
+
+
+def _text(frames: list[dict[str, Any]]) -> str:
+    return "".join(f["text"] for f in frames if f["type"] == "reply.delta")
+
+
+async def test_the_caddyfile_proxies_two_instances_and_sockets_resume_on_either(
+        settings: Settings, redis_url: str, tmp_path: Path) -> None:
+    """deploy/Caddyfile run by Debian's caddy in front of two servers sharing Redis: sockets
+    spread over both, a reply reaches the user's sockets on both, a socket resumes through the
+    proxy with no gap wherever it lands."""
+    caddy = shutil.which("caddy")
+    assert caddy, "apt-get install caddy (scripts/setup.sh --test does)"
+    s = settings.model_copy(update={"redis_url": redis_url})
+    app_a, app_b = create_app(s), create_app(s)
+    async with serve_app(app_a) as base_a, serve_app(app_b) as base_b:
+        port = free_port()
+        upstreams = " ".join(base.removeprefix("http://") for base in (base_a, base_b))
+        env = {**os.environ, "CADDY_UPSTREAMS": upstreams, "CADDY_PORT": str(port),
+               "XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+        proc = await asyncio.create_subprocess_exec(
+            caddy, "run", "--config", str(ROOT / "deploy" / "Caddyfile"), "--adapter",
+            "caddyfile", env=env, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+        proxy = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(base_url=proxy, timeout=10) as client:
+                async def ready() -> bool:
+                    try:
+                        return (await client.get("/readyz")).status_code == 200
+                    except httpx.TransportError:
+                        return False
+
+                await until(ready, 20)
+            _, token = await new_user(proxy)
+            async with socket(proxy, token) as (ws1, _), socket(proxy, token) as (ws2, hello):
+                # least_conn: the second socket goes to the instance without one.
+                assert (app_a.state.hub.open_sockets, app_b.state.hub.open_sockets) == (1, 1)
+                await ws1.send(json.dumps({"type": "chat.send", "id": "q", "text": "Hi?"}))
+                got = []
+                while not got or got[-1]["type"] != "reply.end":
+                    got.append(await recv(ws2))
+                assert [f["o"] for f in got] == list(range(hello["offset"] + 1, got[-1]["o"] + 1))
+                since = got[0]["o"]  # processed only the chat.ack, then the network went
+                await ws2.close()
+                async with socket(proxy, token, {"since": since, "epoch": hello["epoch"]}
+                                  ) as (ws3, _):
+                    again = [await recv(ws3)]
+                    while again[-1]["type"] != "reply.end":
+                        again.append(await recv(ws3))
+                # The same events after `since` (replayed deltas may come merged: `parts`).
+                assert again[-1] == got[-1]
+                assert [f["type"] for f in again if f["type"] != "reply.delta"] == \
+                    [f["type"] for f in got[1:] if f["type"] != "reply.delta"]
+                assert _text(again) == _text(got)
+                assert since + sum(f.get("parts", 1) for f in again) == got[-1]["o"]
+        finally:
+            proc.terminate()
+            await proc.wait()
 
 
 def test_dockerfile_installs_cpu_torch_before_the_project() -> None:
