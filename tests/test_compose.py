@@ -193,7 +193,7 @@ async def test_the_caddyfile_proxies_two_instances_and_sockets_resume_on_either(
                 # least_conn: the second socket goes to the instance without one.
                 assert (app_a.state.hub.open_sockets, app_b.state.hub.open_sockets) == (1, 1)
                 await ws1.send(json.dumps({"type": "chat.send", "id": "q", "text": "Hi?"}))
-                got = []
+                got: list[dict[str, Any]] = []
                 while not got or got[-1]["type"] != "reply.end":
                     got.append(await recv(ws2))
                 assert [f["o"] for f in got] == list(range(hello["offset"] + 1, got[-1]["o"] + 1))
