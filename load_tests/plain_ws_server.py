@@ -32,7 +32,7 @@ async def handler(ws: ServerConnection, secret: str) -> None:
     except Exception:
         await ws.close(4401, "auth failed")
         return
-    await ws.send(json.dumps({"type": "welcome", "user_id": user}))
+    await ws.send(json.dumps({"type": "welcome", "user_id": user}, separators=(",", ":")))
     SOCKETS[user].add(ws)
     try:
         async for message in ws:
@@ -55,7 +55,7 @@ async def listen(url: str) -> None:
             continue
         o, _, rest = message["data"].partition(b" ")
         _, _, event = rest.partition(b" ")
-        frame = json.dumps({**json.loads(event), "o": int(o)})
+        frame = json.dumps({**json.loads(event), "o": int(o)}, separators=(",", ":"))
         for ws in list(sockets):
             try:
                 await ws.send(frame)
