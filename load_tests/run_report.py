@@ -570,17 +570,20 @@ def main() -> int:
     quick = args.quick or args.smoke
     bench_hub.raise_fd_limit()
     started = time.monotonic()
+    # --quick: one server process only, fewer and shorter steps (about 2–3 minutes here).
+    process_counts = (1,) if quick else (1, 2)
     idle_steps = [500, 1000] if quick else [1000, 2000, 4000]
     fan_steps = [2000, 6000] if quick else [2000, 4000, 6000, 8000, 10000, 14000]
     fan_s = 1.5 if quick else 2.5
     learners = [1, 50] if quick else [1, 50, 200]
-    locust_s = 8 if quick else 15
-    reply_levels = [100, 400] if quick else [100, 250, 500, 750, 1000, 1500, 2000]
+    locust_s = 6 if quick else 15
+    reply_levels = [100, 300] if quick else [100, 250, 500, 750, 1000, 1500, 2000]
     relay_levels = [20, 60] if quick else [20, 40, 60, 80, 120, 160]
-    pages, questions = 30, 20 if quick else 60
+    pages, questions = (10, 10) if quick else (30, 60)
     if args.smoke:
         idle_steps, fan_steps, fan_s, learners, locust_s = [50], [500], 1.0, [1], 4
         reply_levels, relay_levels, pages, questions = [10], [5], 3, 3
+        process_counts = (1, 2)
     data: dict[str, Any] = {"tutorhub": {}, "probe": [cpu_probe()], "versions": versions(),
                             "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse",
                                                       "--short", "HEAD"], capture_output=True,
@@ -607,7 +610,7 @@ def main() -> int:
                        cwd=workdir, check=True, capture_output=True)
         fleet = bench_hub.Fleet()
         stack.callback(fleet.exit)
-        for procs in (1, 2):
+        for procs in process_counts:
             log(f"== Tutorhub, {procs} process(es), loopback provider")
             r: dict[str, Any] = {}
             with tutorhub(server_env(db_url, redis.url, workdir, **LOOPBACK), procs,
