@@ -342,6 +342,18 @@ def plots(data: dict[str, Any], folder: Path) -> list[str]:
 
     folder.mkdir(parents=True, exist_ok=True)
     names = []
+
+    def limit_line(ax: Any, **labels: str) -> None:
+        """A log latency axis with the 100 ms line the scenarios are judged by."""
+        ax.axhline(TOKEN_P99_MS, color="grey", lw=0.8)
+        ax.set(yscale="log", **labels)
+        ax.legend(fontsize=7)
+
+    def save(fig: Any, name: str) -> str:
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=110)
+        plt.close(fig)
+        return name
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for procs, r in data["tutorhub"].items():
         levels = sorted(r["learners"], key=int)
@@ -357,15 +369,10 @@ def plots(data: dict[str, Any], folder: Path) -> list[str]:
         b.plot([x["delivered_s"] for x in fan], [x["p99"] for x in fan], marker="x", label=label)
     a.set(xlabel="concurrent learners (locust)", ylabel="time to first delta, ms",
           title="First delta against load")
-    b.axhline(TOKEN_P99_MS, color="grey", lw=0.8)
-    b.set(xlabel="deliveries/s", ylabel="p99 latency, ms", yscale="log",
-          title="Fan-out latency against load")
+    limit_line(b, xlabel="deliveries/s", ylabel="p99 latency, ms",
+               title="Fan-out latency against load")
     a.legend(fontsize=7)
-    b.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(folder / "capacity-latency.png", dpi=110)
-    names.append("capacity-latency.png")
-    plt.close(fig)
+    names.append(save(fig, "capacity-latency.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for procs, r in data["tutorhub"].items():
@@ -375,10 +382,7 @@ def plots(data: dict[str, Any], folder: Path) -> list[str]:
     ax.set(xlabel="idle authenticated sockets", ylabel="server RSS, MB (all processes)",
            title="Memory against sockets")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "capacity-rss.png", dpi=110)
-    names.append("capacity-rss.png")
-    plt.close(fig)
+    names.append(save(fig, "capacity-rss.png"))
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     series = [(f"Tutorhub, {p} process(es)", r["replies"]) for p, r in data["tutorhub"].items()]
@@ -389,15 +393,10 @@ def plots(data: dict[str, Any], folder: Path) -> list[str]:
         b.plot([x["replies"] for x in rows], [x["p99"] for x in rows], marker="o", label=label)
     a.set(xlabel="concurrent replies (50 tokens/s each)", ylabel="tokens delivered/s",
           title="Throughput against concurrent replies")
-    b.axhline(TOKEN_P99_MS, color="grey", lw=0.8)
-    b.set(xlabel="concurrent replies", ylabel="token latency p99, ms", yscale="log",
-          title="Token latency against concurrent replies")
+    limit_line(b, xlabel="concurrent replies", ylabel="token latency p99, ms",
+               title="Token latency against concurrent replies")
     a.legend(fontsize=7)
-    b.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(folder / "capacity-replies.png", dpi=110)
-    names.append("capacity-replies.png")
-    plt.close(fig)
+    names.append(save(fig, "capacity-replies.png"))
     return names
 
 
