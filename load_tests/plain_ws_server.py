@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 from collections import defaultdict
 from typing import Any
 
@@ -77,4 +78,6 @@ if __name__ == "__main__":
     parser.add_argument("--redis", required=True)
     parser.add_argument("--secret", required=True)
     args = parser.parse_args()
+    # A load generator drops sockets without a close frame: don't log a traceback for each.
+    logging.getLogger("websockets").setLevel(logging.CRITICAL)
     uvloop.run(main(args.port, args.redis, args.secret))
