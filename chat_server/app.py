@@ -120,6 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "conversations", "description": "Conversations with the tutor."},
             {"name": "materials", "description": "Study materials and their ingestion."},
             {"name": "study", "description": "Summaries, notes, flashcards and quizzes."},
+            {"name": "courses", "description": "Courses, their tutor set-up, invites and "
+             "enrollment."},
+            {"name": "admin", "description": "The audit log (admins)."},
             {"name": "telegram", "description": "Linking a Telegram account to the bot."},
             {"name": "health", "description": "Probes and metrics."},
         ],
@@ -148,11 +151,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The widget names a downloaded original after the server's Content-Disposition.
             expose_headers=["Content-Disposition"],
         )
+    from chat_server.courses import account, audit
+    from chat_server.courses import routes as courses
     from chat_server.study.routes import router as study_router
     from chat_server.telegram.routes import router as telegram_router
 
-    for router in (auth.router, conversations.router, materials.router, study_router,
-                   health.router, metrics_router, telegram_router):
+    for router in (auth.router, account.router, conversations.router, materials.router,
+                   study_router, courses.router, audit.router, health.router, metrics_router,
+                   telegram_router):
         app.include_router(router)
     app.include_router(static_routes.router)  # the widget and its demo page
     from chat_server.hub.lifespan import HubFastPath

@@ -138,8 +138,24 @@ def decode_token(settings: Settings, token: str, typ: TokenType) -> tuple[uuid.U
     return claims.user_id, claims.expires_at
 
 
+@dataclass(frozen=True)
+class EmbedGrants:
+    """What a host site's embed token may grant besides the identity: a course to enroll in
+    (`course_id`) and the user's role (`role`: learner | instructor; never admin)."""
+
+    course_id: uuid.UUID | None = None
+    role: str | None = None
+
+
 def decode_embed_token(settings: Settings, token: str) -> tuple[str, str | None, float]:
     """Validate a host-signed embed token and return (external id, display name, expiry)."""
+    external_id, name, exp, _ = decode_embed(settings, token)
+    return external_id, name, exp
+
+
+def decode_embed(settings: Settings, token: str
+                 ) -> tuple[str, str | None, float, EmbedGrants]:
+    """Validate a host-signed embed token: (external id, display name, expiry, grants)."""
     if not settings.embed_secret:
         raise AuthError()
     try:
@@ -152,7 +168,16 @@ def decode_embed_token(settings: Settings, token: str) -> tuple[str, str | None,
     name = claims.get("name")
     # A host's display name is shown, not trusted: what Postgres can't store is dropped.
     shown = "".join(c for c in str(name)[:200] if clean_text(c)) if name else None
-    return f"embed:{sub}", shown or None, float(claims["exp"])  # type: ignore[arg-type]
+    role = claims.get("role")
+    if role is not None and role not in ("learner", "instructor"):
+        raise AuthError("An embed token may grant the learner or instructor role only.")
+    course = claims.get("course_id")
+    try:
+        course_id = uuid.UUID(str(course)) if course is not None else None
+    except ValueError:
+        raise AuthError("The embed token's course_id is not a UUID.") from None
+    return (f"embed:{sub}", shown or None, float(claims["exp"]),  # type: ignore[arg-type]
+            EmbedGrants(course_id, role))
 
 
 async def user_for_external_id(
@@ -179,8 +204,13 @@ async def authenticate(session: AsyncSession, settings: Settings, token: str) ->
     try:
         claims = decode_claims(settings, token, "access")
     except AuthError:
-        external_id, name, exp = decode_embed_token(settings, token)
-        return Identity(await user_for_external_id(session, external_id, name), exp)
+        external_id, name, exp, grants = decode_embed(settings, token)
+        embedded = await user_for_external_id(session, external_id, name)
+        if grants.course_id is not None or grants.role is not None:
+            from chat_server.courses.enrollment import apply_grants
+
+            await apply_grants(session, embedded, grants)
+        return Identity(embedded, exp)
     user = await session.get(User, claims.user_id)
     if user is None:
         raise AuthError()

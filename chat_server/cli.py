@@ -213,6 +213,38 @@ def cmd_user_create(args: argparse.Namespace) -> int:
         return asyncio.run(create(resolved.database_url))
 
 
+def cmd_user_set_role(args: argparse.Namespace) -> int:
+    from sqlalchemy import func, select
+
+    from chat_server.courses import audit
+    from chat_server.db import check_migrated, open_database
+    from chat_server.models import User
+
+    settings = get_settings()
+
+    async def set_role(url: str) -> int:
+        async with open_database(url, 1) as db:
+            await check_migrated(db.engine)
+            async with db.session() as session:
+                user = await session.scalar(
+                    select(User).where(func.lower(User.email) == args.email.strip().lower()))
+                if user is None:
+                    print(f"No user with the email {args.email}.", file=sys.stderr)
+                    return 1
+                if user.role != args.role:
+                    audit.record(session, audit.Action.role_changed, actor=None,
+                                 target_type="user", target_id=user.id, old=user.role,
+                                 new=args.role, via="cli")
+                    user.role = args.role
+                    await session.commit()
+                print(f"{user.email} is {args.role}")
+                return 0
+
+    with database(settings, lock=True) as resolved:
+        assert resolved.database_url
+        return asyncio.run(set_role(resolved.database_url))
+
+
 def cmd_reembed(args: argparse.Namespace) -> int:
     from chat_server.db import check_migrated, open_database
     from chat_server.embeddings import reembed
@@ -267,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("email")
     create.add_argument("--password", help="(default: TUTORHUB_NEW_USER_PASSWORD or a prompt)")
     create.set_defaults(func=cmd_user_create)
+    set_role = user_sub.add_parser("set-role", help="give a user a role: learner (the default), "
+                                   "instructor (creates courses) or admin")
+    set_role.add_argument("email")
+    set_role.add_argument("role", choices=["learner", "instructor", "admin"])
+    set_role.set_defaults(func=cmd_user_set_role)
     return parser
 
 

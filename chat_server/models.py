@@ -11,6 +11,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Enum,
     Float,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    true,
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
@@ -73,8 +75,17 @@ def _now() -> Mapped[datetime]:
     return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
 
 
+class UserRole(str, enum.Enum):
+    learner = "learner"
+    instructor = "instructor"
+    admin = "admin"
+
+
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        CheckConstraint("role in ('learner', 'instructor', 'admin')", name="ck_users_role"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     # Email is null for users created from embed tokens; those carry external_id instead.
@@ -88,6 +99,9 @@ class User(Base):
     token_generation: Mapped[int] = mapped_column(
         Integer, nullable=False, default=0, server_default="0"
     )
+    # learner | instructor | admin (UserRole); checked by courses/access.py only (migration 0008).
+    role: Mapped[str] = mapped_column(String(20), nullable=False, default="learner",
+                                      server_default="learner")
 
 
 class RefreshToken(Base):
@@ -110,6 +124,10 @@ class RefreshToken(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
+    __table_args__ = (
+        Index("ix_conversations_course_id", "course_id",
+              postgresql_where=sql_text("course_id is not null")),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(
@@ -119,6 +137,10 @@ class Conversation(Base):
     socratic: Mapped[bool] = mapped_column(
         Boolean, nullable=False, default=False, server_default=false()
     )
+    # The course whose tutor answers here (null: the learner's own library). A deleted course
+    # leaves its conversations to their learners as their own.
+    course_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("courses.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -172,13 +194,22 @@ class Message(Base):
 class Material(Base):
     __tablename__ = "materials"
     __table_args__ = (
-        UniqueConstraint("user_id", "content_hash", name="uq_materials_user_content_hash"),
+        # The same content may be in a learner's library and in a course they teach.
+        UniqueConstraint("user_id", "course_id", "content_hash",
+                         name="uq_materials_owner_content_hash",
+                         postgresql_nulls_not_distinct=True),
+        Index("ix_materials_course_id", "course_id",
+              postgresql_where=sql_text("course_id is not null")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False
     )
+    # Set for a course's material (uploaded by its instructor, `user_id`): the course owns it,
+    # its learners' tutor reads it. Null: the user's own library.
+    course_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE"))
     kind: Mapped[MaterialKind] = mapped_column(_enum(MaterialKind, "material_kind"), nullable=False)
     title: Mapped[str] = mapped_column(String(300), nullable=False)
     # The uploaded file's name, video id for YouTube, empty for pasted text.
@@ -225,6 +256,8 @@ class Chunk(Base):
             postgresql_ops={"embedding": "vector_cosine_ops"},
         ),
         Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
+        Index("ix_chunks_course_id", "course_id",
+              postgresql_where=sql_text("course_id is not null")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
@@ -235,6 +268,8 @@ class Chunk(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=False
     )
+    # Denormalised from the material (retrieval scopes a course without a join).
+    course_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     idx: Mapped[int] = mapped_column(Integer, nullable=False)
     text: Mapped[str] = mapped_column(Text, nullable=False)
     page_start: Mapped[int | None] = mapped_column(Integer)
@@ -524,3 +559,88 @@ class TelegramQuiz(Base):
     typed: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
                                         server_default=false())
     updated_at: Mapped[datetime] = _now()
+
+
+class Course(Base):
+    """A course: materials its instructor shares with enrolled learners, and the tutor's set-up
+    for them (migration 0008)."""
+
+    __tablename__ = "courses"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    # RESTRICT: an account that owns courses can't be deleted (DELETE /me says so).
+    owner_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="RESTRICT"), index=True, nullable=False)
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="", server_default="")
+    language: Mapped[str] = mapped_column(String(8), nullable=False, default="en",
+                                          server_default="en")
+    # The tutor's set-up: extra instructions, Socratic or not, provider/model, own materials.
+    instructions: Mapped[str] = mapped_column(Text, nullable=False, default="",
+                                              server_default="")
+    socratic: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True,
+                                           server_default=true())
+    provider: Mapped[str | None] = mapped_column(String(50))
+    model: Mapped[str | None] = mapped_column(String(100))
+    allow_own_materials: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
+                                                      server_default=false())
+    # Instructors may read the conversations of learners who enrolled while this was on (they
+    # were shown it at enrollment); otherwise aggregates only.
+    share_conversations: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
+                                                      server_default=false())
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class CourseInvite(Base):
+    """An invite code (only its sha256 is stored): may expire, be revoked, limit its seats."""
+
+    __tablename__ = "course_invites"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    course_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE"), index=True, nullable=False)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    max_seats: Mapped[int | None] = mapped_column(Integer)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+
+    course_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("courses.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    via: Mapped[str] = mapped_column(String(10), nullable=False)  # invite | embed
+    invite_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("course_invites.id", ondelete="SET NULL"), index=True)
+    # The course's share_conversations when this learner enrolled (what they were shown).
+    shared_conversations: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
+                                                       server_default=false())
+    created_at: Mapped[datetime] = _now()
+
+
+class AuditEntry(Base):
+    """One security-relevant action. Append-only (a trigger refuses UPDATE and DELETE); no
+    foreign key, so the record outlives the account it names. Never holds a secret."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_actor_at", "actor_id", "at"),
+        Index("ix_audit_log_action_at", "action", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(),
+                                         nullable=False, index=True)
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    action: Mapped[str] = mapped_column(String(40), nullable=False)
+    target_type: Mapped[str | None] = mapped_column(String(20))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

@@ -108,8 +108,24 @@ def _numbered(sql: str) -> _Statement:
     return _Statement(_PARAM.sub(number, sql), tuple(names))
 
 
-def _scope(a: str) -> str:
-    return f"{a}.user_id = :uid and (cast(:mids as uuid[]) is null or {a}.material_id = any(:mids))"
+# The chunks a learner's tutor may read: their own library (when $own), and the course's
+# materials when they are its owner or enrolled in it. The membership is checked here, in the
+# statement that reads, so no chunk of a course the learner is not in can be returned.
+COURSE_MEMBER = ("{cid} in (select e.course_id from enrollments e where e.user_id = {uid} "
+                 "union all select co.id from courses co where co.owner_id = {uid})")
+
+
+def chunk_scope(a: str, uid: str, own: str, cid: str) -> str:
+    """SQL: chunk (or material, for `a`.user_id/`a`.course_id) alias `a` is in scope."""
+    return (f"(({a}.user_id = {uid} and {a}.course_id is null and {own}) or "
+            f"({a}.course_id = {cid} and {COURSE_MEMBER.format(cid=cid, uid=uid)}))")
+
+
+def _scope(a: str, material: str = "material_id") -> str:
+    """The learner's own chunks (unless a course excludes them) and, in a course, the course's
+    chunks if the learner is in it (tutor/store.py: chunk_scope); then the material filter."""
+    return (chunk_scope(a, "cast(:uid as uuid)", "cast(:own as boolean)", "cast(:cid as uuid)")
+            + f" and (cast(:mids as uuid[]) is null or {a}.{material} = any(:mids))")
 
 
 # Each side is an array of chunk ids, best first (ARRAY(subquery) keeps the subquery's order).
@@ -160,8 +176,8 @@ _PREPARE = _numbered(
     "array(select array_to_string(tsvector_to_array(to_tsvector('english', w.word) || "
     "to_tsvector('russian', w.word)), ' ') from unnest(cast(:words as text[])) with ordinality "
     "as w(word, ord) order by w.ord) as lexemes, "
-    "(select coalesce(sum(mt.chunk_count), 0) from materials mt where mt.user_id = :uid and "
-    "(cast(:mids as uuid[]) is null or mt.id = any(:mids))) as chunks"
+    "(select coalesce(sum(mt.chunk_count), 0) from materials mt where " + _scope("mt", "id")
+    + ") as chunks"
 )
 _VECTOR = _numbered(f"select {_VECTOR_IDS}")
 _VECTOR_EXACT = _numbered(f"select {_EXACT}")
@@ -286,10 +302,26 @@ async def _lexeme_shares(conn: asyncpg.Connection) -> dict[str, float]:
     return cached[1]
 
 
+@dataclass(frozen=True)
+class Scope:
+    """Whose chunks: `course` (the learner must be its owner or enrolled; checked in SQL) and
+    the learner's own library when `own`."""
+
+    course: uuid.UUID | None = None
+    own: bool = True
+
+    def params(self) -> dict[str, Any]:
+        return {"cid": self.course, "own": self.own}
+
+
+OWN = Scope()
+
+
 async def _prepare(conn: asyncpg.Connection, user_id: uuid.UUID, found: list[str], n: int,
-                   material_ids: list[uuid.UUID] | None) -> str:
+                   material_ids: list[uuid.UUID] | None, scope: Scope = OWN) -> str:
     """Set this transaction's search options; the keyword candidates' websearch query."""
-    params = {"ef": _ef_search(n), "words": found, "uid": user_id, "mids": material_ids or None}
+    params = {"ef": _ef_search(n), "words": found, "uid": user_id, "mids": material_ids or None,
+              **scope.params()}
     row = await conn.fetchrow(_PREPARE.sql, *_PREPARE.args(params))
     if not found:
         return ""
@@ -300,29 +332,30 @@ async def _prepare(conn: asyncpg.Connection, user_id: uuid.UUID, found: list[str
 
 async def vector_search(conn: asyncpg.Connection, user_id: uuid.UUID, vector: list[float],
                         n: int, material_ids: list[uuid.UUID] | None = None, *,
-                        exact: bool = False) -> list[int]:
+                        exact: bool = False, scope: Scope = OWN) -> list[int]:
     """The user's n chunks nearest to `vector` (cosine), best first; `exact` skips the index.
     `conn` is in a transaction (the search options are set for it)."""
-    params = {"uid": user_id, "mids": material_ids or None, "vec": _vec(vector), "n": n}
+    params = {"uid": user_id, "mids": material_ids or None, "vec": _vec(vector), "n": n,
+              **scope.params()}
     if exact:
         return await _ids(conn, _VECTOR_EXACT, params)
-    await _prepare(conn, user_id, [], n, material_ids)
+    await _prepare(conn, user_id, [], n, material_ids, scope)
     return await _ids(conn, _VECTOR, params)
 
 
 async def keyword_search(conn: asyncpg.Connection, user_id: uuid.UUID, question: str, n: int,
                          material_ids: list[uuid.UUID] | None = None, *,
-                         exhaustive: bool = False) -> list[int]:
+                         exhaustive: bool = False, scope: Scope = OWN) -> list[int]:
     """The user's n chunks ranked best for the question's words; `exhaustive` ranks every
     match (no candidate bound: for measuring what the bound costs). `conn` is in a transaction.
     """
     found = words(question)
     if not found:
         return []
-    kq = await _prepare(conn, user_id, found, n, material_ids)
+    kq = await _prepare(conn, user_id, found, n, material_ids, scope)
     params = {"uid": user_id, "mids": material_ids or None, "q": " or ".join(found),
               "kq": " or ".join(found) if exhaustive else kq, "n": n,
-              "scan": 2**31 - 1 if exhaustive else KEYWORD_SCAN}
+              "scan": 2**31 - 1 if exhaustive else KEYWORD_SCAN, **scope.params()}
     return await _ids(conn, _KEYWORD, params)
 
 
@@ -387,6 +420,7 @@ async def hybrid_search(
     *,
     material_ids: list[uuid.UUID] | None = None,
     k: int | None = None,
+    scope: Scope = OWN,
 ) -> list[Hit]:
     """The user's top-k passages for `query` whose embedding is `vector`, best first.
 
@@ -400,11 +434,12 @@ async def hybrid_search(
     k = k or settings.retrieval_top_k
     n = max(settings.retrieval_candidates, k)
     found = words(query)
-    kq = await _prepare(conn, user_id, found, n, material_ids)
+    kq = await _prepare(conn, user_id, found, n, material_ids, scope)
     params: dict[str, Any] = {
         "uid": user_id, "mids": material_ids or None, "n": n, "q": " or ".join(found),
         "kq": kq, "scan": KEYWORD_SCAN, "rrf": settings.retrieval_rrf_k, "k": k,
-        "qlang": question_language(query), "gap": cross_language_gap(settings)}
+        "qlang": question_language(query), "gap": cross_language_gap(settings),
+        **scope.params()}
     statement = _HYBRID
     if isinstance(vector, asyncio.Future) and vector.done():
         # Embedded while the options were set (a question asked again: the embedder's cache):
@@ -434,6 +469,7 @@ async def retrieve(
     *,
     material_ids: list[uuid.UUID] | None = None,
     k: int | None = None,
+    scope: Scope = OWN,
 ) -> list[Hit]:
     """The user's top-k passages for `query`, best first: one connection of `pool` and one
     transaction, the question embedded meanwhile."""
@@ -444,7 +480,7 @@ async def retrieve(
     try:
         async with pool.acquire() as conn, conn.transaction():
             return await hybrid_search(conn, settings, user_id, query, embedding,
-                                       material_ids=material_ids, k=k)
+                                       material_ids=material_ids, k=k, scope=scope)
     finally:
         if not embedding.done():
             embedding.cancel()  # the search failed first: don't leave the task unowned

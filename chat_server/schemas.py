@@ -49,6 +49,7 @@ class UserPublic(BaseModel):
     id: uuid.UUID
     email: str | None
     display_name: str | None
+    role: str = "learner"
     created_at: datetime
 
 
@@ -83,6 +84,7 @@ class ConversationPublic(BaseModel):
     id: uuid.UUID
     title: str
     socratic: bool
+    course_id: uuid.UUID | None = None  # the course whose tutor answers in it
     created_at: datetime
     updated_at: datetime
 

@@ -101,7 +101,8 @@ async def test_small_owner_gets_all_nearest_chunks_despite_the_hnsw_post_filter(
     finally:
         await conn.close()
     assert settings.database_url
-    params = {"uid": lib.small, "mids": None, "vec": retrieval._vec(query.tolist()), "n": 10}
+    params = {"uid": lib.small, "mids": None, "vec": retrieval._vec(query.tolist()), "n": 10,
+              **retrieval.OWN.params()}
     explain = retrieval._numbered(f"explain select {retrieval._ANN}")
     walk = retrieval._numbered(f"select {retrieval._ANN}")
     async with open_database(settings.database_url, 1) as db, db.pool.acquire() as conn, \

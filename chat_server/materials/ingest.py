@@ -408,8 +408,9 @@ async def _extract(runtime: Runtime, kind: str, source: str, file_path: str | No
 
 
 _INSERT = text(
-    "insert into chunks (material_id, user_id, idx, text, page_start, page_end, start_s, "
-    "end_s, locations, sections, language, embedding, tsv) values (:material_id, :user_id, "
+    "insert into chunks (material_id, user_id, course_id, idx, text, page_start, page_end, "
+    "start_s, end_s, locations, sections, language, embedding, tsv) values (:material_id, "
+    ":user_id, (select m.course_id from materials m where m.id = :material_id), "
     ":idx, cast(:text as text), :page_start, :page_end, :start_s, :end_s, "
     "cast(:locations as jsonb), cast(:sections as jsonb), "
     "cast(:language as text), "

@@ -25,6 +25,7 @@ class MaterialPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: uuid.UUID
+    course_id: uuid.UUID | None = None  # a course's material (null: the owner's own)
     kind: str
     title: str
     source: str

@@ -168,8 +168,9 @@ def youtube_hash(video_id: str) -> str:
 async def add_file(
     session: AsyncSession, settings: Settings, broker: AsyncBroker, *, user_id: uuid.UUID,
     staged: Path, filename: str, title: str | None = None, content_hash: str | None = None,
+    course_id: uuid.UUID | None = None,
 ) -> tuple[Material, bool]:
-    """Add a file as a material of `user_id` and queue its ingestion: what POST /materials does
+    """Add a file as a material of `user_id` (in `course_id`'s materials when given) and queue its ingestion: what POST /materials does
     once the body is on disk, and what another way in (a bot with a downloaded file) calls.
 
     `staged` must lie under data_dir/uploads (`staged_path`): it is moved into place, or
@@ -188,7 +189,7 @@ async def add_file(
         material, queued = await create_material(
             session, settings, user_id=user_id, kind=found.kind, title=title, source=name,
             content_hash=content_hash, staged=staged, suffix=found.suffix,
-            content_type=found.content_type, file_size=size)
+            content_type=found.content_type, file_size=size, course_id=course_id)
     finally:
         staged.unlink(missing_ok=True)  # noqa: ASYNC240  # moved away unless refused
     if queued:
@@ -239,10 +240,11 @@ async def check_quota(session: AsyncSession, settings: Settings, user_id: uuid.U
 async def create_material(
     session: AsyncSession, settings: Settings, *, user_id: uuid.UUID, kind: MaterialKind,
     title: str, source: str, content_hash: str, staged: Path | None, suffix: str,
-    content_type: str | None = None, file_size: int = 0,
+    content_type: str | None = None, file_size: int = 0, course_id: uuid.UUID | None = None,
 ) -> tuple[Material, bool]:
     """Insert a queued material (moving `staged` into place), or return the user's existing
-    one with the same content. A failed one is queued again. A file that counts (`file_size`)
+    one with the same content (in the same course, or in their own library when `course_id`
+    is None). A failed one is queued again. A file that counts (`file_size`)
     must fit the user's storage quota. Returns (material, queued)."""
     material_id = uuid.uuid4()
     final: Path | None = None
@@ -253,7 +255,8 @@ async def create_material(
         return await _insert(session, settings, material_id=material_id, user_id=user_id,
                              kind=kind, title=title, source=source,
                              content_hash=content_hash, final=final, suffix=suffix,
-                             content_type=content_type, file_size=file_size)
+                             content_type=content_type, file_size=file_size,
+                             course_id=course_id)
     except BaseException:
         # Nothing refers to the file unless the statement committed: never leave it behind.
         if final is not None:
@@ -264,13 +267,14 @@ async def create_material(
 async def _insert(
     session: AsyncSession, settings: Settings, *, material_id: uuid.UUID, user_id: uuid.UUID,
     kind: MaterialKind, title: str, source: str, content_hash: str, final: Path | None,
-    suffix: str, content_type: str | None, file_size: int,
+    suffix: str, content_type: str | None, file_size: int, course_id: uuid.UUID | None,
 ) -> tuple[Material, bool]:
     # The user's row is locked until the commit: uploads of one user are counted against the
     # quota one at a time, so two at once cannot both fit its last bytes.
     await session.execute(select(User.id).where(User.id == user_id).with_for_update())
     existing = await session.scalar(
-        select(Material).where(Material.user_id == user_id, Material.content_hash == content_hash)
+        select(Material).where(Material.user_id == user_id, Material.content_hash == content_hash,
+                               Material.course_id.is_not_distinct_from(course_id))
     )
     if existing is not None and existing.status != MaterialStatus.failed:
         await session.commit()
@@ -284,7 +288,7 @@ async def _insert(
                 id=material_id, user_id=user_id, kind=kind, title=title[:300], source=source,
                 status=MaterialStatus.queued, content_hash=content_hash,
                 file_path=str(final) if final else None, content_type=content_type,
-                file_size=file_size,
+                file_size=file_size, course_id=course_id,
             )
         )
         await session.commit()

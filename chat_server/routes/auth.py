@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_server.auth import AuthError, Claims, Passwords, create_token, decode_claims
+from chat_server.courses import audit
 from chat_server.deps import CurrentUser, SessionDep, SettingsDep
 from chat_server.errors import ApiError
 from chat_server.models import RefreshToken, User
@@ -116,8 +117,14 @@ async def login(
     ok = await _passwords(request).verify(form.password, user.password_hash if user else None)
     if not ok or user is None:
         await throttle.failed(email, address)
+        # Who was tried is the account's id when it exists; an unknown email is not stored.
+        audit.record(session, audit.Action.login_failed, actor=None, request=request,
+                     target_type="user", target_id=user.id if user else None)
+        await session.commit()
         raise ApiError(401, BAD_LOGIN, "bad_credentials")
     await throttle.succeeded(email)
+    audit.record(session, audit.Action.login_succeeded, actor=user.id, request=request,
+                 target_type="user", target_id=user.id)
     await session.execute(delete(RefreshToken).where(
         RefreshToken.user_id == user.id, RefreshToken.expires_at < func.now()))
     pair = await _issue(session, settings, user.id, user.token_generation)
@@ -127,7 +134,8 @@ async def login(
 
 @router.post("/auth/refresh", response_model=TokenPair,
              summary="Exchange a refresh token for a new token pair (the old one stops working)")
-async def refresh(body: RefreshIn, session: SessionDep, settings: SettingsDep) -> TokenPair:
+async def refresh(body: RefreshIn, session: SessionDep, settings: SettingsDep,
+                  request: Request) -> TokenPair:
     claims = _refresh_claims(settings, body.refresh_token)
     if claims.jti is None:
         raise ApiError(401, BAD_REFRESH)
@@ -152,6 +160,9 @@ async def refresh(body: RefreshIn, session: SessionDep, settings: SettingsDep) -
             raise ApiError(401, REUSED, "refresh_reused") from exc
     elif row.used_at is not None or row.revoked_at is not None:
         await _revoke_family(session, row.family_id)
+        audit.record(session, audit.Action.tokens_revoked, actor=user.id, request=request,
+                     target_type="user", target_id=user.id, reason="refresh_reused",
+                     family=str(row.family_id))
         await session.commit()
         log.warning("refresh token reuse for user %s: family %s revoked", user.id, row.family_id)
         raise ApiError(401, REUSED, "refresh_reused")
@@ -163,13 +174,17 @@ async def refresh(body: RefreshIn, session: SessionDep, settings: SettingsDep) -
 
 @router.post("/auth/logout", status_code=204,
              summary="Log out: revoke the given refresh token and every one of its family")
-async def logout(body: RefreshIn, session: SessionDep, settings: SettingsDep) -> Response:
+async def logout(body: RefreshIn, session: SessionDep, settings: SettingsDep,
+                 request: Request) -> Response:
     claims = _refresh_claims(settings, body.refresh_token)
     family = await session.scalar(
         select(RefreshToken.family_id).where(RefreshToken.id == claims.jti,
                                              RefreshToken.user_id == claims.user_id))
     if family is not None:
         await _revoke_family(session, family)
+        audit.record(session, audit.Action.tokens_revoked, actor=claims.user_id,
+                     request=request, target_type="user", target_id=claims.user_id,
+                     reason="logout", family=str(family))
     elif claims.legacy and claims.jti is not None:
         # Issued before refresh tokens were stored: stored now, revoked, so it can't refresh.
         session.add(RefreshToken(id=claims.jti, user_id=claims.user_id, family_id=uuid.uuid4(),
@@ -214,6 +229,8 @@ async def change_password(body: PasswordChangeIn, user: CurrentUser, session: Se
                                    RefreshToken.revoked_at.is_(None))
         .values(revoked_at=func.now()))
     pair = await _issue(session, settings, user.id, generation)
+    audit.record(session, audit.Action.tokens_revoked, actor=user.id, request=request,
+                 target_type="user", target_id=user.id, reason="password_changed")
     await session.commit()
     bus = getattr(request.app.state, "bus", None)
     if bus is not None:

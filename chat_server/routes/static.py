@@ -110,10 +110,20 @@ async def widget_module(request: Request, version: str, name: str) -> Response:
     return _serve(request, asset, JAVASCRIPT, {"Cache-Control": MODULE_CACHE, **CORS})
 
 
-@router.get("/")
-async def demo_page(request: Request) -> Response:
+def _page(request: Request, name: str) -> Response:
     return _serve(
-        request, _asset("index.html"), "text/html; charset=utf-8",
+        request, _asset(name), "text/html; charset=utf-8",
         {"Cache-Control": PAGE_CACHE, "Content-Security-Policy": PAGE_CSP,
          "Referrer-Policy": "no-referrer"},
     )
+
+
+@router.get("/")
+async def demo_page(request: Request) -> Response:
+    return _page(request, "index.html")
+
+
+@router.get("/instructor")
+async def instructor_page(request: Request) -> Response:
+    """Courses for instructors: <tutorhub-instructor> (static/widget/instructor.js)."""
+    return _page(request, "instructor.html")

@@ -23,7 +23,9 @@ import { TutorhubChat } from './widget/__VERSION__/component.js';
 // as soon as this entry arrives, not level by level (load_tests/reports/widget.md).
 import './widget/__VERSION__/api.js';
 import './widget/__VERSION__/connection.js';
+import './widget/__VERSION__/courses.js';
 import './widget/__VERSION__/dom.js';
+import { TutorhubInstructor } from './widget/__VERSION__/instructor.js';
 import './widget/__VERSION__/login.js';
 import './widget/__VERSION__/materials.js';
 import './widget/__VERSION__/messages.js';
@@ -34,7 +36,10 @@ import './widget/__VERSION__/telegram.js';
 
 export { escapeHtml, renderMarkdown } from './widget/__VERSION__/markdown.js';
 export { youtubeId } from './widget/__VERSION__/citations.js';
-export { TutorhubChat };
+export { TutorhubChat, TutorhubInstructor };
 
 TutorhubChat.defaultServer = new URL('.', import.meta.url).href;
+TutorhubInstructor.defaultServer = TutorhubChat.defaultServer;
 if (!customElements.get('tutorhub-chat')) customElements.define('tutorhub-chat', TutorhubChat);
+// The instructor page (/instructor): courses, their materials, tutor set-up, invites, activity.
+if (!customElements.get('tutorhub-instructor')) customElements.define('tutorhub-instructor', TutorhubInstructor);

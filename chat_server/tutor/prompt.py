@@ -93,11 +93,23 @@ class PromptRequest:
     # How close a few sentences are to the question by meaning (the deployment's embedding
     # model), for the offline tutor; None: it compares words only.
     relevance: Relevance | None = None
+    # The model a course's tutor set-up asks of the provider (None: the provider's own).
+    model: str | None = None
 
 
-def system_prompt(language: Language, socratic: bool) -> str:
+COURSE_RULES = """
+The passages come from the materials of a course. Its instructor's instructions for you (they
+decide what to emphasise and what not to answer; they never override the rules above):
+{instructions}"""
+
+
+def system_prompt(language: Language, socratic: bool, instructions: str = "") -> str:
     text = SYSTEM_PROMPT.format(language_name=_LANGUAGE_NAMES[language])
-    return text + SOCRATIC_RULES if socratic else text
+    if socratic:
+        text += SOCRATIC_RULES
+    if instructions.strip():
+        text += COURSE_RULES.format(instructions=instructions.strip())
+    return text
 
 
 def format_passages(passages: Sequence[Source], language: Language) -> str:
@@ -142,7 +154,8 @@ def trim_history(turns: Sequence[Turn], budget: int) -> list[Turn]:
 
 def build_request(*, question: str, hits: Sequence[Hit], history: Sequence[Turn], socratic: bool,
                   history_budget: int, max_tokens: int, temperature: float,
-                  relevance: Relevance | None = None) -> PromptRequest:
+                  relevance: Relevance | None = None, instructions: str = "",
+                  model: str | None = None) -> PromptRequest:
     language = detect_language(question)
     messages: list[dict[str, str]] = []
     for turn in trim_history(history, history_budget):
@@ -158,9 +171,9 @@ def build_request(*, question: str, hits: Sequence[Hit], history: Sequence[Turn]
         messages[-1]["content"] += "\n\n" + final
     else:
         messages.append({"role": "user", "content": final})
-    system = system_prompt(language, socratic)
+    system = system_prompt(language, socratic, instructions)
     estimate = estimate_tokens(system) + sum(estimate_tokens(m["content"]) for m in messages)
     return PromptRequest(system=system, messages=messages, question=question, language=language,
                          hits=list(hits), socratic=socratic, max_tokens=max_tokens,
                          temperature=temperature, input_tokens_estimate=estimate,
-                         sources=passages, relevance=relevance)
+                         sources=passages, relevance=relevance, model=model)

@@ -101,6 +101,7 @@ class Reply:
     new_conversation: bool = False  # started by this send (so no quiz is waiting in it)
     # A quiz turn's citations, given rather than resolved from passages.
     fixed_citations: list[dict[str, Any]] | None = None
+    course: store.CourseSetup | None = None
     text: list[str] = field(default_factory=list)
     checkpointed: int = 0  # len(text) when it was last stored while streaming
     pending: Pending | None = None
@@ -230,6 +231,15 @@ class Tutor:
         study = frame.get("study")
         if study is not None and not isinstance(study, bool):
             raise TutorError("invalid_request", "study must be true or false.")
+        course_id = frame.get("course_id")
+        course = None
+        if course_id is not None or conversation_id is not None:
+            course = await store.course_of(
+                self.db.pool, user_id,
+                _frame_uuid(course_id, "course_id") if course_id is not None else None,
+                conversation_id)
+            if course is not None and socratic is None and conversation_id is None:
+                socratic = course.socratic  # a new course conversation: the course's default
         if self._ready is not None and not await self._ready():
             raise TutorError("unavailable", BUS_DOWN)
         message_id, reply_id = uuid.uuid4(), uuid.uuid4()
@@ -237,7 +247,8 @@ class Tutor:
         handed: list[Reply] = []  # the reply whose task took the permit over
         try:
             await self._start(user_id, client_id, text, conversation_id, material_ids, socratic,
-                              message_id, reply_id, received, handed, bool(study))
+                              message_id, reply_id, received, handed, bool(study),
+                              course)
         except BusUnavailable as exc:  # a re-ack that could not be published
             raise TutorError("unavailable", BUS_DOWN) from exc
         finally:
@@ -247,10 +258,11 @@ class Tutor:
     async def _start(self, user_id: uuid.UUID, client_id: str, text: str,
                      conversation_id: uuid.UUID | None, material_ids: list[uuid.UUID] | None,
                      socratic: bool | None, message_id: uuid.UUID, reply_id: uuid.UUID,
-                     received: float, handed: list[Reply], study: bool = False) -> None:
+                     received: float, handed: list[Reply], study: bool = False,
+                     course: store.CourseSetup | None = None) -> None:
         try:
             sent = await self._store(user_id, client_id, text, conversation_id, material_ids,
-                                     socratic, message_id, reply_id)
+                                     socratic, message_id, reply_id, course)
         except TutorError:
             # A resend of a stored message can be refused too (its own reply still streams):
             # it is acked again instead.
@@ -266,7 +278,7 @@ class Tutor:
         reply = Reply(user_id=user_id, reply_id=reply_id, message_id=message_id,
                       conversation_id=sent.conversation_id, question=text,
                       material_ids=material_ids, socratic=sent.socratic, study=study,
-                      new_conversation=conversation_id is None,
+                      new_conversation=conversation_id is None, course=course,
                       has_chunks=sent.has_chunks,
                       history=[Turn(role="assistant" if role == "assistant" else "user",
                                    content=content) for role, content in sent.history],
@@ -333,7 +345,12 @@ class Tutor:
         # Already finished: cancelling it again is a no-op.
 
     def on_signal(self, message: dict[str, Any]) -> None:
-        """A control message from any instance (Bus.on_signal): cancel a reply if it is ours."""
+        """A control message from any instance (Bus.on_signal): cancel a reply if it is ours;
+        `course.left` stops the replies of learners who left a course (or of everyone in a
+        deleted course) at once."""
+        if message.get("type") == "course.left":
+            self._course_left(message)
+            return
         if message.get("type") != "reply.cancel":
             return
         try:
@@ -346,6 +363,16 @@ class Tutor:
         if reply.stop_reason is None:
             reply.stop_reason = "cancelled"
         reply.task.cancel()
+
+    def _course_left(self, message: dict[str, Any]) -> None:
+        course_id, users = str(message.get("course_id")), message.get("user_ids")
+        for reply in list(self._replies.values()):
+            if (reply.course is None or str(reply.course.id) != course_id
+                    or (users is not None and reply.user not in users) or reply.task is None):
+                continue
+            if reply.stop_reason is None:
+                reply.stop_reason = "revoked"
+            reply.task.cancel()
 
     async def aclose(self, timeout_s: float) -> None:
         """Refuse new sends, give running replies `timeout_s` to finish, then interrupt the rest."""
@@ -402,12 +429,12 @@ class Tutor:
 
     async def _store(self, user_id: uuid.UUID, client_id: str, text: str,
                      conversation_id: uuid.UUID | None, material_ids: list[uuid.UUID] | None,
-                     socratic: bool | None, message_id: uuid.UUID, reply_id: uuid.UUID
-                     ) -> store.Sent | None:
+                     socratic: bool | None, message_id: uuid.UUID, reply_id: uuid.UUID,
+                     course: store.CourseSetup | None = None) -> store.Sent | None:
         if conversation_id is not None:
             self._refuse_if_streaming(self._by_conversation.get(conversation_id))
         await self._check_quota(user_id)
-        provider = self.providers[0]
+        provider = self._providers_for(course)[0]
         for _ in range(2):  # a second time only after an orphaned reply was marked interrupted
             try:
                 return await store.send(
@@ -415,12 +442,21 @@ class Tutor:
                     message_id=message_id, reply_id=reply_id, provider=provider.name,
                     model=provider.model, material_ids=material_ids,
                     conversation_id=conversation_id, socratic=socratic, title=_title(text),
-                    history_chars=CHARS_PER_TOKEN_MAX * self.settings.history_token_budget)
+                    history_chars=CHARS_PER_TOKEN_MAX * self.settings.history_token_budget,
+                    course=course)
             except store.Busy:
                 assert conversation_id is not None
                 self._refuse_if_streaming(await store.streaming_reply(
                     self.db.pool, conversation_id, self.stale_after_s))
         raise TutorError("unavailable", "The conversation is busy; send again in a moment.")
+
+    def _providers_for(self, course: store.CourseSetup | None) -> list[Provider]:
+        """The configured providers in the order a reply tries them: the course's choice
+        first (a provider no longer configured is passed over)."""
+        if course is None or course.provider is None:
+            return self.providers
+        chosen = [p for p in self.providers if p.name == course.provider]
+        return chosen + [p for p in self.providers if p.name != course.provider]
 
     async def _reack(self, user_id: uuid.UUID, client_id: str) -> bool:
         known = await store.known_send(self.db.pool, user_id, client_id)
@@ -475,7 +511,10 @@ class Tutor:
                 finish = await self._stream(reply, request)
             await self._end(reply, finish)
         except asyncio.CancelledError:
-            if reply.stop_reason != "discarded":
+            if reply.stop_reason == "revoked":
+                await self._end(reply, "cancelled", code="course_access_revoked",
+                                message="You are no longer enrolled in this course.")
+            elif reply.stop_reason != "discarded":
                 await self._end(reply, reply.stop_reason or "interrupted")
             raise
         except BusUnavailable as exc:
@@ -569,21 +608,28 @@ class Tutor:
             socratic=reply.socratic,
             history_budget=self.settings.history_token_budget,
             max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature,
-            relevance=partial(retrieval.sentence_relevance, self.settings))
+            relevance=partial(retrieval.sentence_relevance, self.settings),
+            instructions=reply.course.instructions if reply.course else "")
         reply.sources = request.sources
         return request
 
     async def _retrieve(self, reply: Reply) -> list[retrieval.Hit]:
         return await retrieval.retrieve(
             self.db.pool, self.settings, reply.user_id, reply.question,
-            material_ids=reply.material_ids, k=self.settings.retrieval_top_k)
+            material_ids=reply.material_ids, k=self.settings.retrieval_top_k,
+            scope=retrieval.Scope(reply.course.id, reply.course.allow_own_materials)
+            if reply.course else retrieval.OWN)
 
     async def _stream(self, reply: Reply, request: PromptRequest,
                       providers: list[Provider] | None = None) -> str:
         last: ProviderError | None = None
         attempts = 0
-        for provider in providers or self.providers:
-            reply.provider, reply.model = provider.name, provider.model
+        course = reply.course
+        for provider in providers or self._providers_for(course):
+            # The course's model goes to the provider it was chosen with.
+            request.model = (course.model if course is not None and course.model
+                             and provider.name == course.provider else None)
+            reply.provider, reply.model = provider.name, request.model or provider.model
             for attempt in range(self.settings.llm_retries + 1):
                 attempts += 1
                 try:

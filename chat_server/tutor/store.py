@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from chat_server.retrieval import COURSE_MEMBER, chunk_scope
 from chat_server.tutor.errors import TutorError
 
 HISTORY_ROWS = 200  # at most, however short the turns; prompt.trim_history cuts to the budget
@@ -28,8 +29,9 @@ CLIENT_ID_CONSTRAINT = "uq_messages_user_client_id"
 STREAMING_CONSTRAINT = "uq_messages_one_streaming"
 
 # $1 user, $2 client id, $3 message id, $4 text, $5 reply id, $6 provider, $7 model,
-# $8 material ids in scope (null: all), $9 history characters (see `send`), $10 conversation
-# id, $11 socratic (null: keep), $12 title (new conversations only).
+# $8 material ids in scope (null: all), $9 history characters (see `send`), $10 whether the
+# learner's own materials are in scope, $11 the course (null: none), $12 conversation id,
+# $13 socratic (null: keep), $14 title (new conversations only).
 _SEND = """
 with conv as ({conv}),
 ins as (
@@ -45,7 +47,7 @@ ins as (
            clock_timestamp() from conv
 )
 select conv.id, conv.socratic,
-       exists(select 1 from chunks c where c.user_id = $1
+       exists(select 1 from chunks c where {scope}
               and ($8::uuid[] is null or c.material_id = any($8::uuid[]))) as has_chunks,
        -- The statement's snapshot predates `ins`: the history is everything before this send.
        -- Newest first; on a created_at tie the answer (it has reply_to) is the newer. Rows
@@ -65,14 +67,58 @@ select conv.id, conv.socratic,
              order by x.n) as history
 from conv
 """
-_NEW_CONVERSATION = ("insert into conversations (id, user_id, title, socratic, created_at, "
-                     "updated_at) values ($10, $1, $12, coalesce($11, false), now(), now()) "
-                     "returning id, socratic")
+_NEW_CONVERSATION = ("insert into conversations (id, user_id, title, socratic, course_id, "
+                     "created_at, updated_at) values ($12, $1, $14, coalesce($13, false), $11, "
+                     "now(), now()) returning id, socratic")
 _EXISTING_CONVERSATION = ("update conversations set updated_at = now(), "
-                          "socratic = coalesce($11, socratic) where id = $10 and user_id = $1 "
-                          "returning id, socratic")
-SEND_NEW = _SEND.format(conv=_NEW_CONVERSATION, history=HISTORY_ROWS)
-SEND_EXISTING = _SEND.format(conv=_EXISTING_CONVERSATION, history=HISTORY_ROWS)
+                          "socratic = coalesce($13, socratic) where id = $12 and user_id = $1 "
+                          "and course_id is not distinct from $11 returning id, socratic")
+
+_SCOPE = chunk_scope("c", "$1::uuid", "$10::boolean", "$11::uuid")
+SEND_NEW = _SEND.format(conv=_NEW_CONVERSATION, history=HISTORY_ROWS, scope=_SCOPE)
+SEND_EXISTING = _SEND.format(conv=_EXISTING_CONVERSATION, history=HISTORY_ROWS, scope=_SCOPE)
+
+
+@dataclass(frozen=True)
+class CourseSetup:
+    """A course's tutor set-up, as a send into it uses it."""
+
+    id: uuid.UUID
+    instructions: str
+    socratic: bool
+    provider: str | None
+    model: str | None
+    allow_own_materials: bool
+
+
+_COURSE = ("select co.id, co.instructions, co.socratic, co.provider, co.model, "
+           "co.allow_own_materials from courses co where co.id = $2 and "
+           + COURSE_MEMBER.format(cid="co.id", uid="$1"))
+_CONVERSATION_COURSE = ("select course_id from conversations where id = $2 and user_id = $1")
+
+
+async def course_of(pool: asyncpg.Pool, user_id: uuid.UUID, course_id: uuid.UUID | None,
+                    conversation_id: uuid.UUID | None) -> CourseSetup | None:
+    """The course a send goes to (the frame's, or its conversation's) with its set-up; None:
+    the learner's own library. TutorError `course_not_found` when the learner is not (or no
+    longer) in it, `invalid_request` when the conversation belongs to another course."""
+    async with pool.acquire() as conn:
+        if conversation_id is not None:
+            found = await conn.fetchrow(_CONVERSATION_COURSE, user_id, conversation_id)
+            if found is None:
+                raise TutorError("conversation_not_found", "Conversation not found.",
+                                 conversation_id=str(conversation_id))
+            if course_id is not None and found["course_id"] != course_id:
+                raise TutorError("invalid_request",
+                                 "This conversation is not in that course: start a new one.")
+            course_id = found["course_id"]
+        if course_id is None:
+            return None
+        row = await conn.fetchrow(_COURSE, user_id, course_id)
+    if row is None:
+        raise TutorError("course_not_found", "Course not found (or you are not enrolled in it).",
+                         course_id=str(course_id))
+    return CourseSetup(**dict(row))
 
 
 @dataclass
@@ -91,7 +137,8 @@ async def send(pool: asyncpg.Pool, *, user_id: uuid.UUID, client_id: str, text: 
                message_id: uuid.UUID, reply_id: uuid.UUID, provider: str,
                model: str | None, material_ids: list[uuid.UUID] | None,
                conversation_id: uuid.UUID | None, socratic: bool | None,
-               title: str, history_chars: int) -> Sent | None:
+               title: str, history_chars: int, course: CourseSetup | None = None
+               ) -> Sent | None:
     """Store a user message and its `streaming` answer. None: a new client id that is already
     known (a resend; the caller re-acks). Raises Busy, or TutorError for a missing
     conversation.
@@ -101,7 +148,9 @@ async def send(pool: asyncpg.Pool, *, user_id: uuid.UUID, client_id: str, text: 
     (prompt.estimate_tokens counts at least one token per 4 characters), so a long
     conversation does not read all its turns back on every send."""
     args: list[Any] = [user_id, client_id, message_id, text, reply_id, provider, model,
-                       material_ids, history_chars]
+                       material_ids, history_chars,
+                       course is None or course.allow_own_materials,
+                       course.id if course is not None else None]
     if conversation_id is None:
         sql, args = SEND_NEW, [*args, uuid.uuid4(), socratic, title]
     else:

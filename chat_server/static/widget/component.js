@@ -1,7 +1,7 @@
 /*
  * <tutorhub-chat>: the session (login or embed token, socket, REST), the conversations and the
  * replies streaming into them; it builds the frame of the UI and places the views the other
- * modules own (login.js, messages.js, citations.js, materials.js, telegram.js).
+ * modules own (login.js, messages.js, citations.js, materials.js, telegram.js, courses.js).
  *
  * A part is a module that owns a feature: a class built with the component's context (see
  * _context()) that builds its own elements, which _build() places. The component calls these
@@ -21,6 +21,7 @@
 import { Api } from './api.js';
 import { CitationSheet } from './citations.js';
 import { Connection } from './connection.js';
+import { CoursePicker } from './courses.js';
 import { el, iconButton, ICONS, uuid } from './dom.js';
 import { LoginForm } from './login.js';
 import { plainText } from './markdown.js';
@@ -122,6 +123,7 @@ export class TutorhubChat extends HTMLElement {
     this.user = null;
     this.conversations = [];
     this.currentId = null;
+    this.startedCourse = null;
     this.viewKey += 1;
     this.draftSocratic = false;
     this.messages = [];
@@ -280,6 +282,9 @@ export class TutorhubChat extends HTMLElement {
     const current = this.conversations.find((c) => c.id === this.currentId);
     this.ui.convTitle.textContent = current ? current.title : '';
     this.ui.socratic.checked = current ? !!current.socratic : this.draftSocratic;
+    // A conversation keeps its course; one just started and not listed yet keeps its frame's.
+    const started = this.currentId && !current ? { course_id: this.startedCourse ?? null } : null;
+    this.courses.showFor(current || started);
   }
 
   _newConversation() {
@@ -386,7 +391,10 @@ export class TutorhubChat extends HTMLElement {
     const id = uuid();
     const frame = { type: 'chat.send', id, text };
     if (this.currentId) frame.conversation_id = this.currentId;
-    else frame.socratic = this.draftSocratic;
+    else {
+      frame.socratic = this.draftSocratic;
+      if (this.courses.selected) frame.course_id = this.courses.selected;
+    }
     const user = { role: 'user', text, status: 'sending', clientId: id };
     const assistant = { role: 'assistant', text: '', streaming: true, waiting: true, citations: [] };
     this.pending.set(id, { frame, user, assistant, viewKey: this.viewKey, sent: false, cancel: false });
@@ -487,6 +495,8 @@ export class TutorhubChat extends HTMLElement {
     if (p.cancel && ev.reply_id) this.conn?.send({ type: 'chat.cancel', reply_id: ev.reply_id });
     if (!p.frame.conversation_id && p.viewKey === this.viewKey && this.currentId === null) {
       this.currentId = ev.conversation_id;
+      this.startedCourse = p.frame.course_id ?? null;
+      this.courses.showFor({ course_id: this.startedCourse });
     }
     if (!this.conversations.some((c) => c.id === ev.conversation_id)) {
       this._loadConversations().catch(() => {});
@@ -661,7 +671,8 @@ export class TutorhubChat extends HTMLElement {
     this.citations = new CitationSheet({ material: (id) => this.materials.get(id), api: this.api, t });
     this.telegram = new TelegramLink(ctx);
     this.study = new Study(ctx);
-    this.parts = [this.materials, this.telegram, this.study];
+    this.courses = new CoursePicker(ctx);
+    this.parts = [this.materials, this.telegram, this.study, this.courses];
 
     const ui = {};
     ui.convsToggle = iconButton('toggle-convs', t.conversations, 'menu');
@@ -705,7 +716,8 @@ export class TutorhubChat extends HTMLElement {
     ui.composer = el('form', { class: 'composer' }, ui.input, ui.sendBtn, ui.stopBtn);
     const chat = el('main', { class: 'chat' },
       el('div', { class: 'toolbar' },
-        el('label', { class: 'switch', title: t.socraticHint }, ui.socratic, t.socratic)),
+        el('label', { class: 'switch', title: t.socraticHint }, ui.socratic, t.socratic),
+        this.courses.box),
       this.list.box, ui.toast, ui.banner, ui.composer);
 
     ui.scrim = el('div', { class: 'scrim', hidden: true });

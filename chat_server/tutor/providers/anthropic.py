@@ -79,7 +79,8 @@ class AnthropicProvider:
     def stream(self, request: PromptRequest) -> AbstractAsyncContextManager[ReplyStream]:
         return open_stream(anthropic, self.name, AnthropicStream,
                            self._client.messages.with_streaming_response.create(
-                               model=self.model, max_tokens=request.max_tokens, stream=True,
+                               model=request.model or self.model,
+                               max_tokens=request.max_tokens, stream=True,
                                system=request.system, messages=cast(Any, request.messages),
                                # Not a parameter of this SDK's create(): sent as the API
                                # documents it.

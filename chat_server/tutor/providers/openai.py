@@ -66,7 +66,8 @@ class OpenAIProvider:
         # max_tokens rather than max_completion_tokens: Ollama, vLLM and LM Studio know it.
         return open_stream(openai, self.name, OpenAIStream,
                            self._client.chat.completions.with_streaming_response.create(
-                               model=self.model, messages=cast(Any, messages), stream=True,
+                               model=request.model or self.model,
+                               messages=cast(Any, messages), stream=True,
                                max_tokens=request.max_tokens, temperature=request.temperature,
                                stream_options={"include_usage": True}))
 

@@ -1,0 +1,1 @@
+"""Courses: roles, courses and their tutor set-up, enrollment, the audit log, account life."""

@@ -1,0 +1,87 @@
+"""The instructor page and the course picker in real Chromium: an instructor creates a course,
+adds a material, sets up its tutor and invites; a learner joins with the invite link, sees what
+is shared before enrolling, picks the course and gets an answer from its material."""
+
+from __future__ import annotations
+
+import asyncpg
+from playwright.async_api import Page, expect
+
+from chat_server.app import create_app
+from chat_server.db import libpq_url
+from chat_server.settings import Settings
+from tests.support.browser import browser_fixture, page_fixture  # noqa: F401  (fixtures)
+from tests.support.services import serve_app
+from tests.support.widget import PASSWORD, log_in, register
+
+READER = ("The mitochondrion is the powerhouse of the cell. Mitochondria produce ATP through "
+          "oxidative phosphorylation.")
+
+
+async def test_instructor_page_and_course_picker(settings: Settings, page: Page) -> None:
+    async with serve_app(create_app(settings)) as base:
+        await register(base, "teacher@example.com")
+        await register(base, "pupil@example.com")
+        db = await asyncpg.connect(libpq_url(settings.database_url or ""))
+        try:
+            await db.execute("update users set role = 'instructor' "
+                             "where email = 'teacher@example.com'")
+        finally:
+            await db.close()
+
+        # The instructor page, served by the app.
+        await page.goto(base + "/instructor")
+        app = page.locator("tutorhub-instructor")
+        await app.get_by_label("Email").fill("teacher@example.com")
+        await app.get_by_label("Password").fill(PASSWORD)
+        await app.get_by_role("button", name="Log in").click()
+        new = app.locator(".new-course")
+        await new.get_by_label("Title").fill("Cell biology")
+        await new.get_by_role("button", name="Create").click()
+        await expect(app.get_by_role("heading", name="Cell biology")).to_be_visible()
+        materials = app.locator(".materials-card")
+        await materials.get_by_label("Material title").fill("Mitochondria")
+        await materials.get_by_label("Text", exact=True).fill(READER)
+        await materials.get_by_role("button", name="Add text").click()
+        await expect(materials.locator("[data-status=ready]")).to_have_count(1, timeout=60_000)
+        setup = app.locator(".setup")
+        await setup.get_by_label("Instructions for the tutor").fill("Keep answers short.")
+        await setup.get_by_label("Socratic by default").uncheck()
+        await setup.get_by_role("button", name="Save").click()
+        await expect(setup.get_by_role("status")).to_have_text("Saved.")
+        invites = app.locator(".invites")
+        await invites.get_by_role("button", name="Create invite").click()
+        url = await invites.locator(".invite-url").text_content()
+        assert url and "#join=" in url
+        await expect(app.locator(".activity")).to_contain_text("0 learners")
+
+        # A learner opens the invite link in another tab and signs in.
+        learner = await page.context.new_page()
+        errors: list[object] = []
+        learner.on("pageerror", errors.append)
+        chat = await log_in(learner, base, "pupil@example.com",
+                            path="/" + url.split("/", 3)[3])
+        picker = chat.locator(".courses")
+        await expect(picker).to_contain_text("Cell biology.")
+        await expect(picker).to_contain_text("stay private")
+        await picker.get_by_role("button", name="Enroll").click()
+        select = picker.get_by_label("Course")
+        await expect(select).to_have_value(await select.locator("option").nth(1).get_attribute(
+            "value") or "x")
+        await expect(picker.locator(".scope")).to_have_text(
+            "The tutor answers from the materials of the course “Cell biology”.")
+        await chat.get_by_label("Message the tutor").fill("What is the powerhouse of the cell?")
+        await chat.get_by_label("Message the tutor").press("Enter")
+        await expect(chat.locator(".msg.assistant").last).to_contain_text("powerhouse",
+                                                                          timeout=30_000)
+        await expect(select).to_be_disabled()  # the conversation keeps its course
+        # Back on the instructor's page: one question, no text of it.
+        await page.bring_to_front()
+        await app.get_by_role("button", name="Cell biology").click()
+        activity = app.locator(".activity")
+        await expect(activity).to_contain_text("1 learner")
+        await expect(activity).to_contain_text("1 question")
+        await expect(activity).not_to_contain_text("powerhouse of the cell?")
+        await expect(activity).to_contain_text("Mitochondria — 1")
+        assert page.errors == []  # type: ignore[attr-defined]
+        assert errors == []
