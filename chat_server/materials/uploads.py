@@ -170,8 +170,9 @@ async def add_file(
     staged: Path, filename: str, title: str | None = None, content_hash: str | None = None,
     course_id: uuid.UUID | None = None,
 ) -> tuple[Material, bool]:
-    """Add a file as a material of `user_id` (in `course_id`'s materials when given) and queue its ingestion: what POST /materials does
-    once the body is on disk, and what another way in (a bot with a downloaded file) calls.
+    """Add a file as a material of `user_id` (of `course_id` when given) and queue its
+    ingestion: what POST /materials does once the body is on disk, and what another way in (a
+    bot with a downloaded file) calls.
 
     `staged` must lie under data_dir/uploads (`staged_path`): it is moved into place, or
     removed when refused (ApiError: 415/422 for what we do not read, 413 over the storage
