@@ -58,7 +58,7 @@ async def test_instructor_page_and_course_picker(settings: Settings, page: Page)
         # A learner opens the invite link in another tab and signs in.
         learner = await page.context.new_page()
         errors: list[object] = []
-        learner.on("pageerror", errors.append)
+        learner.on("pageerror", lambda e: errors.append(e))
         chat = await log_in(learner, base, "pupil@example.com",
                             path="/" + url.split("/", 3)[3])
         picker = chat.locator(".courses")
