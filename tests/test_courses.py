@@ -457,8 +457,17 @@ async def test_account_export_and_deletion_leave_nothing_behind(
     (entry,) = await w.audit("account.deleted")
     assert str(entry["actor_id"]) == str(uid)
 
-    assert (await w.call("teacher", "DELETE", f"/courses/{cid}")).status_code == 204
+    # An admin hands the course over; then the instructor's account can go.
+    await w.user("admin", "admin")
+    await w.user("heir", "instructor")
+    r = await w.call("teacher", "PATCH", f"/courses/{cid}", json={"owner_id": w.ids["heir"]})
+    assert r.status_code == 403
+    r = await w.call("admin", "PATCH", f"/courses/{cid}", json={"owner_id": w.ids["leaver"]})
+    assert r.status_code == 422  # gone (and a learner would not do either)
+    r = await w.call("admin", "PATCH", f"/courses/{cid}", json={"owner_id": w.ids["heir"]})
+    assert r.status_code == 200
     assert (await w.call("teacher", "DELETE", "/me")).status_code == 204
+    assert (await w.call("heir", "GET", f"/courses/{cid}")).json()["my_role"] == "owner"
 
 
 async def test_audit_log_records_each_action_once_and_no_secret(

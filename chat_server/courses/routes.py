@@ -113,6 +113,14 @@ async def update_course(course_id: uuid.UUID, body: CourseUpdate, allowed: Teach
         if provider not in names:
             raise ApiError(422, f"Invalid request: provider: not configured here (configured: "
                            f"{', '.join(names) or 'none'}).")
+    owner_id = changes.pop("owner_id", None)
+    if owner_id is not None and owner_id != course.owner_id:
+        if allowed.user.role != UserRole.admin.value:
+            raise ApiError(403, "Only an admin hands a course over.", "role_required")
+        heir = await session.get(User, owner_id)
+        if heir is None or heir.role == UserRole.learner.value:
+            raise ApiError(422, "Invalid request: owner_id: not an instructor or admin.")
+        course.owner_id = heir.id
     for name, value in changes.items():
         if name in ("title", "description", "language", "socratic", "allow_own_materials",
                     "share_conversations", "instructions") and value is None:

@@ -42,6 +42,8 @@ class CourseUpdate(BaseModel):
     share_conversations: bool | None = Field(
         None, description="Instructors may read the course conversations of learners who "
         "enroll from now on (they are told so before they enroll).")
+    owner_id: uuid.UUID | None = Field(
+        None, description="Hand the course over to another instructor (admins only).")
 
 
 class CoursePublic(BaseModel):
