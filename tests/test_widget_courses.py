@@ -83,5 +83,12 @@ async def test_instructor_page_and_course_picker(settings: Settings, page: Page)
         await expect(activity).to_contain_text("1 question")
         await expect(activity).not_to_contain_text("powerhouse of the cell?")
         await expect(activity).to_contain_text("Mitochondria — 1")
+        # The page in Russian (the same session: its tokens are this tab's).
+        await page.evaluate("""() => { const ru = document.createElement('tutorhub-instructor');
+            ru.setAttribute('lang', 'ru'); ru.id = 'ru'; document.body.append(ru); }""")
+        ru = page.locator("#ru")
+        await expect(ru.get_by_role("heading", name="Tutorhub для преподавателей")).to_be_visible()
+        await expect(ru.get_by_role("button", name="Cell biology")).to_be_visible()
+        await expect(ru.get_by_role("heading", name="Новый курс")).to_be_visible()
         assert page.errors == []  # type: ignore[attr-defined]
         assert errors == []
