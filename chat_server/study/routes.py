@@ -38,9 +38,13 @@ router = APIRouter(tags=["study"])
 
 async def _material(session: AsyncSession, user_id: uuid.UUID, material_id: uuid.UUID
                     ) -> Material:
-    from chat_server.materials.routes import get_owned_material
-
-    return await get_owned_material(session, user_id, material_id)
+    """The material whose rows the user owns (their own, or a course material they uploaded:
+    its study tools are theirs; sharing them with the course's learners is not built yet)."""
+    material = await session.scalar(
+        select(Material).where(Material.id == material_id, Material.user_id == user_id))
+    if material is None:
+        raise ApiError(404, "Material not found.")
+    return material
 
 
 async def study_state(session: AsyncSession, material: Material) -> StudyPublic:
