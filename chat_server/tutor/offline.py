@@ -229,10 +229,6 @@ class _OfflineStream:
         self._request = request
         self.usage = Usage(input_tokens=request.input_tokens_estimate)
         self.finish_reason: str | None = None
-        self.merge_reads = False  # one word per iteration either way
-
-    def polled(self) -> None:
-        return None  # no socket: iterated word by word
 
     async def __aiter__(self) -> AsyncIterator[str]:
         answer = await compose(self._request)
