@@ -3,6 +3,7 @@ SDK's aiohttp transport (what the tutor uses), through its default httpx2 transp
 SDK's typed stream (what a plain relay iterates), against one paced loopback provider.
 
     .venv/bin/python load_tests/bench_provider_read.py [--streams 200] [--rounds 2]
+        [--ways aiohttp httpx2 typed]
 
 Each round reads, per way, `--streams` concurrent streams of 300 tokens at 50 tokens/s (the
 provider in its own process) and prints this process's CPU seconds per token received. The
@@ -95,6 +96,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS),
+                        help="which ways to read (default: all three)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -106,7 +109,8 @@ def main() -> None:
         assert provider.stdout is not None
         url = provider.stdout.readline().decode().strip()
         for n in range(args.rounds):
-            for way in WAYS if n % 2 == 0 else reversed(WAYS):
+            ways = [w for w in WAYS if w in args.ways]
+            for way in ways if n % 2 == 0 else reversed(ways):
                 print(f"round {n + 1}: {uvloop.run(_read(url, way, args.streams))}", flush=True)
     finally:
         provider.terminate()

@@ -445,6 +445,99 @@ uvicorn.main.main(args=sys.argv[1:])
 """
 
 
+# BENCH_TRACE=<file>: the server runs with a temporary instrument (not the product's code): a
+# JSON line per second with its cyclic collections (generation, pause), its loop lag (a 5 ms
+# sleep's overshoot), each flush tick (lateness, publish time, deltas) and each paced token's
+# wait from the provider's emit to the tutor's `Coalescer.add` (the emit time is its text).
+_TRACED_UVICORN = """
+import asyncio, gc, json, os, sys, time, types
+import uvicorn.main
+out = open(os.environ["BENCH_TRACE"], "a", buffering=1)
+rec = {"gc": [], "lag": [], "read": [], "tick": []}
+started = {}
+def on_gc(phase, info):
+    if phase == "start":
+        started["t"] = time.perf_counter()
+    elif "t" in started:
+        rec["gc"].append((info["generation"], 1000 * (time.perf_counter() - started.pop("t"))))
+gc.callbacks.append(on_gc)
+def patch():
+    from chat_server.tutor import stream
+    add = stream.Coalescer.add
+    async def traced_add(self, pending, text):
+        try:
+            rec["read"].append((time.time_ns() - int(text)) / 1e6)
+        except ValueError:
+            pass
+        return await add(self, pending, text)
+    stream.Coalescer.add = traced_add
+    publish = stream.Coalescer.__init__
+    def traced_init(self, publish_many, flush_s):
+        async def timed(events):
+            t = time.perf_counter()
+            try:
+                return await publish_many(events)
+            finally:
+                if len(events) > 1:
+                    rec["tick"].append((len(events), 1000 * (time.perf_counter() - t)))
+        publish(self, timed, flush_s)
+    stream.Coalescer.__init__ = traced_init
+async def monitor():
+    loop = asyncio.get_running_loop()
+    last = time.time()
+    while True:
+        t = loop.time()
+        await asyncio.sleep(0.005)
+        rec["lag"].append(1000 * (loop.time() - t - 0.005))
+        if time.time() - last >= 1.0:
+            last = time.time()
+            out.write(json.dumps({"t": last, **rec}) + "\\n")
+            for v in rec.values():
+                v.clear()
+def factory():
+    from chat_server.app import create_app
+    patch()
+    inner = create_app()
+    tasks = []
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan" and not tasks:
+            tasks.append(asyncio.get_running_loop().create_task(monitor()))
+        return await inner(scope, receive, send)
+    return app
+sys.modules["bench_trace"] = types.ModuleType("bench_trace")
+sys.modules["bench_trace"].factory = factory
+uvicorn.main.main(args=["bench_trace:factory", *sys.argv[2:]])
+"""
+
+
+def trace_summary(path: str, t0: float, t1: float) -> dict[str, Any]:
+    """The BENCH_TRACE records written between wall times t0 and t1 (a phase), summed up."""
+    gcs: list[tuple[int, float]] = []
+    lag: list[float] = []
+    read: list[float] = []
+    ticks: list[tuple[int, float]] = []
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        if t0 <= r["t"] <= t1 + 1.0:
+            gcs += [tuple(g) for g in r["gc"]]
+            lag += r["lag"]
+            read += r["read"]
+            ticks += [tuple(k) for k in r["tick"]]
+    by_gen = {g: [ms for gen, ms in gcs if gen == g] for g in (0, 1, 2)}
+    return {
+        "gc": {g: {"n": len(v), "total_ms": round(sum(v), 1), "max_ms": round(max(v), 1)}
+               for g, v in by_gen.items() if v},
+        "loop_lag_ms": {"p50": round(pct(lag, 0.5), 1), "p99": round(pct(lag, 0.99), 1),
+                        "max": round(max(lag), 1) if lag else None, "n": len(lag)},
+        "emit_to_add_ms": {"p50": round(pct(read, 0.5), 1), "p99": round(pct(read, 0.99), 1),
+                           "n": len(read)},
+        "tick_publish_ms": {"p50": round(pct([ms for _, ms in ticks], 0.5), 1),
+                            "p99": round(pct([ms for _, ms in ticks], 0.99), 1),
+                            "deltas_p50": pct([float(n) for n, _ in ticks], 0.5),
+                            "n": len(ticks)},
+    }
+
+
 def start_relay(provider_url: str, root: Path) -> tuple[subprocess.Popen[bytes], int]:
     """The peer: load_tests/relay_typed.py (the SDK's typed stream), served as such an app is."""
     port = free_port()
@@ -477,6 +570,8 @@ def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
         env["TUTORHUB_REDIS_URL"] = redis_url
     # BENCH_PROFILE=<file>: run the server under cProfile (written when it is terminated).
     profile = ["-c", _PROFILED_UVICORN] if os.environ.get("BENCH_PROFILE") else ["-m", "uvicorn"]
+    if os.environ.get("BENCH_TRACE"):
+        profile = ["-c", _TRACED_UVICORN]
     server = subprocess.Popen(
         [sys.executable, *profile, "chat_server.app:create_app", "--factory",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
@@ -552,9 +647,18 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         t0_metrics = await ticks_histogram(http)
         cpu0 = cpu_seconds(pids)
         probes.append(cpu_probe())
+        # BENCH_PYSPY=<file>: py-spy samples the server through the phase (collapsed stacks).
+        spy = None if not os.environ.get("BENCH_PYSPY") else await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pids["server"]),
+            "-d", "12", "-r", "250", "--nonblocking", "-f", "raw", "-o",
+            os.environ["BENCH_PYSPY"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wall0 = time.time()
         with no_gc_pauses():
             paced = await paced_phase(paced_clients, pids)
+        wall1 = time.time()
         cpu1 = cpu_seconds(pids)
+        if spy is not None:
+            await spy.wait()
         t1_metrics = await ticks_histogram(http)
     ticks = int(t1_metrics.get(float("inf"), 0) - t0_metrics.get(float("inf"), 0))
     tick_line = (f"{ticks} ticks, p50 ≤ {histogram_quantile(t0_metrics, t1_metrics, 0.5):.0f} ms, "
@@ -584,6 +688,10 @@ async def bench(args: argparse.Namespace, port: int, engine: str,
         "expected": paced["expected"], "server_us_per_token": round(per_token_us, 1),
         "steady_us_per_token": round(1e6 * st["cpu"]["server"] / max(1, st["tokens"]), 1),
         "probes": [round(p) for p in probes]}), flush=True)
+    if os.environ.get("BENCH_TRACE") and not args.relay:
+        await asyncio.sleep(1.5)  # the server's last trace line of the phase
+        print("TRACE " + json.dumps(trace_summary(os.environ["BENCH_TRACE"], wall0, wall1)),
+              flush=True)
     if args.relay:
         server = ("**the peer**: load_tests/relay_typed.py, a plain FastAPI relay on the OpenAI "
                   "SDK's typed stream (one reply.delta per token; no database, no bus)")
