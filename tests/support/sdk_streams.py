@@ -12,6 +12,7 @@ import asyncio
 import json
 import re
 import ssl
+import zlib
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -46,6 +47,16 @@ def mangled(script: Scripted, eol: bytes) -> Scripted:
     return replace(script, chunks=[body[i:i + 7] for i in range(0, len(body), 7)])
 
 
+def gzipped(script: Scripted) -> Scripted:
+    """The same events gzip-encoded (`content-encoding: gzip`), flushed after each event and
+    cut in pieces of 5 bytes (the decoder gets partial blocks)."""
+    packer = zlib.compressobj(wbits=31)  # the gzip container
+    body = b"".join(packer.compress(c) + packer.flush(zlib.Z_SYNC_FLUSH) for c in script.chunks)
+    body += packer.flush()
+    return replace(script, headers={**script.headers, "content-encoding": "gzip"},
+                   chunks=[body[i:i + 5] for i in range(0, len(body), 5)])
+
+
 def scripts(flavour: str) -> dict[str, Scripted]:
     """Scenario → the loopback provider's answer (in this order, on one server)."""
     stream: Callable[..., Scripted]
@@ -63,6 +74,7 @@ def scripts(flavour: str) -> dict[str, Scripted]:
         "at_once": replace(stream(PIECES, output_tokens=9), at_once=True),
         "crlf": mangled(stream(PIECES, output_tokens=9), b"\r\n"),
         "cr": mangled(stream(PIECES, output_tokens=9), b"\r"),
+        "gzip": gzipped(stream(PIECES, output_tokens=9)),
         "cut": stream(PIECES, delay_s=0.002, cut_after_pieces=3),
         "429": limited,
         "error_event": in_stream,
@@ -138,7 +150,7 @@ def expected() -> dict[str, Any]:
     got: dict[str, Any] = {}
     for flavour, input_tokens in (("anthropic", 12), ("openai", 15)):
         usage = {"input_tokens": input_tokens, "output_tokens": 9}
-        for name in ("paced", "at_once", "crlf", "cr"):
+        for name in ("paced", "at_once", "crlf", "cr", "gzip"):
             got[f"{flavour} {name}"] = {**whole, "usage": usage}
         got[f"{flavour} connections"] = 1
         got[f"{flavour} cut"] = {"text": "".join(PIECES[:3]), "error": "provider_stream_cut",
