@@ -16,7 +16,6 @@ pydantic model per event costs more CPU per token than the rest of the tutor's p
 
 from __future__ import annotations
 
-import codecs
 import email.utils
 import json
 import time
@@ -27,7 +26,6 @@ from typing import Any, Protocol, cast
 
 import httpx
 import httpx2
-import orjson
 from httpx_sse import EventSource, ServerSentEvent, SSEError
 
 from chat_server.settings import Settings
@@ -144,14 +142,6 @@ def transport_error(provider: str, err: Exception, started: bool,
 
 
 def parse_json(provider: str, data: str) -> Any:
-    # orjson first: an event's JSON is parsed once per token, and orjson takes a fraction of
-    # json's time. What it refuses but json accepts (NaN, Infinity, escaped lone surrogates)
-    # still parses as before; integers beyond 64 bits would come back as floats (token
-    # counts never are).
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
     try:
         return json.loads(data)
     except ValueError:
@@ -162,34 +152,11 @@ def parse_json(provider: str, data: str) -> Any:
 
 # --- the streamed body -----------------------------------------------------------------------
 
-class SSEBody:
-    """The response as httpx-sse reads it (`headers` and `aiter_text()`, all it uses). The
-    text is the body's bytes decoded as UTF-8 (what an event stream always is) by one
-    incremental decoder; a body without a content encoding is read raw — two layers of
-    httpx2's per-read iteration fewer than its `aiter_text()`."""
-
-    def __init__(self, response: httpx2.Response) -> None:
-        self.headers = response.headers
-        self._response = response
-
-    async def aiter_text(self) -> AsyncGenerator[str, None]:
-        encoded = self.headers.get("content-encoding", "identity").strip().lower()
-        reads = (self._response.aiter_raw() if encoded == "identity"
-                 else self._response.aiter_bytes())
-        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
-        async with aclosing(cast(AsyncGenerator[bytes, None], reads)):
-            async for data in reads:
-                text = decode(data)
-                if text:
-                    yield text
-            text = decode(b"", True)
-            if text:
-                yield text
-
-
 def events(response: RawResponse) -> AsyncGenerator[ServerSentEvent, None]:
     """The body's server-sent events, decoded by httpx-sse as they arrive."""
-    return EventSource(cast(httpx.Response, SSEBody(response.http_response))).aiter_sse()
+    # httpx-sse reads a response through `headers` and `aiter_text()`; the SDKs' httpx2
+    # response has both, as httpx's does.
+    return EventSource(cast(httpx.Response, response.http_response)).aiter_sse()
 
 
 class SSEStream:
