@@ -106,6 +106,12 @@ def _decode(token: str, key: str) -> dict[str, object]:
     )
 
 
+# What decoding a token may raise when its claims are of odd types or sizes: jose validates
+# them with int() (a list `exp` is a TypeError), and a float can't hold every integer (an
+# `exp` of 10**400 is an OverflowError). Any of these is a bad token, not a crash.
+_BAD_TOKEN = (JWTError, ValueError, KeyError, TypeError, UnicodeError, OverflowError)
+
+
 @dataclass(frozen=True)
 class Claims:
     user_id: uuid.UUID
@@ -128,7 +134,7 @@ def decode_claims(settings: Settings, token: str, typ: TokenType) -> Claims:
         return Claims(uuid.UUID(str(claims["sub"])), float(claims["exp"]),  # type: ignore[arg-type]
                       generation, uuid.UUID(str(jti)) if jti is not None else None,
                       "gen" not in claims)
-    except (JWTError, ValueError, KeyError, TypeError, UnicodeError) as exc:
+    except _BAD_TOKEN as exc:
         raise AuthError() from exc
 
 
@@ -160,7 +166,8 @@ def decode_embed(settings: Settings, token: str
         raise AuthError()
     try:
         claims = _decode(token, settings.embed_secret)
-    except (JWTError, UnicodeError) as exc:
+        expires_at = float(claims["exp"])  # type: ignore[arg-type]
+    except _BAD_TOKEN as exc:
         raise AuthError() from exc
     sub = str(claims.get("sub", "")).strip()
     if not sub or len(sub) > 200 or not clean_text(sub):
@@ -176,8 +183,7 @@ def decode_embed(settings: Settings, token: str
         course_id = uuid.UUID(str(course)) if course is not None else None
     except ValueError:
         raise AuthError("The embed token's course_id is not a UUID.") from None
-    return (f"embed:{sub}", shown or None, float(claims["exp"]),  # type: ignore[arg-type]
-            EmbedGrants(course_id, role))
+    return f"embed:{sub}", shown or None, expires_at, EmbedGrants(course_id, role)
 
 
 async def user_for_external_id(

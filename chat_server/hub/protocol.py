@@ -17,6 +17,7 @@ from chat_server.text import clean
 class Close(IntEnum):
     NORMAL = 1000
     UNSUPPORTED_DATA = 1003  # a binary frame
+    INVALID_DATA = 1007  # a text frame that is not UTF-8 (sent by the WebSocket layer)
     TOO_BIG = 1009  # a frame over ws_max_frame_bytes (sent by the WebSocket layer)
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012  # graceful shutdown: reconnect (to another instance) and resume

@@ -13,6 +13,7 @@ to `websocket.send`. Run with `uvicorn --ws chat_server.hub.wsproto:HubWebSocket
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from typing import Any
 
@@ -96,9 +97,29 @@ class _Flag:
         return True
 
 
+class _ClientFault(logging.Filter):
+    """uvicorn logs a text frame that is not UTF-8 at ERROR with a traceback and closes the
+    socket 1007 (docs/protocol.md): that is a client's fault, not ours, so it becomes one
+    WARNING line. (A filter on its logger: the parsing itself stays uvicorn's.)"""
+
+    MESSAGE = "Invalid UTF-8 sequence received from client."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.msg == self.MESSAGE:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "A client sent a text frame that is not UTF-8; closed it with 1007."
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_CLIENT_FAULT = _ClientFault()
+
+
 class HubWebSocketProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if _CLIENT_FAULT not in self.logger.filters:
+            self.logger.addFilter(_CLIENT_FAULT)
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
 
