@@ -4,84 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import psutil
-import pytest
 from websockets.sync.client import connect as ws_connect
 
-from tests.support.fake_providers import FakeProvider, Scripted, openai_stream
+from tests.support.fake_providers import openai_stream
+from tests.support.processes import (
+    START_TIMEOUT_S,
+    TUTORHUB,
+    provider_in_thread,
+    serve,
+    tutorhub_env,
+)
 from tests.support.services import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
-TUTORHUB = str(Path(sys.executable).parent / "tutorhub")
-START_TIMEOUT_S = 90  # cold start: initdb + migrations, on a shared 2-core machine
-
-
-def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TUTORHUB_")}
-    env.update(TUTORHUB_DATA_DIR=str(data_dir), TUTORHUB_LOG_LEVEL="info",
-               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONDONTWRITEBYTECODE="1")
-    env.update(extra)
-    return env
-
-
-@dataclass
-class Serve:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self) -> httpx.Response:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"serve exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                r = httpx.get(f"{self.url}/readyz", timeout=2)
-                if r.status_code == 200:
-                    return r
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # polling interval, not an assertion
-        pytest.fail(f"not ready in {START_TIMEOUT_S}s:\n{self.output()}")
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
-
-
-@contextmanager
-def serve(workdir: Path, env: dict[str, str], name: str = "serve", *args: str
-          ) -> Iterator[Serve]:
-    port = free_port()
-    log = workdir / f"{name}-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([TUTORHUB, "serve", "--port", str(port), *args], cwd=workdir,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield Serve(proc, port, log)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
 
 
 def _postmaster_pid(data_dir: Path) -> int:
@@ -97,7 +37,7 @@ def _gone(pid: int) -> bool:
 
 def test_embedded_serve_lock_and_clean_sigterm(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = _env(data)
+    env = tutorhub_env(data)
     with serve(tmp_path, env, "first") as first:
         r = first.wait_ready()
         assert r.json()["checks"]["database"] == "ok"
@@ -122,7 +62,7 @@ def test_embedded_serve_lock_and_clean_sigterm(tmp_path: Path) -> None:
 
 def test_after_a_kill_9_the_folder_is_reused_and_postgres_still_stops(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = _env(data)
+    env = tutorhub_env(data)
     email, password = "survivor@example.com", "password-123"
     with serve(tmp_path, env, "killed") as killed:
         killed.wait_ready()
@@ -143,31 +83,14 @@ def test_after_a_kill_9_the_folder_is_reused_and_postgres_still_stops(tmp_path: 
     assert not (data / "pg" / "postmaster.pid").exists()
 
 
-@contextmanager
-def provider_in_thread(reply: Scripted) -> Iterator[str]:
-    """A loopback OpenAI-compatible provider on its own event loop thread (these tests are
-    synchronous: the server under test is a subprocess); yields its base URL."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    fake = FakeProvider(default=reply)
-    try:
-        asyncio.run_coroutine_threadsafe(fake.__aenter__(), loop).result(10)
-        yield fake.base_url
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.__aexit__(None, None, None), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-
 def test_a_reply_cut_by_a_kill_9_keeps_its_text_and_ends_interrupted(tmp_path: Path) -> None:
     """The server dies mid-reply (no cleanup at all): the text its last checkpoint stored
     survives, and the restarted server marks the reply interrupted once its heartbeat is
     stale, without anyone touching the conversation."""
     slow = openai_stream([f"w{i} " for i in range(3000)], delay_s=0.02)  # a minute of tokens
-    with provider_in_thread(slow) as provider_url:
-        env = _env(tmp_path / "data", TUTORHUB_LLM_PROVIDER="openai",
+    with provider_in_thread(slow) as provider:
+        provider_url = provider.base_url
+        env = tutorhub_env(tmp_path / "data", TUTORHUB_LLM_PROVIDER="openai",
                    TUTORHUB_OPENAI_BASE_URL=provider_url + "/v1",
                    TUTORHUB_OPENAI_API_KEY="sk-test", TUTORHUB_OPENAI_MODEL="gpt-test",
                    TUTORHUB_REPLY_CHECKPOINT_S="0.3")
@@ -218,7 +141,7 @@ def _run(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProc
 async def test_unmigrated_database_refuses_to_start_until_migrated(
     empty_database_url: str, tmp_path: Path
 ) -> None:
-    env = _env(tmp_path / "data", TUTORHUB_DATABASE_URL=empty_database_url)
+    env = tutorhub_env(tmp_path / "data", TUTORHUB_DATABASE_URL=empty_database_url)
     with serve(tmp_path, env, "unmigrated") as refused:
         code = await asyncio.to_thread(refused.proc.wait, START_TIMEOUT_S)
         out = refused.output()
@@ -240,7 +163,7 @@ async def test_unmigrated_database_refuses_to_start_until_migrated(
 async def test_user_create_and_duplicate(
     database_url: str, tmp_path: Path, client: httpx.AsyncClient
 ) -> None:
-    env = _env(tmp_path / "data", TUTORHUB_DATABASE_URL=database_url)
+    env = tutorhub_env(tmp_path / "data", TUTORHUB_DATABASE_URL=database_url)
     created = await asyncio.to_thread(
         _run, "user", "create", "Ученик@Example.com", "--password", "пароль-123", env=env, cwd=tmp_path
     )
@@ -269,7 +192,7 @@ async def test_user_create_and_duplicate(
 def test_unreachable_database_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
     # A closed port on loopback: the connection is refused at once.
     url = f"postgresql://learner:s3cret-pw@127.0.0.1:{free_port()}/tutorhub"
-    env = _env(tmp_path / "data", TUTORHUB_DATABASE_URL=url)
+    env = tutorhub_env(tmp_path / "data", TUTORHUB_DATABASE_URL=url)
     for args in (("serve", "--port", str(free_port())), ("migrate",)):
         r = _run(*args, env=env, cwd=tmp_path)
         assert r.returncode == 1, r.stderr
@@ -280,7 +203,7 @@ def test_unreachable_database_is_one_clear_line_not_a_traceback(tmp_path: Path) 
 
 
 def test_serve_workers_refused_without_redis(tmp_path: Path) -> None:
-    r = _run("serve", "--workers", "2", env=_env(tmp_path / "data"), cwd=tmp_path)
+    r = _run("serve", "--workers", "2", env=tutorhub_env(tmp_path / "data"), cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert "--workers N needs TUTORHUB_REDIS_URL" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "data" / "pg").exists()  # refused before anything started
@@ -307,7 +230,7 @@ def _ask_everywhere(url: str, token: str, sockets: int) -> list[str]:
 
 async def test_serve_workers_share_the_port_over_redis(
         database_url: str, redis_url: str, tmp_path: Path) -> None:
-    env = _env(tmp_path / "data", TUTORHUB_DATABASE_URL=database_url,
+    env = tutorhub_env(tmp_path / "data", TUTORHUB_DATABASE_URL=database_url,
                TUTORHUB_REDIS_URL=redis_url, TUTORHUB_LLM_PROVIDER="loopback",
                TUTORHUB_LLM_LOOPBACK_ALLOWED="true", TUTORHUB_LLM_LOOPBACK_REPLY_TOKENS="20")
     with serve(tmp_path, env, "workers", "--workers", "2") as two:
@@ -328,7 +251,7 @@ async def test_serve_workers_share_the_port_over_redis(
 
 
 def test_unknown_subcommand_is_a_usage_error(tmp_path: Path) -> None:
-    r = _run("frobnicate", env=_env(tmp_path / "data"), cwd=tmp_path)
+    r = _run("frobnicate", env=tutorhub_env(tmp_path / "data"), cwd=tmp_path)
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
 

@@ -8,11 +8,7 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,37 +18,9 @@ from websockets.asyncio.client import ClientConnection
 
 from chat_server.app import create_app
 from chat_server.settings import Settings
+from tests.support.processes import settings_env, worker
 from tests.support.services import serve_app
 from tests.support.ws import new_user, socket
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextmanager
-def worker(settings: Settings, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ,
-           "TUTORHUB_DATABASE_URL": str(settings.database_url),
-           "TUTORHUB_REDIS_URL": str(settings.redis_url),
-           "TUTORHUB_DATA_DIR": str(settings.data_dir),
-           "TUTORHUB_SECRET_KEY": str(settings.secret_key),
-           "TUTORHUB_INGEST_STALE_S": str(settings.ingest_stale_s),
-           "TUTORHUB_EMBEDDING_BATCH_SIZE": str(settings.embedding_batch_size),
-           "TUTORHUB_LOG_LEVEL": "info"}
-    with log.open("ab") as out:
-        # Its own session: the taskiq parent and its worker child are killed together.
-        proc = subprocess.Popen([sys.executable, "-m", "chat_server.cli", "worker", "--workers", "1"],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
 
 
 async def _until(ws: ClientConnection, seen: list[dict[str, Any]], pred: Any, within_s: float) -> dict[str, Any]:
@@ -87,7 +55,7 @@ async def test_worker_killed_mid_ingestion_then_restarted_gives_one_set_of_chunk
             assert r.status_code == 202, r.text
             mid = r.json()["id"]
             seen: list[dict[str, Any]] = []
-            with worker(s, log) as first:
+            with worker(settings_env(s), log) as first:
                 await _until(ws, seen, lambda f: f.get("type") == "material.progress"
                              and f["stage"] == "embedding" and f["done"] > 0, 150)
                 os.killpg(first.pid, signal.SIGKILL)
@@ -96,7 +64,7 @@ async def test_worker_killed_mid_ingestion_then_restarted_gives_one_set_of_chunk
                 status = await conn.scalar(text("select status from materials where id = :m"), {"m": mid})
             assert status == "processing"
             killed_at = len(seen)
-            with worker(s, log):
+            with worker(settings_env(s), log):
                 ready = await _until(ws, seen, lambda f: f.get("type") in ("material.ready", "material.failed"), 150)
             assert ready["type"] == "material.ready", (ready, log.read_text()[-3000:])
 

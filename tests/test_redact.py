@@ -14,6 +14,7 @@ import pytest
 from chat_server.redact import redact
 from chat_server.settings import Settings
 from tests.support.db import refuse_inserts
+from tests.support.logs import Collected, collect_logs
 from tests.support.rawhttp import keep_alive, request
 from tests.support.ws import socket
 
@@ -21,30 +22,11 @@ EMAIL = "secret.person@example.com"
 PASSWORD = "hunter2-is-my-password"
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(logging.Formatter("%(name)s %(levelname)s %(message)s").format(record))
-
-
 @pytest.fixture
-def collected() -> Iterator[_Collect]:
+def collected() -> Iterator[Collected]:
     """Every record of every logger, uvicorn's own (which do not propagate) included."""
-    handler = _Collect()
-    loggers = [logging.getLogger(), logging.getLogger("uvicorn"), logging.getLogger("uvicorn.error")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-        lg.setLevel(logging.DEBUG)
-    try:
+    with collect_logs(logging.DEBUG) as handler:
         yield handler
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
 
 
 def test_redact_patterns() -> None:
@@ -67,7 +49,7 @@ def test_redact_patterns() -> None:
 
 async def test_no_secret_in_any_log_line(
     server: str, client: httpx.AsyncClient, settings: Settings, database_url: str,
-    collected: _Collect, caplog: pytest.LogCaptureFixture,
+    collected: Collected, caplog: pytest.LogCaptureFixture,
 ) -> None:
     # A registration the database refuses with an error that quotes the email, after the
     # password was hashed: what issue #16 found logged with the hash and the email.
