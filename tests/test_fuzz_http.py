@@ -1,0 +1,157 @@
+"""Generated hostile requests on every route of the OpenAPI schema (schemathesis: bodies,
+queries and path parameters that fit the schema and that don't), and every route with bodies of
+every content type (JSON, form, multipart, text, octet-stream, broken encodings): never a 500,
+and every refusal is JSON `{"error", "message"}`. Example counts: tests/support/fuzz.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chat_server.app import create_app
+from chat_server.settings import Settings
+from tests.support.fuzz import examples
+from tests.support.logs import Collected, collect_logs
+from tests.support.services import free_port, serve_app
+from tests.support.threaded import loop_thread
+from tests.support.ws import new_user
+
+
+@dataclass
+class Api:
+    base: str
+    token: str
+    ids: dict[str, str]  # path parameter → an id of the user's own (a conversation, a material)
+    logs: Collected
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[Api]:
+    # Nothing leaves the machine: YouTube and the embedding API are a closed loopback port
+    # (an accepted text material fails its ingestion at once instead of loading a model).
+    dead = f"http://127.0.0.1:{free_port()}"
+    s = settings.model_copy(update={
+        "youtube_base_url": dead, "embedding_provider": "openai", "openai_api_key": "sk-test",
+        "openai_base_url": dead + "/v1", "llm_provider": "offline", "task_retries": 0})
+    with collect_logs(logging.ERROR) as logs, loop_thread() as thread:
+        base = thread.enter(serve_app(create_app(s)))
+        _, token = thread.run(new_user(base))
+        api = Api(base, token, {}, logs)
+        with httpx.Client(base_url=base, headers=api.auth, timeout=30) as c:
+            api.ids["conversation_id"] = c.post("/conversations", json={"title": "t"}).json()["id"]
+            r = c.post("/materials/text", json={"title": "T", "text": "Энтропия — мера."})
+            api.ids["material_id"] = r.json()["id"]
+        yield api
+
+
+def _assert_answered(r: httpx.Response | Any, what: str) -> None:
+    assert r.status_code < 500, f"{what} → {r.status_code} {r.text[:300]}"
+    if r.status_code >= 400:
+        body = json.loads(r.content)
+        assert isinstance(body, dict) and {"error", "message"} <= set(body), (what, r.text[:300])
+
+
+def test_every_route_of_the_schema_answers_without_a_500(api: Api) -> None:
+    schema = schemathesis.openapi.from_url(api.base + "/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
+    assert len(operations) >= 15
+    tried: dict[str, int] = {}
+    for operation in operations:
+        own = {k: v for k, v in api.ids.items() if "{" + k + "}" in operation.path}
+        strategy = st.one_of(
+            operation.as_strategy(schemathesis.GenerationMode.POSITIVE, headers=api.auth,
+                                  path_parameters=own or None),
+            operation.as_strategy(schemathesis.GenerationMode.NEGATIVE, headers=api.auth),
+            operation.as_strategy(schemathesis.GenerationMode.NEGATIVE))
+
+        @settings(max_examples=examples(6))
+        @given(strategy)
+        def property_(case: schemathesis.Case) -> None:
+            response = case.call(base_url=api.base, timeout=30)
+            label = f"{case.operation.method.upper()} {case.operation.path}"
+            tried[label] = tried.get(label, 0) + 1
+            _assert_answered(response, case.as_curl_command())
+
+        property_()
+    assert len(tried) == len(operations)
+    assert not api.logs.records, "\n".join(api.logs.lines[:5])
+
+
+# --- every content type on every route ---------------------------------------------------
+def _form(value: Any) -> bytes:
+    return "&".join(f"{k}={v}" for k, v in (value.items() if isinstance(value, dict)
+                                            else [("x", value)])).encode("utf-8", "surrogatepass")
+
+
+def _multipart(fields: dict[str, bytes], boundary: str = "b0") -> bytes:
+    parts = [b"--" + boundary.encode() + b'\r\nContent-Disposition: form-data; name="' + name.encode()
+             + b'"' + (b'; filename="f.pdf"\r\nContent-Type: application/pdf' if name == "file" else b"")
+             + b"\r\n\r\n" + data + b"\r\n" for name, data in fields.items()]
+    return b"".join(parts) + b"--" + boundary.encode() + b"--\r\n"
+
+
+texts = st.text(st.characters(exclude_categories=()) | st.sampled_from(["\x00", "\ud800", "Ё"]),
+                max_size=30)
+values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+                      | texts, lambda inner: st.lists(inner, max_size=3)
+                      | st.dictionaries(st.sampled_from(["title", "text", "email", "password",
+                                                        "refresh_token", "url", "username",
+                                                        "socratic", "current_password",
+                                                        "new_password", "display_name"]) | texts,
+                                        inner, max_size=4), max_leaves=8)
+broken = st.sampled_from([b"\xff\xfe", b"\xc3\x28", b"\xed\xa0\x80", b'{"title": "\xff"}',
+                          b'{"title": "a\\u0000"}', b'{"title": "\\ud800"}', b"\x00" * 8,
+                          b"[" * 5000 + b"]" * 5000, b'{"a":' * 600 + b"1" + b"}" * 600])
+bodies: dict[str, st.SearchStrategy[bytes]] = {
+    "application/json": st.builds(lambda v: json.dumps(v).encode("utf-8", "surrogatepass"), values)
+    | broken,
+    "application/json; charset=latin-1": st.binary(max_size=64) | broken,
+    "application/x-www-form-urlencoded": st.builds(_form, values) | broken,
+    "multipart/form-data; boundary=b0": st.builds(
+        _multipart, st.dictionaries(st.sampled_from(["title", "file", "x"]),
+                                    st.binary(max_size=64) | broken, max_size=3)) | broken,
+    "text/plain; charset=utf-8": st.builds(lambda t: t.encode("utf-8", "surrogatepass"), texts)
+    | broken,
+    "application/octet-stream": st.binary(max_size=128) | broken,
+    "": st.binary(max_size=64),  # no content type at all
+}
+
+
+def test_every_route_takes_any_content_type_without_a_500(api: Api) -> None:
+    spec = httpx.get(api.base + "/openapi.json").json()
+    routes = sorted({(method.upper(), path) for path, ops in spec["paths"].items()
+                     for method in ops if method in ("post", "put", "patch", "delete", "get")})
+    assert len(routes) >= 15
+
+    @settings(max_examples=examples(150))
+    @given(st.sampled_from(routes), st.sampled_from(sorted(bodies)), st.data(), st.booleans())
+    def property_(route: tuple[str, str], content_type: str, data: st.DataObject,
+                  authenticated: bool) -> None:
+        method, path = route
+        for name, value in api.ids.items():
+            path = path.replace("{" + name + "}", value)
+        body = data.draw(bodies[content_type])
+        headers = {**(api.auth if authenticated else {}),
+                   **({"content-type": content_type} if content_type else {})}
+        with httpx.Client(base_url=api.base, timeout=30) as c:
+            r = c.request(method, path, content=body, headers=headers)
+            _assert_answered(r, f"{method} {path} [{content_type}] {body[:80]!r}")
+            # The connection still serves the next request.
+            assert c.get("/healthz").status_code == 200
+
+    property_()
+    assert not api.logs.records, "\n".join(api.logs.lines[:5])
