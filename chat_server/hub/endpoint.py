@@ -190,9 +190,8 @@ class HubEndpoint:
             hub.bytes_in += len(text)
             try:
                 await self._handle(app, hub, conn, text)
-            except Exception:  # a bug handling one frame: that frame fails, not the socket
-                log.exception("socket %s: handling a frame failed", conn.session_id)
-                conn.send_frame(p.error(p.INTERNAL, "Internal error; try again."))
+            except Exception as exc:  # that frame fails, not the socket
+                conn.send_frame(_failed(exc, f"socket {conn.session_id}: handling a frame"))
 
     async def _handle(self, app: Any, hub: Hub, conn: Conn, text: str) -> None:
         refused: p.FrameError | None = None
@@ -287,13 +286,23 @@ class HubEndpoint:
         except TutorError as exc:
             conn.send_frame(p.dumps({"type": "error", "code": exc.code, "message": exc.message,
                                      **ref, **exc.extra}))
-        except Exception:
-            log.exception("tutor.%s failed", action)
-            conn.send_frame(p.error(p.INTERNAL, "Internal error; try again.", **ref))
+        except Exception as exc:
+            conn.send_frame(_failed(exc, f"tutor.{action}", **ref))
 
 
 class _Disconnected(Exception):
     pass
+
+
+def _failed(exc: Exception, what: str, **ref: Any) -> str:
+    """The error frame for a client frame whose handling raised: `unavailable` (retryable)
+    when the database is unreachable right now, else `internal` (a bug: logged with its
+    traceback)."""
+    if is_unavailable(exc):
+        log.warning("%s failed: the database is unavailable (%s)", what, type(exc).__name__)
+        return p.error(p.UNAVAILABLE, "The service is unavailable right now; try again.", **ref)
+    log.exception("%s failed", what, exc_info=exc)
+    return p.error(p.INTERNAL, "Internal error; try again.", **ref)
 
 
 async def _drain(receive: Any) -> None:

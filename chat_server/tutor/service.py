@@ -44,6 +44,7 @@ from chat_server import metrics, retrieval
 from chat_server.batch import Batcher
 from chat_server.bus import BusUnavailable
 from chat_server.db import Database
+from chat_server.errors import is_unavailable
 from chat_server.models import MessageStatus
 from chat_server.settings import Settings
 from chat_server.tutor import store
@@ -208,17 +209,24 @@ class Tutor:
     # --- the contract --------------------------------------------------------------------
 
     def start(self) -> None:
-        """Mark the orphans of dead servers interrupted now, and once more when the replies of
-        a server that died just before this start have gone stale (with nothing streaming
-        here, no checkpoint would look for them)."""
+        """Mark the orphans of dead servers interrupted now, and then every half of
+        `stale_after_s`: a server killed mid-reply leaves its replies `streaming`, and with
+        nothing streaming on the other instances no checkpoint would look for them (a quiet
+        cluster would show them streaming for ever). One statement per sweep."""
         async def sweep() -> None:
-            for delay in (0.0, self.stale_after_s + 1):
+            delay = 0.0
+            while True:
                 await asyncio.sleep(delay)
+                delay = self.stale_after_s / 2
                 try:
                     await self.interrupt_orphans()
-                except Exception:
-                    log.exception("could not look for replies left streaming by a stopped "
-                                  "server")
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        log.warning("could not look for replies left streaming by a stopped "
+                                    "server: the database is unavailable")
+                    else:
+                        log.exception("could not look for replies left streaming by a "
+                                      "stopped server")
 
         self._sweeper = asyncio.create_task(sweep(), name="reply-orphans")
 
@@ -558,8 +566,12 @@ class Tutor:
             try:
                 await self.checkpoint()
                 await self.interrupt_orphans()
-            except Exception:
-                log.exception("could not store the text of streaming replies")
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    log.exception("could not store the text of streaming replies")
+                else:  # the next tick tries again
+                    log.warning("could not store the text of streaming replies: the database "
+                                "is unavailable (%s)", type(exc).__name__)
 
     async def checkpoint(self) -> int:
         """The heartbeat of every streaming reply of this process, with the text so far of
@@ -676,7 +688,7 @@ class Tutor:
                   "interrupted": MessageStatus.interrupted}[finish]
         rid = str(reply.reply_id)
         try:
-            await self._ends.submit(store.Finished(
+            await self._store_end(store.Finished(
                 reply_id=reply.reply_id, text=text, status=status.value, citations=citations,
                 usage={**reply.usage.as_dict(), "finish_reason": finish},
                 input_tokens=reply.usage.input_tokens, output_tokens=reply.usage.output_tokens,
@@ -713,6 +725,27 @@ class Tutor:
             if reply.pending is not None:
                 self._coalescer.discard(reply.pending)
             self._replies.pop(reply.reply_id, None)
+
+
+    async def _store_end(self, end: store.Finished) -> None:
+        """Store a reply's end; while the database is unreachable, try again (backoff up to
+        5 s) for as long as the reply's heartbeat would still count it alive. The learner saw
+        the whole reply: a database restart must not cut the stored text back to its last
+        checkpoint. (Its reply.end goes out once stored, so nothing overtakes the store.)"""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stale_after_s
+        delay = 0.25
+        while True:
+            try:
+                await self._ends.submit(end)
+                return
+            except Exception as exc:
+                if not is_unavailable(exc) or loop.time() + delay > deadline:
+                    raise
+                log.warning("reply %s: the database is unavailable (%s); storing its end again "
+                            "in %.2f s", end.reply_id, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def _after_ack(reply: Reply) -> None:
