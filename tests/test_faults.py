@@ -108,12 +108,20 @@ async def _converse(learner: Learner, bases: list[str], stop: asyncio.Event,
             continue
         try:
             # An end, a refusal, a lost socket, or the history lost with Redis (the end of
-            # an answer cut by the outage never comes: it is reloaded over REST).
-            await learner.wait(lambda: not learner.connected or _progress(learner) > before, 15)
+            # an answer cut by the outage never comes: it is reloaded over REST; a socket
+            # whose user got no event since doesn't know yet: it gives up waiting).
+            await learner.wait(lambda b=before: not learner.connected or _progress(learner) > b
+                               or stop.is_set(), 5)  # a reply takes 2 s
         except TimeoutError:
             pass
         if _progress(learner)[0] > before[0]:  # refused: try again in a moment
             await asyncio.sleep(retry_s)
+
+
+def _stop(stop: asyncio.Event, learners: list[Learner]) -> None:
+    stop.set()
+    for learner in learners:
+        learner.changed.set()  # wakes its wait to see `stop`
 
 
 def _progress(learner: Learner) -> tuple[int, int, int]:
@@ -174,7 +182,7 @@ async def test_redis_killed_and_restarted_under_traffic(cluster: Cluster) -> Non
         # Recovery without a restart of any instance: answers come again.
         await until(_acked_more(learners, acked_before_restart + 4), 40)
     finally:
-        stop.set()
+        _stop(stop, learners)
         await asyncio.gather(*talks)
     t1 = time.monotonic()
     await _settled(learners, bases[0])
@@ -211,7 +219,7 @@ async def test_postgres_stopped_and_started_under_traffic(cluster: Cluster) -> N
         acked = sum(len(x.book.acked) for x in learners)
         await until(_acked_more(learners, acked + 4), 40)  # recovery, nothing restarted
     finally:
-        stop.set()
+        _stop(stop, learners)
         await asyncio.gather(*talks)
     assert probes.get(503, 0) >= 9 and set(probes) <= {503}, probes
     assert ready.status_code == 503
