@@ -25,7 +25,7 @@ import pytest
 
 from chat_server.db import libpq_url, migrate
 from tests.support.fake_providers import openai_stream
-from tests.support.learner import Learner, losses
+from tests.support.learner import Learner, converse, losses, stop_all
 from tests.support.processes import (
     Postgres,
     Serve,
@@ -90,46 +90,6 @@ def report(name: str, lost: dict[str, int], **seen: Any) -> None:
     print(f"\n[{name}] lost: {json.dumps(lost)}; seen: {json.dumps(seen, default=str)}")
 
 
-async def _converse(learner: Learner, bases: list[str], stop: asyncio.Event,
-                    retry_s: float = 0.2) -> None:
-    """Ask, wait for the answer's end (or a refusal), ask again, until `stop`; reconnect
-    (resuming) whenever the socket is gone."""
-    while not stop.is_set():
-        if not learner.connected:
-            try:
-                await learner.connect(bases, 30)
-            except (AssertionError, TimeoutError):
-                await asyncio.sleep(retry_s)
-                continue
-        before = _progress(learner)
-        try:
-            await learner.send("Расскажи про энтропию, please.")
-        except Exception:
-            continue
-        try:
-            # An end, a refusal, a lost socket, or the history lost with Redis (the end of
-            # an answer cut by the outage never comes: it is reloaded over REST; a socket
-            # whose user got no event since doesn't know yet: it gives up waiting).
-            await learner.wait(lambda b=before: not learner.connected or _progress(learner) > b
-                               or stop.is_set(), 5)  # a reply takes 2 s
-        except TimeoutError:
-            pass
-        if _progress(learner)[0] > before[0]:  # refused: try again in a moment
-            await asyncio.sleep(retry_s)
-
-
-def _stop(stop: asyncio.Event, learners: list[Learner]) -> None:
-    stop.set()
-    for learner in learners:
-        learner.changed.set()  # wakes its wait to see `stop`
-
-
-def _progress(learner: Learner) -> tuple[int, int, int]:
-    """(refusals, reply ends, epoch changes): each only grows."""
-    book = learner.book
-    return sum(book.refused.values()), len(book.ended), book.epochs
-
-
 def _acked_more(learners: list[Learner], n: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return sum(len(x.book.acked) for x in learners) >= n
@@ -171,7 +131,7 @@ async def test_redis_killed_and_restarted_under_traffic(cluster: Cluster) -> Non
     bases = cluster.urls("a", "b")
     learners = [await Learner.create(bases[0]) for _ in range(4)]
     stop = asyncio.Event()
-    talks = [asyncio.create_task(_converse(x, bases[i % 2:] + bases[:i % 2], stop))
+    talks = [asyncio.create_task(converse(x, bases[i % 2:] + bases[:i % 2], stop))
              for i, x in enumerate(learners)]
     try:
         await asyncio.sleep(1.5)
@@ -182,7 +142,7 @@ async def test_redis_killed_and_restarted_under_traffic(cluster: Cluster) -> Non
         # Recovery without a restart of any instance: answers come again.
         await until(_acked_more(learners, acked_before_restart + 4), 40)
     finally:
-        _stop(stop, learners)
+        stop_all(stop, learners)
         await asyncio.gather(*talks)
     t1 = time.monotonic()
     await _settled(learners, bases[0])
@@ -202,7 +162,7 @@ async def test_postgres_stopped_and_started_under_traffic(cluster: Cluster) -> N
     bases = cluster.urls("a", "b")
     learners = [await Learner.create(bases[0]) for _ in range(4)]
     stop = asyncio.Event()
-    talks = [asyncio.create_task(_converse(x, bases, stop)) for x in learners]
+    talks = [asyncio.create_task(converse(x, bases, stop)) for x in learners]
     probes: dict[int, int] = {}
     try:
         await asyncio.sleep(1.0)
@@ -219,7 +179,7 @@ async def test_postgres_stopped_and_started_under_traffic(cluster: Cluster) -> N
         acked = sum(len(x.book.acked) for x in learners)
         await until(_acked_more(learners, acked + 4), 40)  # recovery, nothing restarted
     finally:
-        _stop(stop, learners)
+        stop_all(stop, learners)
         await asyncio.gather(*talks)
     assert probes.get(503, 0) >= 9 and set(probes) <= {503}, probes
     assert ready.status_code == 503

@@ -182,6 +182,46 @@ class Learner:
         return found
 
 
+async def converse(learner: Learner, bases: list[str], stop: asyncio.Event,
+                    retry_s: float = 0.2) -> None:
+    """Ask, wait for the answer's end (or a refusal), ask again, until `stop`; reconnect
+    (resuming) whenever the socket is gone."""
+    while not stop.is_set():
+        if not learner.connected:
+            try:
+                await learner.connect(bases, 30)
+            except (AssertionError, TimeoutError):
+                await asyncio.sleep(retry_s)
+                continue
+        before = progress(learner)
+        try:
+            await learner.send("Расскажи про энтропию, please.")
+        except Exception:
+            continue
+        try:
+            # An end, a refusal, a lost socket, or the history lost with Redis (the end of
+            # an answer cut by the outage never comes: it is reloaded over REST; a socket
+            # whose user got no event since doesn't know yet: it gives up waiting).
+            await learner.wait(lambda b=before: not learner.connected or progress(learner) > b
+                               or stop.is_set(), 5)  # a reply takes 2 s
+        except TimeoutError:
+            pass
+        if progress(learner)[0] > before[0]:  # refused: try again in a moment
+            await asyncio.sleep(retry_s)
+
+
+def stop_all(stop: asyncio.Event, learners: list[Learner]) -> None:
+    stop.set()
+    for learner in learners:
+        learner.changed.set()  # wakes its wait to see `stop`
+
+
+def progress(learner: Learner) -> tuple[int, int, int]:
+    """(refusals, reply ends, epoch changes): each only grows."""
+    book = learner.book
+    return sum(book.refused.values()), len(book.ended), book.epochs
+
+
 async def losses(learners: list[Learner], base: str) -> dict[str, int]:
     """What was lost, counted over every learner: acknowledged messages not stored, replies of
     acknowledged messages with no stored row, gaps and duplicates in the event streams."""
