@@ -26,11 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
-from chat_server.db import libpq_url, migrate  # noqa: E402
 from load_tests.report import Report, commit_of, log  # noqa: E402
 from tests.support.fake_providers import openai_stream  # noqa: E402
 from tests.support.learner import Learner, converse, losses, stop_all  # noqa: E402
@@ -41,7 +39,7 @@ from tests.support.processes import (  # noqa: E402
     tutorhub_env,
     worker,
 )
-from tests.support.services import database_uri, redis_server  # noqa: E402
+from tests.support.services import redis_server  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "load_tests" / "reports" / "soak.md"
@@ -62,14 +60,6 @@ def _pdf() -> bytes:
         doc.set_font("helvetica", size=12)
         doc.multi_cell(0, 8, f"Page {page + 1}. The enzyme lowers the activation energy. " * 8)
     return bytes(doc.output())
-
-
-async def _create_database(base_uri: str) -> None:
-    conn = await asyncpg.connect(libpq_url(database_uri(base_uri, "postgres")))
-    try:
-        await conn.execute('CREATE DATABASE "tutorhub"')
-    finally:
-        await conn.close()
 
 
 async def _uploads(learners: list[Learner], base: str, stop: asyncio.Event,
@@ -118,9 +108,7 @@ async def run(minutes: float) -> tuple[Report, bool]:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         redis = stack.enter_context(redis_server(workdir / "redis"))
         pg = stack.enter_context(postgres(workdir))
-        url = database_uri(pg.uri, "tutorhub")
-        await _create_database(pg.uri)
-        await asyncio.to_thread(migrate, url)
+        url = await asyncio.to_thread(pg.database, "tutorhub")
         provider = stack.enter_context(provider_in_thread(
             openai_stream([f"w{i} " for i in range(30)], delay_s=0.02)))
         env = tutorhub_env(

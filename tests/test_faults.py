@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
-from chat_server.db import libpq_url, migrate
 from tests.support.fake_providers import openai_stream
 from tests.support.learner import Learner, converse, losses, stop_all
 from tests.support.processes import (
@@ -34,7 +32,7 @@ from tests.support.processes import (
     serve,
     tutorhub_env,
 )
-from tests.support.services import RedisServer, database_uri, redis_server
+from tests.support.services import RedisServer, redis_server
 from tests.support.ws import until
 
 PIECES = [f"w{i} " for i in range(40)]  # a reply: 40 tokens over 2 s
@@ -61,9 +59,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with ExitStack() as stack:
         redis = stack.enter_context(redis_server(workdir / "redis"))
         pg = stack.enter_context(postgres(workdir))
-        url = database_uri(pg.uri, "tutorhub")
-        asyncio.run(_create_database(pg.uri))
-        migrate(url)
+        url = pg.database("tutorhub")
         provider = stack.enter_context(provider_in_thread(openai_stream(PIECES, delay_s=0.05)))
         env = tutorhub_env(
             workdir / "data", TUTORHUB_DATABASE_URL=url, TUTORHUB_REDIS_URL=redis.url,
@@ -76,14 +72,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for server in servers.values():
             server.wait_ready()
         yield Cluster(servers, redis, pg, workdir, env)
-
-
-async def _create_database(base_uri: str) -> None:
-    conn = await asyncpg.connect(libpq_url(database_uri(base_uri, "postgres")))
-    try:
-        await conn.execute('CREATE DATABASE "tutorhub"')
-    finally:
-        await conn.close()
 
 
 def report(name: str, lost: dict[str, int], **seen: Any) -> None:

@@ -377,3 +377,11 @@ async def test_floods_are_refused_without_disturbing_anyone(settings: Settings) 
             stop.set()
             assert_whole(await stream)
     _no_error_logged(logs)
+
+
+def test_the_codes_module_and_the_protocol_document_agree() -> None:
+    from chat_server.hub import protocol as p
+
+    assert {int(code) for code in Close} == protocol_doc.close_codes()
+    assert {p.BAD_JSON, p.BAD_FRAME, p.UNKNOWN_TYPE, p.RATE_LIMITED, p.AUTH_FAILED,
+            p.UNAVAILABLE, p.INTERNAL} <= protocol_doc.error_codes()

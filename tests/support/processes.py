@@ -146,6 +146,28 @@ class Postgres:
     def uri(self) -> str:
         return str(self.server.get_uri())
 
+    def database(self, name: str) -> str:
+        """Create a database `name` on this server and migrate it; its URL. (Blocking: from
+        a coroutine, call it in a thread.)"""
+        import asyncio
+
+        import asyncpg
+
+        from chat_server.db import libpq_url, migrate
+        from tests.support.services import database_uri
+
+        async def create() -> None:
+            conn = await asyncpg.connect(libpq_url(database_uri(self.uri, "postgres")))
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+        url = database_uri(self.uri, name)
+        migrate(url)
+        return url
+
     def stop(self) -> None:
         """`pg_ctl stop -m fast`: sessions are ended, the server shuts down cleanly."""
         subprocess.run([str(self.pg_ctl), "-D", str(self.server.pgdata),
