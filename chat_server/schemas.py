@@ -17,6 +17,10 @@ def _checked_email(value: Any) -> Any:
     return value
 
 
+# PostgreSQL's OFFSET is a bigint: a list's offset past it is refused (422), not sent to the
+# database (a 500).
+MAX_OFFSET = 2**63 - 1
+
 # Every str a request carries is a SafeStr: no NUL, no lone surrogate (422 otherwise).
 SafeEmail = Annotated[EmailStr, BeforeValidator(_checked_email)]
 

@@ -84,6 +84,12 @@ async def test_rest_refuses_nul_and_surrogates_with_422_and_keeps_the_connection
                            str(settings.embed_secret), "HS256")
         r = await c.get("/me", headers={"Authorization": f"Bearer {embed}"})
         assert r.status_code == 200 and r.json()["display_name"] == "Annab"
+        # A list's offset past PostgreSQL's bigint (found by the schema fuzz's deep profile).
+        for path in ("/conversations", "/materials"):
+            r = await c.get(path, params={"offset": 2**63}, headers=auth)
+            assert r.status_code == 422 and r.json()["error"] == "invalid_request", r.text
+            r = await c.get(path, params={"offset": 2**63 - 1}, headers=auth)
+            assert r.status_code == 200 and r.json() == [], r.text
     # One keep-alive connection: a 422 (and a 404, a 401) and the next request still works.
     port = int(urlsplit(server).port or 0)
     answers = await keep_alive(port, [

@@ -33,6 +33,7 @@ from chat_server.materials.uploads import (
     youtube_hash,
 )
 from chat_server.models import Course, Material, MaterialKind, User
+from chat_server.schemas import MAX_OFFSET
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ async def get_owned_material(
             summary="List my materials (or a course's: ?course_id=)")
 async def list_materials(
     scope: MaterialView, session: SessionDep, course_id: uuid.UUID | None = _COURSE,
-    limit: int = Query(100, ge=1, le=500), offset: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=500), offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> list[Material]:
     where = (Material.course_id == course_id if course_id is not None
              else (Material.user_id == scope.user.id) & Material.course_id.is_(None))

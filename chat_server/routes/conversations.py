@@ -12,6 +12,7 @@ from chat_server.deps import CurrentUser, SessionDep
 from chat_server.errors import ApiError
 from chat_server.models import Conversation, Message
 from chat_server.schemas import (
+    MAX_OFFSET,
     ConversationCreate,
     ConversationPublic,
     ConversationUpdate,
@@ -39,7 +40,7 @@ async def get_owned_conversation(
 @router.get("", response_model=list[ConversationPublic], summary="List my conversations")
 async def list_conversations(
     user: CurrentUser, session: SessionDep,
-    limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=200), offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> list[Conversation]:
     rows = await session.scalars(
         select(Conversation).where(Conversation.user_id == user.id)
