@@ -100,6 +100,17 @@ async def _storms(learners: list[Learner], stop: asyncio.Event, counts: dict[str
         counts["storms"] = counts.get("storms", 0) + 1
 
 
+async def _materials(learners: list[Learner], base: str) -> dict[str, int]:
+    """The uploaded materials by status at the end (ready, failed, still processing…)."""
+    by_status: dict[str, int] = {}
+    async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+        for learner in learners:
+            r = await c.get("/materials", params={"limit": 500}, headers=learner.auth)
+            for material in r.json():
+                by_status[material["status"]] = by_status.get(material["status"], 0) + 1
+    return by_status
+
+
 async def run(minutes: float) -> tuple[Report, bool]:
     report = Report()
     duration = minutes * 60
@@ -147,6 +158,7 @@ async def run(minutes: float) -> tuple[Report, bool]:
             await asyncio.gather(*tasks, return_exceptions=True)
         failed = [t.exception() for t in tasks if t.done() and t.exception() is not None]
         lost = await losses(learners, base)
+        materials = await _materials(learners, base)
         for learner in learners:
             await learner.disconnect()
         server_log = server.output()
@@ -175,13 +187,17 @@ async def run(minutes: float) -> tuple[Report, bool]:
     say("|---|---|")
     say(f"| duration | {samples[-1][0]:.0f} s (warm-up {warmup:.0f} s) |")
     say(f"| replies streamed to the end | {replies} |")
-    say(f"| socket connects (resumes included) | {sum(x.book.connects for x in learners)} |")
+    connects = sum(x.book.connects for x in learners)
+    say(f"| socket connects (resumes included) | {connects} ({connects - LEARNERS} reconnects) |")
     say(f"| storms, uploads | {counts} |")
+    say(f"| materials at the end, by status | {materials} |")
     say(f"| RSS after warm-up | {post / 2**20:.1f} MiB |")
     say(f"| RSS at the end | {end / 2**20:.1f} MiB ({change:+.1%}; limit ±10%: "
         f"{'ok' if abs(change) <= 0.10 else 'FAILED'}) |")
     say(f"| RSS max | {peak / 2**20:.1f} MiB |")
     say(f"| gaps, duplicates (events by offset) | {lost['gaps']}, {lost['duplicates']} |")
+    say(f"| resumes the history could not serve (history_trimmed, offset_ahead) | "
+        f"{lost['resume_failed']} |")
     say(f"| acknowledged messages not stored, replies missing | {lost['acked_not_stored']}, "
         f"{lost['reply_missing']} |")
     say(f"| errors refused to learners | "

@@ -138,7 +138,7 @@ async def test_redis_killed_and_restarted_under_traffic(cluster: Cluster) -> Non
     statuses = await _statuses(learners, bases[0])
     report("redis", lost, timing=[round(t1 - t0, 1), round(time.monotonic() - t1, 1)], statuses=statuses, refused=[x.book.refused for x in learners],
            epochs=[x.book.epochs for x in learners], closes=[x.book.closes for x in learners])
-    assert lost == {"acked_not_stored": 0, "reply_missing": 0, "gaps": 0, "duplicates": 0}
+    assert not any(lost.values()), lost
     # Replies cut by the outage end interrupted, never failed; refusals are `unavailable`.
     assert set(statuses) <= {"complete", "interrupted"}, statuses
     assert all(set(x.book.refused) <= {"unavailable"} for x in learners)
@@ -176,7 +176,7 @@ async def test_postgres_stopped_and_started_under_traffic(cluster: Cluster) -> N
     statuses = await _statuses(learners, bases[0])
     report("postgres", lost, statuses=statuses, refused=[x.book.refused for x in learners],
            probes=probes, closes=[x.book.closes for x in learners])
-    assert lost == {"acked_not_stored": 0, "reply_missing": 0, "gaps": 0, "duplicates": 0}
+    assert not any(lost.values()), lost
     assert set(statuses) <= {"complete", "interrupted"}, statuses
     assert all(set(x.book.refused) <= {"unavailable"} for x in learners), \
         [x.book.refused for x in learners]
@@ -201,7 +201,7 @@ async def test_sigterm_under_load_closes_1012_and_loses_nothing(cluster: Cluster
     lost = await losses(learners, b)
     ends = [e["finish_reason"] for x in learners for e in x.book.ended.values()]
     report("sigterm", lost, finish=ends)
-    assert lost == {"acked_not_stored": 0, "reply_missing": 0, "gaps": 0, "duplicates": 0}
+    assert not any(lost.values()), lost
     for learner in learners:  # what streamed is what is stored, all of it
         stored = await learner.stored(b)
         (ack,) = learner.book.acked.values()
@@ -236,7 +236,7 @@ async def test_kill_9_mid_stream_resumes_elsewhere_and_ends_replies_interrupted(
     statuses = await _statuses(learners, c)
     report("kill -9", lost, statuses=statuses, seconds_to_interrupted=round(
         time.monotonic() - killed_at, 1), closes=[x.book.closes for x in learners])
-    assert lost == {"acked_not_stored": 0, "reply_missing": 0, "gaps": 0, "duplicates": 0}
+    assert not any(lost.values()), lost
     assert statuses == {"interrupted": len(learners)}, statuses
     for learner in learners:
         stored = await learner.stored(c)
