@@ -186,7 +186,13 @@ async def run(minutes: float) -> tuple[Report, bool]:
     say("| what | value |")
     say("|---|---|")
     say(f"| duration | {samples[-1][0]:.0f} s (warm-up {warmup:.0f} s) |")
-    say(f"| replies streamed to the end | {replies} |")
+    finish: dict[str, int] = {}
+    for end_frame in (e for x in learners for e in x.book.ended.values()):
+        reason = str(end_frame.get("finish_reason"))
+        finish[reason] = finish.get(reason, 0) + 1
+    say(f"| replies ended (`reply.end` received), by finish_reason | {replies} {finish} |")
+    say(f"| provider: requests, responses the server abandoned | {len(provider.requests)}, "
+        f"{provider.client_closed} |")
     connects = sum(x.book.connects for x in learners)
     say(f"| socket connects (resumes included) | {connects} ({connects - LEARNERS} reconnects) |")
     say(f"| storms, uploads | {counts} |")
