@@ -98,7 +98,11 @@ async def test_since_replays_and_refuses_what_history_cannot_cover(open_test_bus
         assert [json.loads(f)["o"] for f in await bus.since("u1", 5, head.epoch)] == [6, 7, 8, 9, 10]
         assert await bus.since("u1", 10, head.epoch) == []
         for offset, epoch, reason in [(4, head.epoch, "history_trimmed"), (0, head.epoch, "history_trimmed"),
-                                      (5, "nope", "epoch_changed"), (11, head.epoch, "offset_ahead")]:
+                                      (5, "nope", "epoch_changed"), (11, head.epoch, "offset_ahead"),
+                                      # no stream ID on Redis (was BusUnavailable → 1013)
+                                      (-1, head.epoch, "offset_ahead"), (-2, head.epoch, "offset_ahead"),
+                                      (-2**80, head.epoch, "offset_ahead"),
+                                      (2**80, head.epoch, "offset_ahead")]:
             with pytest.raises(ResumeFailed) as info:
                 await bus.since("u1", offset, epoch)
             assert info.value.reason == reason

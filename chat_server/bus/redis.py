@@ -96,13 +96,15 @@ return {e, n}
 
 # KEYS: stream, counter, epoch. ARGV: offset. Returns {epoch or '', head offset, then entry
 # ID and event JSON of each event after the offset} — the events only when the stream still
-# holds every one of them; else the head offset is -(head + 1).
+# holds every one of them; else the head offset is -(head + 1). An offset outside 0..head
+# returns no events (check_since refuses it): below -1 it would be no stream ID, and XRANGE's
+# error would pass for Redis being unreachable.
 _SINCE = """
 local e = redis.call('GET', KEYS[3]) or ''
 local n = tonumber(redis.call('GET', KEYS[2]) or '0')
 local since = tonumber(ARGV[1])
 local out = {e, n}
-if e == '' or since >= n then return out end
+if e == '' or since >= n or since < 0 then return out end
 local entries = redis.call('XRANGE', KEYS[1], (since + 1) .. '-0', '+')
 if #entries == 0 or entries[1][1] ~= ((since + 1) .. '-0') then
   out[2] = -n - 1
