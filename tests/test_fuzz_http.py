@@ -19,6 +19,7 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from chat_server.app import create_app
 from chat_server.settings import Settings
@@ -60,12 +61,16 @@ SETTLE_S = 30.0  # an ingestion against the closed port ends in ~1.5 s (two SDK 
 
 @pytest.fixture
 def api(settings: Settings) -> Iterator[Api]:
-    # Nothing leaves the machine: YouTube and the embedding API are a closed loopback port
-    # (an accepted text material fails its ingestion instead of loading a model).
+    # Nothing leaves the machine: YouTube, the embedding API and the Bot API are a closed
+    # loopback port (an accepted text material fails its ingestion instead of loading a
+    # model). Telegram is set up (polling mode: no bridge in this process, the bot's username
+    # known) so that /telegram/link is fuzzed past its 503 `telegram_disabled`.
     dead = f"http://127.0.0.1:{free_port()}"
     s = settings.model_copy(update={
         "youtube_base_url": dead, "embedding_provider": "openai", "openai_api_key": "sk-test",
-        "openai_base_url": dead + "/v1", "llm_provider": "offline", "task_retries": 0})
+        "openai_base_url": dead + "/v1", "llm_provider": "offline", "task_retries": 0,
+        "telegram_bot_token": SecretStr("123456:fuzz"), "telegram_bot_username": "fuzz_bot",
+        "telegram_api_url": dead})
     with collect_logs(logging.ERROR) as logs, loop_thread() as thread:
         app = create_app(s)
         base = thread.enter(serve_app(app))
