@@ -89,8 +89,8 @@ class Coalescer:
         if pending.seq == 0 or self._flush_s <= 0:
             first = pending.seq == 0
             await self._publish_many([pending.take()])
-            if first and pending.on_first is not None:
-                pending.on_first()
+            if first:
+                _first_out(pending)
             return
         if pending.reply_id not in self._dirty:
             self._dirty[pending.reply_id] = pending
@@ -102,8 +102,7 @@ class Coalescer:
         except Exception as exc:  # the reply task raises it at its next token
             pending.error = exc
             return
-        if pending.on_first is not None:
-            pending.on_first()
+        _first_out(pending)
 
     def _run_ticker(self) -> None:
         if self._ticker is None or self._ticker.done():
@@ -118,7 +117,9 @@ class Coalescer:
         return pending.take() if pending.parts else None
 
     def discard(self, pending: Pending) -> None:
+        """The reply has ended: forget its pending text (and its `on_first`, see `_first_out`)."""
         self._dirty.pop(pending.reply_id, None)
+        pending.on_first = None
 
     async def _tick(self) -> None:
         # Runs while some reply has pending text; then exits (no idle wakeups).
@@ -141,3 +142,13 @@ class Coalescer:
                 for p in batch:
                     p.error = exc
             metrics.tutor_flush_tick_seconds.observe(loop.time() - fired)
+
+
+def _first_out(pending: Pending) -> None:
+    """Call `on_first` once and drop it. It usually refers to the reply that holds this
+    Pending (a reference cycle): left in place, every ended reply — its text, retrieval hits
+    and tasks — waited for a full cyclic collection, which the server's GC thresholds make
+    minutes apart, and the soak's RSS crept up (load_tests/reports/soak.md)."""
+    on_first, pending.on_first = pending.on_first, None
+    if on_first is not None:
+        on_first()
