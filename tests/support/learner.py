@@ -210,6 +210,10 @@ async def converse(learner: Learner, bases: list[str], stop: asyncio.Event,
         try:
             await learner.send("Расскажи про энтропию, please.")
         except Exception:
+            # The socket is gone and its reader has not seen it yet: yield so it can (a bare
+            # `continue` never awaited, so the reader never ran: the soak's driver spun at
+            # 100% CPU for good after a storm).
+            await asyncio.sleep(retry_s)
             continue
         try:
             # An end, a refusal, a lost socket, or the history lost with Redis (the end of
