@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chat_server.courses.access import Admin
 from chat_server.deps import SessionDep
 from chat_server.models import AuditEntry
+from chat_server.schemas import MAX_OFFSET
 
 
 class Action(StrEnum):
@@ -77,7 +78,7 @@ async def audit_log(
     since: datetime | None = Query(None, description="At or after (ISO 8601)."),
     until: datetime | None = Query(None, description="Before (ISO 8601)."),
     limit: int = Query(100, ge=1, le=1000), before_id: int | None = Query(
-        None, description="Page on: entries older than this id."),
+        None, le=MAX_OFFSET, description="Page on: entries older than this id."),
 ) -> list[AuditEntry]:
     query = select(AuditEntry)
     if action is not None:

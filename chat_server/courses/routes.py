@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,7 +46,12 @@ from chat_server.models import (
     User,
     UserRole,
 )
-from chat_server.schemas import ConversationPublic, ConversationWithMessages, MessagePublic
+from chat_server.schemas import (
+    MAX_OFFSET,
+    ConversationPublic,
+    ConversationWithMessages,
+    MessagePublic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +371,7 @@ group by m.id, m.title order by n desc, m.title limit 10
 @router.get("/courses/{course_id}/stats", response_model=CourseStats,
             summary="Aggregates of the course's questions (never a learner's text)")
 async def course_stats(course_id: uuid.UUID, allowed: Teaching, session: SessionDep,
-                       days: int = 30) -> CourseStats:
+                       days: int = Query(30, le=MAX_OFFSET)) -> CourseStats:
     cid = allowed.the_course.id
     per_day = [DayCount(day=r.day, questions=r.questions, uncovered=r.uncovered)
                for r in await session.execute(_PER_DAY, {"cid": cid, "days": max(1, days)})]
