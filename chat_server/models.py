@@ -423,8 +423,9 @@ class Flashcard(Base):
 
 
 class FlashcardState(Base):
-    """A card's spaced-repetition state for its learner: the `fsrs` package's Card as a dict,
-    and its due time (a card without a state is new)."""
+    """A card's spaced-repetition state for one learner: the `fsrs` package's Card as a dict,
+    and its due time (a card without a state of theirs is new to them). Per (card, learner):
+    a course's cards are shared, each enrolled learner has their own schedule (0009)."""
 
     __tablename__ = "flashcard_states"
     __table_args__ = (Index("ix_flashcard_states_user_due", "user_id", "due"),)
@@ -433,7 +434,7 @@ class FlashcardState(Base):
         ForeignKey("flashcards.id", ondelete="CASCADE"), primary_key=True
     )
     user_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
     )
     fsrs: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
     due: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
