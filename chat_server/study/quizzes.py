@@ -144,9 +144,11 @@ def result(question: QuizQuestion, given: Any, verdict: Verdict) -> dict[str, An
     return out
 
 
-async def owned_quiz(session: AsyncSession, user_id: uuid.UUID, quiz_id: uuid.UUID
-                     ) -> tuple[Quiz, list[QuizQuestion]]:
-    quiz = await session.scalar(select(Quiz).where(Quiz.id == quiz_id, Quiz.user_id == user_id))
+async def find_quiz(session: AsyncSession, quiz_id: uuid.UUID
+                    ) -> tuple[Quiz, list[QuizQuestion]]:
+    """A quiz and its questions. Who may take it is the caller's check (the routes: its
+    material through `get_owned_material(..., "view")`; a course's quiz is its learners')."""
+    quiz = await session.get(Quiz, quiz_id)
     if quiz is None:
         raise QuizNotFound(quiz_id)
     questions = list(await session.scalars(
@@ -157,7 +159,7 @@ async def owned_quiz(session: AsyncSession, user_id: uuid.UUID, quiz_id: uuid.UU
 async def check(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
                 quiz_id: uuid.UUID, question_id: uuid.UUID, given: Any) -> dict[str, Any]:
     """Grade one answer now (nothing stored): the immediate feedback of a quiz."""
-    _, questions = await owned_quiz(session, user_id, quiz_id)
+    _, questions = await find_quiz(session, quiz_id)
     question = next((q for q in questions if q.id == question_id), None)
     if question is None:
         raise QuizNotFound(question_id)
@@ -166,8 +168,8 @@ async def check(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
 
 async def attempt(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
                   quiz_id: uuid.UUID, answers: dict[uuid.UUID, Any]) -> QuizAttempt:
-    """Grade and store a whole attempt; a question not answered counts as wrong."""
-    quiz, questions = await owned_quiz(session, user_id, quiz_id)
+    """Grade and store the user's attempt; a question not answered counts as wrong."""
+    quiz, questions = await find_quiz(session, quiz_id)
     results = []
     for question in questions:
         given = answers.get(question.id)
@@ -179,3 +181,12 @@ async def attempt(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
     await session.commit()
     await session.refresh(stored)
     return stored
+
+
+async def attempts(session: AsyncSession, user_id: uuid.UUID, quiz_id: uuid.UUID
+                   ) -> list[QuizAttempt]:
+    """The user's own attempts at a quiz, newest first (a course quiz's other learners'
+    attempts are theirs alone)."""
+    return list(await session.scalars(
+        select(QuizAttempt).where(QuizAttempt.quiz_id == quiz_id, QuizAttempt.user_id == user_id)
+        .order_by(QuizAttempt.created_at.desc(), QuizAttempt.id)))

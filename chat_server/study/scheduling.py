@@ -6,6 +6,10 @@ review. What is due for a learner is capped per day (UTC) by two settings: new c
 (`study_new_cards_per_day`) and reviews of cards already seen (`study_reviews_per_day`).
 
 Plain functions over a session, so any client (REST, the Telegram bridge) calls the same.
+
+A card belongs to its material's owner, but its state, reviews and limits are the learner's:
+a course's cards are shared by its learners, each with their own schedule. Who may see a card
+is the caller's check (the routes: `materials.routes.get_owned_material(..., "view")`).
 """
 
 from __future__ import annotations
@@ -16,10 +20,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fsrs import Card, Rating, Scheduler
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_server.models import Flashcard, FlashcardReview, FlashcardState
+from chat_server.models import (
+    Course,
+    Enrollment,
+    Flashcard,
+    FlashcardReview,
+    FlashcardState,
+    Material,
+)
 from chat_server.settings import Settings
 
 RATINGS: dict[str, Rating] = {"again": Rating.Again, "hard": Rating.Hard, "good": Rating.Good,
@@ -55,9 +66,8 @@ class Reviewed:
                 "difficulty": self.difficulty, "reps": self.reps}
 
 
-async def owned_card(session: AsyncSession, user_id: uuid.UUID, card_id: uuid.UUID) -> Flashcard:
-    card = await session.scalar(
-        select(Flashcard).where(Flashcard.id == card_id, Flashcard.user_id == user_id))
+async def find_card(session: AsyncSession, card_id: uuid.UUID) -> Flashcard:
+    card = await session.get(Flashcard, card_id)
     if card is None:
         raise CardNotFound(card_id)
     return card
@@ -65,13 +75,15 @@ async def owned_card(session: AsyncSession, user_id: uuid.UUID, card_id: uuid.UU
 
 async def review(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
                  card_id: uuid.UUID, rating: str, now: datetime | None = None) -> Reviewed:
-    """Record a review of the user's card (CardNotFound for anyone else's) and schedule it."""
+    """Record the user's review of a card and schedule it for them (their own state; the
+    caller has checked they may see the card)."""
     if rating not in RATINGS:
         raise ValueError(f"rating must be one of {', '.join(RATINGS)}")
     now = now or datetime.now(UTC)
-    await owned_card(session, user_id, card_id)
+    await find_card(session, card_id)
     state = await session.scalar(
-        select(FlashcardState).where(FlashcardState.card_id == card_id).with_for_update())
+        select(FlashcardState).where(FlashcardState.card_id == card_id,
+                                     FlashcardState.user_id == user_id).with_for_update())
     before = Card.from_dict(state.fsrs) if state is not None else Card(due=now)  # type: ignore[arg-type]
     after, _ = scheduler(settings).review_card(before, RATINGS[rating], review_datetime=now)
     stored: dict[str, Any] = dict(after.to_dict())
@@ -89,6 +101,15 @@ async def review(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
                     after.difficulty, state.reps)
 
 
+def _studied_by(user_id: uuid.UUID) -> ColumnElement[bool]:
+    """SQL: the card is the user's own, or of a course the user is in (retrieval's
+    COURSE_MEMBER rule: enrolled, or owning the course)."""
+    courses = (select(Enrollment.course_id).where(Enrollment.user_id == user_id)
+               .union_all(select(Course.id).where(Course.owner_id == user_id)))
+    in_course = select(Material.id).where(Material.course_id.in_(courses))
+    return or_(Flashcard.user_id == user_id, Flashcard.material_id.in_(in_course))
+
+
 @dataclass
 class Due:
     cards: list[tuple[Flashcard, FlashcardState | None]]
@@ -102,7 +123,9 @@ async def due(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
               material_id: uuid.UUID | None = None, *, now: datetime | None = None,
               limit: int = 100) -> Due:
     """The user's cards to study now: seen cards that are due (earliest first), then new ones
-    (in the material's order), each within what today's limits leave."""
+    (in the material's order), each within what today's limits leave. Without `material_id`:
+    the user's own cards and those of the courses they are in (enrolled or teaching); with it,
+    that material's (the caller has checked the user may see it)."""
     now = now or datetime.now(UTC)
     since = utc_midnight(now)
     counts = dict((await session.execute(
@@ -111,14 +134,13 @@ async def due(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
         .group_by(FlashcardReview.was_new))).all())
     reviews_left = max(0, settings.study_reviews_per_day - counts.get(False, 0))
     new_left = max(0, settings.study_new_cards_per_day - counts.get(True, 0))
-    scope = [Flashcard.user_id == user_id]
-    if material_id is not None:
-        scope.append(Flashcard.material_id == material_id)
-    seen = (select(Flashcard, FlashcardState)
-            .join(FlashcardState, FlashcardState.card_id == Flashcard.id)
-            .where(*scope, FlashcardState.due <= now))
-    fresh = (select(Flashcard).outerjoin(FlashcardState, FlashcardState.card_id == Flashcard.id)
-             .where(*scope, FlashcardState.card_id.is_(None)))
+    scope = (Flashcard.material_id == material_id if material_id is not None
+             else _studied_by(user_id))
+    mine = (FlashcardState.card_id == Flashcard.id) & (FlashcardState.user_id == user_id)
+    seen = (select(Flashcard, FlashcardState).join(FlashcardState, mine)
+            .where(scope, FlashcardState.due <= now))
+    fresh = (select(Flashcard).outerjoin(FlashcardState, mine)
+             .where(scope, FlashcardState.card_id.is_(None)))
     due_total = await session.scalar(select(func.count()).select_from(seen.subquery())) or 0
     new_total = await session.scalar(select(func.count()).select_from(fresh.subquery())) or 0
     cards: list[tuple[Flashcard, FlashcardState | None]] = [
