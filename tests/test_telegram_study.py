@@ -1,6 +1,7 @@
 """`/cards` and `/quiz` in Telegram (#19 with the study tools of #18), against the fake Bot API:
 cards reviewed with inline buttons through the REST scheduler (FSRS, daily limits), a stale
-press refused, another learner's press a 404; a quiz in Russian picked by a button, answered by buttons and by typing, with
+press refused, another learner's press a 404, a course's cards in an enrolled learner's
+/cards; a quiz in Russian picked by a button, answered by buttons and by typing, with
 feedback and the cited page after each question, the score at the end and the attempt stored
 as the widget's is."""
 
@@ -82,7 +83,7 @@ async def test_cards_and_a_quiz_with_buttons_feedback_and_the_stored_score(
             api.press(CHAT, second.message_id, second.button("Easy"))
             await api.wait_text(CHAT, "That was the last card due for now.")
             # Another learner pressing a button with this learner's card: a 404 for them.
-            await env.linked(CHAT + 1)
+            other_id, _ = await env.linked(CHAT + 1)
             linked = api.messages[CHAT + 1][0]
             api.press(CHAT + 1, linked.message_id, again)
             await api.wait_text(CHAT + 1, "This is no longer there")
@@ -142,5 +143,17 @@ async def test_cards_and_a_quiz_with_buttons_feedback_and_the_stored_score(
                                       uuid.UUID(user_id))
             assert [(a["score"], a["total"]) for a in attempts] == [(expected_score, total)]
             assert await db.fetchval("select count(*) from telegram_quizzes") == 0
+
+            # A course's cards reach its learners' /cards (the same REST routes): Baikal moved
+            # into a course the first user teaches, the second user enrolled in it.
+            course = await db.fetchval(
+                "insert into courses (id, owner_id, title) values (gen_random_uuid(), $1, 'C') "
+                "returning id", uuid.UUID(user_id))
+            await db.execute("update materials set course_id = $1 where id = $2", course,
+                             uuid.UUID(mid))
+            await db.execute("insert into enrollments (course_id, user_id, via) "
+                             "values ($1, $2, 'invite')", course, uuid.UUID(other_id))
+            api.message(CHAT + 1, "/cards")
+            assert "2 to review today" in (await api.wait_text(CHAT + 1, "Flashcard")).text
         finally:
             await db.close()
