@@ -17,6 +17,8 @@ from chat_server.db import libpq_url
 from chat_server.settings import Settings
 from tests.support.services import serve_app
 from tests.support.study import learner, study_ready
+from tests.support.ws import socket
+from tests.test_study_coach import _reply
 from tests.test_study_review import TEXT
 
 
@@ -121,9 +123,18 @@ async def test_course_study_tools_are_shared_and_progress_is_per_learner(
             due_b = (await client.get("/flashcards/due", headers=b)).json()
             assert due_b["new"] == due_b["due"] == 0 and due_b["cards"] == []
 
+            # The tutor's "quiz me" in a course conversation: the course's quiz, A's session.
+            async with socket(base, a["Authorization"].split()[1]) as (ws, _):
+                text, _ = await _reply(ws, {"type": "chat.send", "id": "q", "text": "quiz me",
+                                            "course_id": cid})
+            assert "questions from “Baikal”" in text and "Question 1 of" in text, text
+            assert await db.fetchval("select user_id from quiz_sessions where quiz_id = $1",
+                                     uuid.UUID(qid)) == aid
+
             # A's account goes: none of A's study rows stay, the shared card does.
             assert (await client.delete("/me", headers=a)).status_code == 204
-            for table in ("flashcard_states", "flashcard_reviews", "quiz_attempts"):
+            for table in ("flashcard_states", "flashcard_reviews", "quiz_attempts",
+                          "quiz_sessions"):
                 n = await db.fetchval(f"select count(*) from {table} where user_id = $1", aid)
                 assert n == 0, table
             assert await db.fetchval("select count(*) from flashcards where id = $1",

@@ -137,6 +137,7 @@ async def test_reviews_follow_fsrs_within_daily_limits_and_others_get_404(
             ("GET", f"/quizzes/{qid}", None),
             ("POST", f"/quizzes/{qid}/check", {"question_id": first_q["id"], "answer": "x"}),
             ("POST", f"/quizzes/{qid}/attempts", {"answers": []}),
+            ("GET", f"/quizzes/{qid}/attempts", None),
         ]
         for method, path, payload in calls:
             r = await client.request(method, path, headers=other, json=payload)

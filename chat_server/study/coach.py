@@ -111,8 +111,10 @@ SELECT_QUESTIONS = ("select id, quiz_id, idx, kind, prompt, options, answer, exp
 
 async def turn(pool: asyncpg.Pool, settings: Settings, user_id: uuid.UUID,
                conversation_id: uuid.UUID, text: str, material_ids: list[uuid.UUID] | None,
-               study: bool) -> Coached | None:
-    """The tutor's quiz reply to `text`, or None when this message is not part of a quiz."""
+               study: bool, course_id: uuid.UUID | None = None) -> Coached | None:
+    """The tutor's quiz reply to `text`, or None when this message is not part of a quiz.
+    In a course conversation (`course_id`, membership checked by the send) the quiz is one of
+    the course's materials'; the session and its score are the learner's own."""
     async with pool.acquire() as conn:
         session = await conn.fetchrow(
             "select s.quiz_id, s.position, s.correct, s.question_id, q.language, m.title, "
@@ -124,17 +126,20 @@ async def turn(pool: asyncpg.Pool, settings: Settings, user_id: uuid.UUID,
             return await _answer(conn, settings, conversation_id, session, text)
         if not (study or wants_quiz(text)):
             return None
-        return await _start(conn, user_id, conversation_id, text, material_ids)
+        return await _start(conn, user_id, conversation_id, text, material_ids, course_id)
 
 
 async def _start(conn: asyncpg.Connection, user_id: uuid.UUID, conversation_id: uuid.UUID,
-                 text: str, material_ids: list[uuid.UUID] | None) -> Coached:
+                 text: str, material_ids: list[uuid.UUID] | None,
+                 course_id: uuid.UUID | None) -> Coached:
     words = _TEXT[detect_language(text)]
     quiz = await conn.fetchrow(
         "select q.id, q.language, m.title from quizzes q join materials m on m.id = q.material_id "
-        "where q.user_id = $1 and (cast($2 as uuid[]) is null or q.material_id = any($2)) "
+        "where (case when cast($3 as uuid) is null then q.user_id = $1 "
+        "else m.course_id = $3 end) "
+        "and (cast($2 as uuid[]) is null or q.material_id = any($2)) "
         "and exists (select 1 from quiz_questions qq where qq.quiz_id = q.id) "
-        "order by q.updated_at desc limit 1", user_id, material_ids or None)
+        "order by q.updated_at desc limit 1", user_id, material_ids or None, course_id)
     if quiz is None:
         return Coached(words["none"])
     questions = [_question(r) for r in await conn.fetch(SELECT_QUESTIONS, quiz["id"])]

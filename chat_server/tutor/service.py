@@ -504,7 +504,8 @@ class Tutor:
             if reply.study or coach.wants_quiz(reply.question) or not reply.new_conversation:
                 coached = await coach.turn(self.db.pool, self.settings, reply.user_id,
                                            reply.conversation_id, reply.question,
-                                           reply.material_ids, reply.study)
+                                           reply.material_ids, reply.study,
+                                           reply.course.id if reply.course else None)
             if coached is not None:  # a quiz turn: the coach's text, no retrieval, no LLM
                 reply.fixed_citations = coached.citations
                 request = build_request(question=reply.question, hits=[], history=[],
