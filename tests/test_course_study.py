@@ -16,27 +16,10 @@ from chat_server.app import create_app
 from chat_server.db import libpq_url
 from chat_server.settings import Settings
 from tests.support.services import serve_app
-from tests.support.study import learner, study_ready
+from tests.support.study import learner, study_ready, study_routes
 from tests.support.ws import socket
 from tests.test_study_coach import _reply
 from tests.test_study_review import TEXT
-
-
-def _study_calls(mid: str, qid: str, card: str, question: str
-                 ) -> list[tuple[str, str, dict[str, Any] | None]]:
-    return [
-        ("GET", f"/materials/{mid}/study", None),
-        ("POST", f"/materials/{mid}/study", {}),
-        ("GET", f"/materials/{mid}/flashcards", None),
-        ("GET", f"/materials/{mid}/flashcards.csv", None),
-        ("GET", f"/materials/{mid}/flashcards.apkg", None),
-        ("GET", f"/flashcards/due?material_id={mid}", None),
-        ("POST", f"/flashcards/{card}/review", {"rating": "good"}),
-        ("GET", f"/quizzes/{qid}", None),
-        ("POST", f"/quizzes/{qid}/check", {"question_id": question, "answer": "x"}),
-        ("POST", f"/quizzes/{qid}/attempts", {"answers": []}),
-        ("GET", f"/quizzes/{qid}/attempts", None),
-    ]
 
 
 async def _all_404(client: httpx.AsyncClient, headers: dict[str, str],
@@ -113,7 +96,7 @@ async def test_course_study_tools_are_shared_and_progress_is_per_learner(
                 assert (await client.get(f"/quizzes/{qid}/attempts", headers=who)).json() == []
 
             # Not enrolled: 404 on every study route, nothing of the course is due.
-            calls = _study_calls(mid, qid, card, question)
+            calls = study_routes(mid, qid, card, question)
             await _all_404(client, outsider, calls)
             assert (await client.get("/flashcards/due", headers=outsider)).json()["new"] == 0
             # Unenrolled: the same, at once (B's state stays B's, unreachable).

@@ -14,7 +14,7 @@ from chat_server.models import QuizQuestion
 from chat_server.settings import Settings
 from chat_server.study import quizzes, scheduling
 from tests.support.services import serve_app
-from tests.support.study import learner, study_ready
+from tests.support.study import learner, study_ready, study_routes
 
 TEXT = ("Lake Baikal is the deepest lake on Earth. Its deepest point lies 1,642 metres below "
         "the surface. The lake formed about 25 million years ago in a rift valley. In 1996 the "
@@ -126,19 +126,7 @@ async def test_reviews_follow_fsrs_within_daily_limits_and_others_get_404(
         # Another learner: 404 for every id of the first, the same body as a missing one.
         other, _ = await learner(client)
         qid, cid = quiz["id"], due["cards"][2]["id"]
-        calls: list[tuple[str, str, dict[str, object] | None]] = [
-            ("GET", f"/materials/{mid}/study", None),
-            ("POST", f"/materials/{mid}/study", {}),
-            ("GET", f"/materials/{mid}/flashcards", None),
-            ("GET", f"/materials/{mid}/flashcards.csv", None),
-            ("GET", f"/materials/{mid}/flashcards.apkg", None),
-            ("GET", f"/flashcards/due?material_id={mid}", None),
-            ("POST", f"/flashcards/{cid}/review", {"rating": "good"}),
-            ("GET", f"/quizzes/{qid}", None),
-            ("POST", f"/quizzes/{qid}/check", {"question_id": first_q["id"], "answer": "x"}),
-            ("POST", f"/quizzes/{qid}/attempts", {"answers": []}),
-            ("GET", f"/quizzes/{qid}/attempts", None),
-        ]
+        calls = study_routes(mid, qid, cid, first_q["id"])
         for method, path, payload in calls:
             r = await client.request(method, path, headers=other, json=payload)
             assert r.status_code == 404 and r.json()["error"] == "not_found", (path, r.text)

@@ -26,6 +26,25 @@ async def learner(client: httpx.AsyncClient, email: str | None = None
     return headers, uuid.UUID(me["id"])
 
 
+def study_routes(mid: str, qid: str, card: str, question: str
+                 ) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """Every study route of a material, its quiz and one of its cards (method, path, body):
+    what someone who may not see the material gets 404 on."""
+    return [
+        ("GET", f"/materials/{mid}/study", None),
+        ("POST", f"/materials/{mid}/study", {}),
+        ("GET", f"/materials/{mid}/flashcards", None),
+        ("GET", f"/materials/{mid}/flashcards.csv", None),
+        ("GET", f"/materials/{mid}/flashcards.apkg", None),
+        ("GET", f"/flashcards/due?material_id={mid}", None),
+        ("POST", f"/flashcards/{card}/review", {"rating": "good"}),
+        ("GET", f"/quizzes/{qid}", None),
+        ("POST", f"/quizzes/{qid}/check", {"question_id": question, "answer": "x"}),
+        ("POST", f"/quizzes/{qid}/attempts", {"answers": []}),
+        ("GET", f"/quizzes/{qid}/attempts", None),
+    ]
+
+
 async def upload(client: httpx.AsyncClient, headers: dict[str, str], title: str,
                  pdf: bytes) -> str:
     r = await client.post("/materials", headers=headers, data={"title": title},
