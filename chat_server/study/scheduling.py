@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fsrs import Card, Rating, Scheduler
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_server.models import (
@@ -102,12 +102,16 @@ async def review(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
 
 
 def _studied_by(user_id: uuid.UUID) -> ColumnElement[bool]:
-    """SQL: the card is the user's own, or of a course the user is in (retrieval's
-    COURSE_MEMBER rule: enrolled, or owning the course)."""
+    """SQL: the card is of the user's own material (a card's user_id is its material's), or of
+    a course the user is in (retrieval's COURSE_MEMBER rule: enrolled, or owning the course).
+    A union of two index lookups on materials, then flashcards by material: an OR (in
+    flashcards or in materials) makes the planner scan every card instead (EXPLAIN ANALYZE,
+    30,000 cards of another user: 2.9 ms vs 0.13 ms; the own-cards-only query was 0.09 ms)."""
     courses = (select(Enrollment.course_id).where(Enrollment.user_id == user_id)
                .union_all(select(Course.id).where(Course.owner_id == user_id)))
-    in_course = select(Material.id).where(Material.course_id.in_(courses))
-    return or_(Flashcard.user_id == user_id, Flashcard.material_id.in_(in_course))
+    studied = select(Material.id).where(Material.user_id == user_id).union_all(
+        select(Material.id).where(Material.course_id.in_(courses)))
+    return Flashcard.material_id.in_(studied)
 
 
 @dataclass
