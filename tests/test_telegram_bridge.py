@@ -361,6 +361,10 @@ async def test_webhook_mode_checks_the_secret_and_answers_an_update_once(
             assert r.status_code == 403 and r.json()["error"] == "forbidden"
             r = await c.post("/telegram/webhook", json=start, headers={SECRET_HEADER: "nope"})
             assert r.status_code == 403
+            for body in ("[" * 5000 + "]" * 5000, "{not json", '"text"', '{"update_id": "x"}'):
+                r = await c.post("/telegram/webhook", content=body,
+                                 headers={SECRET_HEADER: secret, "content-type": "application/json"})
+                assert r.status_code == 400 and r.json()["error"] == "bad_request", (body[:20], r.text)
             for _ in range(2):  # Telegram delivers it again: answered once
                 r = await c.post("/telegram/webhook", json=start, headers={SECRET_HEADER: secret})
                 assert r.status_code == 200 and r.json() == {"ok": True}

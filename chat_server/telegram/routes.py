@@ -107,8 +107,10 @@ async def webhook(request: Request) -> dict[str, bool]:
         raise ApiError(403, "Wrong or missing secret token.")
     try:
         update = await request.json()
-        accepted = isinstance(update, dict) and bridge.feed_webhook(update)
-    except ValueError as exc:
+        if not isinstance(update, dict):
+            raise ValueError("not an object")
+        accepted = bridge.feed_webhook(update)
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep to decode
         raise ApiError(400, "The body is not a Telegram update.") from exc
     if not accepted:
         raise ApiError(503, "Too many updates in progress; send it again later.")
