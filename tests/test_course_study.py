@@ -5,6 +5,7 @@ study row of theirs and the shared cards in place."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime
 from typing import Any
@@ -84,6 +85,14 @@ async def test_course_study_tools_are_shared_and_progress_is_per_learner(
             rows = await db.fetch("select user_id from flashcard_states where card_id = $1",
                                   uuid.UUID(card))
             assert sorted(r["user_id"] for r in rows) == sorted([aid, bid])
+            # Two first reviews of one card by one learner at once (two tabs): both recorded,
+            # one after the other (the state row is made once, not raced into a 500).
+            second = due_a["cards"][1]["id"]
+            both = await asyncio.gather(*(
+                client.post(f"/flashcards/{second}/review", headers=a, json={"rating": "good"})
+                for _ in range(2)))
+            assert [r.status_code for r in both] == [200, 200], [r.text for r in both]
+            assert sorted(r.json()["reps"] for r in both) == [1, 2]
 
             # A's quiz attempt is A's alone.
             quiz = (await client.get(f"/quizzes/{qid}", headers=b)).json()

@@ -14,6 +14,7 @@ is the caller's check (the routes: `materials.routes.get_owned_material(..., "vi
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,6 +82,11 @@ async def review(session: AsyncSession, settings: Settings, user_id: uuid.UUID,
         raise ValueError(f"rating must be one of {', '.join(RATINGS)}")
     now = now or datetime.now(UTC)
     await find_card(session, card_id)
+    # FOR UPDATE locks only a state row that exists: a learner's first reviews of a card from
+    # two tabs at once would both insert. A transaction lock on (learner, card) orders them.
+    key = int.from_bytes(hashlib.blake2b(user_id.bytes + card_id.bytes, digest_size=8).digest(),
+                         "big", signed=True)
+    await session.execute(select(func.pg_advisory_xact_lock(key)))
     state = await session.scalar(
         select(FlashcardState).where(FlashcardState.card_id == card_id,
                                      FlashcardState.user_id == user_id).with_for_update())
