@@ -63,10 +63,14 @@ WORKERS_NEED_REDIS = (
 
 
 def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    from chat_server.hub.fastpath import uvicorn_ws
+
+    # websockets-sansio, with the hub's pre-framed writes if uvicorn's internals match (named
+    # by import string: `--workers` processes import it themselves, and check it again).
+    ws = uvicorn_ws(settings)
     return dict(
         loop="uvloop", http="httptools",
-        # websockets-sansio + the hub's pre-framed fan-out writes (chat_server/hub/wsproto.py)
-        ws="chat_server.hub.wsproto:HubWebSocketProtocol",
+        ws=ws if isinstance(ws, str) else "chat_server.hub.fastpath:HubWebSocketProtocol",
         ws_per_message_deflate=settings.ws_compression, ws_max_size=settings.ws_max_frame_bytes,
         ws_ping_interval=None, ws_ping_timeout=None,  # the hub runs its own keepalive
         log_level=settings.log_level, lifespan="on",

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     ws_compression: bool = Field(
         False, description="Offer permessage-deflate (costs ~35 KB per socket; off by default)."
     )
+    ws_fast_path: bool = Field(
+        True, description="Pre-framed fan-out writes on uvicorn's WebSocket protocol "
+        "(chat_server/hub/fastpath.py: it reaches into uvicorn, checked at start; if uvicorn "
+        "changed, or with compression, sockets use uvicorn's public ASGI path). false: always "
+        "the public path."
+    )
     ws_token_warning_s: float = Field(
         60.0, description="Send `auth.expiring` this many seconds before the token expires."
     )

@@ -538,6 +538,13 @@ def trace_summary(path: str, t0: float, t1: float) -> dict[str, Any]:
     }
 
 
+def _hub_ws(root: Path) -> str:
+    """uvicorn's --ws as `tutorhub serve` picks it, for this checkout or an older one."""
+    if (root / "chat_server/hub/fastpath.py").exists():
+        return "chat_server.hub.fastpath:HubWebSocketProtocol"
+    return "chat_server.hub.wsproto:HubWebSocketProtocol"
+
+
 def start_relay(provider_url: str, root: Path) -> tuple[subprocess.Popen[bytes], int]:
     """The peer: load_tests/relay_typed.py (the SDK's typed stream), served as such an app is."""
     port = free_port()
@@ -577,7 +584,7 @@ def start_server(db_url: str, redis_url: str, engine: str, provider_url: str,
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
          # as `tutorhub serve` runs it: uvloop, httptools and the hub's WebSocket protocol
          "--loop", "uvloop", "--http", "httptools",
-         "--ws", "chat_server.hub.wsproto:HubWebSocketProtocol",
+         "--ws", _hub_ws(root),
          "--ws-ping-interval", "0", "--no-access-log"], env=env, cwd=root)
     wait_ready(f"http://127.0.0.1:{port}", server)
     return server, port

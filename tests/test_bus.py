@@ -29,9 +29,9 @@ class Sink:
         self.epochs: list[tuple[str, str]] = []
         self._changed = asyncio.Event()
 
-    def __call__(self, user_id: str, offset: int, frame: str) -> None:
+    def __call__(self, user_id: str, offset: int, frame: str, kind: str) -> None:
         event = json.loads(frame)
-        assert event["o"] == offset
+        assert event["o"] == offset and event["type"] == kind
         self.got.append((user_id, offset, event))
         self._changed.set()
 

@@ -28,7 +28,7 @@ async def test_coalescer_first_token_alone_then_batches_across_replies() -> None
     got: list[tuple[str, dict[str, Any]]] = []
     calls: list[int] = []
     ticks_before = _ticks_observed()
-    async with open_bus("memory://", lambda u, o, f: got.append((u, json.loads(f)))) as bus:
+    async with open_bus("memory://", lambda u, o, f, k: got.append((u, json.loads(f)))) as bus:
         await bus.subscribe("a")
         await bus.subscribe("b")
 
@@ -145,7 +145,7 @@ async def test_tricky_texts_stream_exactly_paced_or_not(settings: Settings) -> N
 
 
 def test_a_coalesced_delta_is_an_event_the_bus_encodes_exactly() -> None:
-    from chat_server.bus import codec
+    from chat_server.protocol import codec
 
     pending = Coalescer(publish_many=None, flush_s=0.03).open("u", uuid.uuid4())  # type: ignore[arg-type]
     for seq, text in enumerate(TRICKY + ["\x00\x1f\x7f", "\\u0041"], start=1):

@@ -14,9 +14,9 @@ from websockets.exceptions import ConnectionClosed
 
 from chat_server import metrics
 from chat_server.app import create_app
-from chat_server.bus import codec
 from chat_server.hub.connection import Conn, State
 from chat_server.hub.hub import Hub
+from chat_server.protocol import codec
 from chat_server.settings import Settings
 from tests.support.services import serve_app
 from tests.support.ws import new_user, recv, socket, ws_url
@@ -175,7 +175,7 @@ async def test_an_idle_socket_gets_frames_written_at_once_and_in_order(settings:
     """Pre-framed sockets: with nothing queued, fan-out writes the frame itself (no writer
     task wakeup); when the socket cannot take it, it queues, and what follows queues behind
     it — the order on the wire is the order of the events."""
-    from chat_server.hub.wsproto import EXTENSION, text_frame
+    from chat_server.hub.fastpath import EXTENSION, text_frame
 
     hub = Hub(settings)
     wire: list[bytes] = []

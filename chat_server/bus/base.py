@@ -7,7 +7,7 @@ What the hub, the tutor and the workers call:
   event has its offset (`o`, 1, 2, 3… per user) before anyone sees it. Returns the offsets.
 - `subscribe(user_id)` / `unsubscribe(user_id)`: reference-counted; once `subscribe` returns,
   every later event of that user reaches this instance's `Deliver` callback, once, in
-  offset order, as its wire frame (`codec.frame`).
+  offset order, as its wire frame (`chat_server.protocol.codec`).
 - `head(user_id)` → `StreamHead(epoch, offset)`; `since(user_id, offset, epoch)` → the wire
   frames after `offset`, or `ResumeFailed` when the history cannot give exactly those.
 - `signal(message)` / `on_signal(handler)`: control messages to every instance (no history).
@@ -31,20 +31,23 @@ from __future__ import annotations
 import logging
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from chat_server.protocol.codec import Event
+from chat_server.protocol.codes import ResumeReason
 
 log = logging.getLogger("chat_server.bus")
 
 # Called by the engine for every event of a user this instance subscribed to:
-# (user_id, offset, wire frame) — the frame is the event's JSON text with its "o".
-Deliver = Callable[[str, int, str], None]
+# (user_id, offset, wire frame, the event's type) — the frame is the event's JSON text with its
+# "o"; the type comes along so that the hub never has to look inside the text.
+Deliver = Callable[[str, int, str, str], None]
 # Called before the first delivered event of a new epoch: (user_id, new epoch).
 OnEpoch = Callable[[str, str], None]
 # Called for every control message sent with Bus.signal, from any instance.
 OnSignal = Callable[[dict[str, Any]], None]
-Event = Mapping[str, Any]
 
 
 class BusError(Exception):
@@ -141,13 +144,15 @@ def new_epoch() -> str:
 def check_since(epoch: str, head: StreamHead, offset: int) -> None:
     """The ResumeFailed every engine raises for an epoch or offset that is not in `head`."""
     if epoch != head.epoch:
-        raise ResumeFailed("epoch_changed", "The history epoch changed; reload over REST.")
+        raise ResumeFailed(ResumeReason.EPOCH_CHANGED,
+                           "The history epoch changed; reload over REST.")
     if offset > head.offset or offset < 0:
-        raise ResumeFailed("offset_ahead", "The offset is not in this history.")
+        raise ResumeFailed(ResumeReason.OFFSET_AHEAD, "The offset is not in this history.")
 
 
 def trimmed() -> ResumeFailed:
-    return ResumeFailed("history_trimmed", "History no longer reaches back to the offset.")
+    return ResumeFailed(ResumeReason.HISTORY_TRIMMED,
+                        "History no longer reaches back to the offset.")
 
 
 def observe_publish(seconds: float) -> None:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chat_server.bus import codec
 from chat_server.bus.base import (
     Bus,
     Deliver,
@@ -28,6 +27,7 @@ from chat_server.bus.base import (
     observe_publish,
     trimmed,
 )
+from chat_server.protocol import codec
 
 
 @dataclass(slots=True)
@@ -92,7 +92,7 @@ class MemoryBus(Bus):
         history.offset = offset
         history.touched = now
         if subscribed:
-            self._deliver(user_id, offset, frame)
+            self._deliver(user_id, offset, frame, event["type"])
         return offset
 
     def _expire(self, now: float) -> None:

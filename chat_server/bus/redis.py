@@ -41,7 +41,6 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from chat_server.bus import codec
 from chat_server.bus.base import (
     Bus,
     BusFull,
@@ -55,6 +54,7 @@ from chat_server.bus.base import (
     observe_publish,
     trimmed,
 )
+from chat_server.protocol import codec
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -584,4 +584,5 @@ class RedisBus(Bus):
         elif offset <= sub.last:
             return  # already delivered (catch-up and live overlap)
         sub.last = offset
-        self._deliver(user_id, offset, codec.frame_from_json(event, offset))
+        decoded = codec.decode_event(event)
+        self._deliver(user_id, offset, codec.frame_of(decoded, offset), decoded["type"])

@@ -10,24 +10,41 @@ and resumes from its last offset. Fan-out never waits for a socket: `push` is sy
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from chat_server.bus import codec
-from chat_server.hub.protocol import Close, dumps
-from chat_server.hub.wsproto import EXTENSION, text_frame
-
-if TYPE_CHECKING:
-    from chat_server.hub.hub import Hub
+from chat_server.bus import Bus
+from chat_server.hub.fastpath import EXTENSION, text_frame
+from chat_server.protocol import codec
+from chat_server.protocol.codes import Close, ResumeReason
+from chat_server.protocol.frames import ResumeFailedFrame
 
 log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+DELTA = "reply.delta"
+
+
+class Host(Protocol):
+    """What a socket needs of the hub that holds it (hub.Hub): its bounds, its counters, the bus
+    and leaving it."""
+
+    max_frames: int
+    max_bytes: int
+    frames_out: int
+    bytes_out: int
+    coalesced: int
+
+    @property
+    def bus(self) -> Bus | None: ...
+
+    def detach(self, conn: Conn) -> None: ...
+
+    def count_close(self, code: int, *, overflow: bool = False) -> None: ...
 
 CLOSE_TIMEOUT_S = 10.0  # a close frame that can't be written by then: drop the connection
 BATCH_BYTES = 65_536  # a socket that is behind writes up to this much in one transport write
@@ -46,7 +63,7 @@ class Conn:
         "expires_at", "warned", "close_code", "raw", "_write_now", "generation", "subscribed",
     )
 
-    def __init__(self, hub: Hub, send: Send, user_id: str, session_id: str,
+    def __init__(self, hub: Host, send: Send, user_id: str, session_id: str,
                  expires_at: float, raw: bool = False,
                  write_now: Callable[[bytes], bool] | None = None, generation: int = 0) -> None:
         self.hub = hub
@@ -60,10 +77,11 @@ class Conn:
         self.last_o = 0  # offset of the newest event queued for this socket
         self.state = State.SETUP
         # Items: [text or None (re-encode from the dict), size in bytes, merged delta dict,
-        # the text as a ready WebSocket frame or None].
+        # the text as a ready WebSocket frame or None, the event's type].
         self.queue: list[list[Any]] = []  # a list, not a deque: 56 bytes when empty
         self.nbytes = 0
-        self.held: list[tuple[int, str, int, bytes | None]] = []  # live events during SETUP
+        # Live events during SETUP: (offset, text, size, frame, type).
+        self.held: list[tuple[int, str, int, bytes | None, str]] = []
         self._waiter: asyncio.Future[None] | None = None
         self.writer: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
@@ -79,12 +97,16 @@ class Conn:
         self.subscribed = False  # holds a reference on the bus subscription of its user
 
     # --- queueing (synchronous; called from fan-out) ---------------------------------
-    def push(self, offset: int, text: str, size: int, frame: bytes | None = None) -> None:
-        """A bus event for this user; dropped if this socket already has it."""
+    def push(self, offset: int, text: str, size: int, frame: bytes | None = None,
+             kind: str | None = None) -> None:
+        """A bus event for this user (`kind`: its type, decoded from `text` when not given);
+        dropped if this socket already has it."""
         if offset <= self.last_o and self.state is State.LIVE:
             return
+        if kind is None:
+            kind = str(codec.decode_event(text)["type"])
         if self.state is State.SETUP:
-            self.held.append((offset, text, size, frame))
+            self.held.append((offset, text, size, frame, kind))
             if len(self.held) > self.hub.max_frames:
                 self.close(Close.SLOW_CONSUMER, "send queue overflow", overflow=True)
             return
@@ -101,21 +123,24 @@ class Conn:
                 self.hub.frames_out += 1
                 self.hub.bytes_out += size
                 return
-        elif codec.is_delta(text) and self._merge(queue[-1], text, size):
+        elif kind == DELTA and self._merge(queue[-1], text, size):
             self._check()
             return
-        queue.append([text, size, None, frame])
+        queue.append([text, size, None, frame, kind])
         self.nbytes += size
         self._check()
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def send_frame(self, text: str) -> None:
-        """A frame for this socket only (welcome, error, pong…), in order with events."""
+    def send_frame(self, frame: Any) -> None:
+        """A frame for this socket only (welcome, error, pong…: a frames.* dict, or its text),
+        in order with events."""
         if self.state is State.CLOSING:
             return
+        text = frame if isinstance(frame, str) else codec.dumps(frame)
         data = text.encode()
-        self.queue.append([text, len(data), None, text_frame(data) if self.raw else None])
+        self.queue.append([text, len(data), None, text_frame(data) if self.raw else None,
+                           frame["type"] if isinstance(frame, dict) else None])
         self.nbytes += len(data)
         self._check()
         if self._waiter is not None and not self._waiter.done():
@@ -124,10 +149,10 @@ class Conn:
     def _merge(self, last: list[Any], text: str, size: int) -> bool:
         head = last[2]
         if head is None:
-            if last[0] is None or not codec.is_delta(last[0]):
+            if last[4] != DELTA:
                 return False
-            head = json.loads(last[0])
-        new = json.loads(text)
+            head = codec.decode_event(last[0])
+        new = codec.decode_event(text)
         if new.get("reply_id") != head.get("reply_id"):
             return False
         merged = {**head, "seq": new.get("seq"), "text": f"{head.get('text', '')}"
@@ -143,35 +168,39 @@ class Conn:
             self.close(Close.SLOW_CONSUMER, "send queue overflow", overflow=True)
 
     # --- activation --------------------------------------------------------------------
-    def activate(self, epoch: str, start_offset: int, first: list[str],
+    def activate(self, epoch: str, start_offset: int, first: list[Any],
                  history: list[str]) -> None:
         """Queue `first` frames, then history after start_offset, then held live events."""
         self.epoch = epoch
         self.last_o = start_offset
         self.state = State.LIVE
-        for text in first:
-            self.send_frame(text)
+        for frame in first:
+            self.send_frame(frame)
         for text in history:
             data = text.encode()
-            self.push(codec.offset(text), text, len(data), text_frame(data) if self.raw else None)
+            event = codec.decode_event(text)
+            self.push(event["o"], text, len(data), text_frame(data) if self.raw else None,
+                      event["type"])
         held, self.held = self.held, []
-        for offset, text, size, frame in held:
+        for offset, text, size, ready, kind in held:
             if offset < 0:  # an epoch change noticed while in SETUP
                 self.new_epoch(text)
             else:
-                self.push(offset, text, size, frame)
+                self.push(offset, text, size, ready, kind)
 
     def new_epoch(self, epoch: str) -> None:
         if self.state is State.SETUP:
-            self.held.append((-1, epoch, 0, None))
+            self.held.append((-1, epoch, 0, None, ""))
             return
         if epoch == self.epoch or self.state is State.CLOSING:
             return
         self.epoch = epoch
         self.last_o = 0
-        self.send_frame(dumps({"type": "resume.failed", "reason": "epoch_changed",
-                               "message": "The history epoch changed; reload over REST.",
-                               "epoch": epoch, "offset": 0}))
+        failed: ResumeFailedFrame = {
+            "type": "resume.failed", "reason": ResumeReason.EPOCH_CHANGED,
+            "message": "The history epoch changed; reload over REST.", "epoch": epoch,
+            "offset": 0}
+        self.send_frame(failed)
 
     # --- writing -----------------------------------------------------------------------
     def start(self) -> None:
@@ -193,11 +222,11 @@ class Conn:
                     # behind catches up with few syscalls.
                     parts: list[bytes] = []
                     batch = taken = 0
-                    for text, size, merged, frame in queue:
+                    for text, size, merged, frame, _ in queue:
                         if batch >= BATCH_BYTES:
                             break
                         if frame is None:
-                            frame = text_frame((text or dumps(merged)).encode())
+                            frame = text_frame((text or codec.dumps(merged)).encode())
                         parts.append(frame)
                         batch += size
                         taken += 1
@@ -208,10 +237,10 @@ class Conn:
                     hub.frames_out += len(parts)
                     hub.bytes_out += batch
                     continue
-                text, size, merged, _ = queue.pop(0)
+                text, size, merged, _, _ = queue.pop(0)
                 self.nbytes -= size
                 if text is None:
-                    text = dumps(merged)
+                    text = codec.dumps(merged)
                 await send({"type": "websocket.send", "text": text})
                 hub.frames_out += 1
                 hub.bytes_out += size

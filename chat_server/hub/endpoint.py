@@ -16,11 +16,13 @@ from typing import Any
 from chat_server.auth import AuthError, authenticate
 from chat_server.bus import ResumeFailed
 from chat_server.errors import is_unavailable
-from chat_server.hub import protocol as p
 from chat_server.hub.connection import Conn, Send, State
+from chat_server.hub.fastpath import EXTENSION
 from chat_server.hub.hub import Hub
-from chat_server.hub.protocol import Close
-from chat_server.hub.wsproto import EXTENSION
+from chat_server.protocol import codec, frames
+from chat_server.protocol.codec import FrameError
+from chat_server.protocol.codes import Close, ErrorCode, ResumeReason
+from chat_server.protocol.frames import error
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class HubEndpoint:
 
     async def _authenticate(self, app: Any, hub: Hub, receive: Any, send: Send,
                             scope_extensions: dict[str, Any] | None,
-                            ) -> tuple[Conn, dict[str, Any] | None]:
+                            ) -> tuple[Conn, frames.Resume | None]:
         settings = hub.settings
         try:
             msg = await asyncio.wait_for(receive(), settings.ws_auth_timeout_s)
@@ -103,33 +105,24 @@ class HubEndpoint:
             raise _Disconnected
         text = msg.get("text")
         try:
-            frame = p.loads(text) if text is not None else None
-        except p.FrameError as exc:
-            raise Refused(Close.AUTH_FAILED, f"the first frame must be auth: {exc.message}"
-                          ) from None
-        if not isinstance(frame, dict) or frame.get("type") != "auth":
+            auth = frames.parse(text) if text is not None else None
+        except FrameError as exc:
+            raise Refused(Close.AUTH_FAILED, _first_frame_refused(exc)) from None
+        if not isinstance(auth, frames.Auth):
             raise Refused(Close.AUTH_FAILED, "the first frame must be auth")
-        token = frame.get("token")
-        if not isinstance(token, str) or not token:
-            raise Refused(Close.AUTH_FAILED, "auth needs a token")
-        resume = frame.get("resume")
-        if resume is not None and not (
-            isinstance(resume, dict) and isinstance(resume.get("since"), int)
-            and isinstance(resume.get("epoch"), str)
-        ):
-            raise Refused(Close.AUTH_FAILED, "resume needs since (integer) and epoch (string)")
+        token = auth.token
         try:
             async with app.state.db.session() as session:
                 identity = await authenticate(session, settings, token)
         except AuthError as exc:
             raise Refused(Close.AUTH_FAILED, exc.message[:120]) from None
-        frames = (scope_extensions or {}).get(EXTENSION)
+        framed = (scope_extensions or {}).get(EXTENSION)
         conn = Conn(hub, send, str(identity.user.id), uuid.uuid4().hex, identity.expires_at,
-                    raw=frames is not None, write_now=(frames or {}).get("write_now"),
+                    raw=framed is not None, write_now=(framed or {}).get("write_now"),
                     generation=identity.generation)
-        return conn, resume
+        return conn, auth.resume
 
-    async def _serve(self, app: Any, hub: Hub, conn: Conn, resume: dict[str, Any] | None,
+    async def _serve(self, app: Any, hub: Hub, conn: Conn, resume: frames.Resume | None,
                      receive: Any) -> None:
         bus = hub.bus
         assert bus is not None
@@ -147,8 +140,8 @@ class HubEndpoint:
             start = head.offset
             if resume is not None:
                 try:
-                    history = await bus.since(conn.user_id, resume["since"], resume["epoch"])
-                    start = resume["since"]
+                    history = await bus.since(conn.user_id, resume.since, resume.epoch)
+                    start = resume.since
                 except ResumeFailed as exc:
                     failed = exc
         except Exception as exc:
@@ -156,18 +149,20 @@ class HubEndpoint:
             conn.close(Close.TRY_AGAIN_LATER, "bus unavailable")
             await _drain(receive)
             return
-        first = [p.dumps({"type": "welcome", "user_id": conn.user_id,
-                          "session_id": conn.session_id, "epoch": head.epoch,
-                          "offset": head.offset, "expires_at": int(conn.expires_at),
-                          "ping_interval_s": hub.settings.ws_ping_interval_s,
-                          "idle_timeout_s": hub.settings.ws_idle_timeout_s,
-                          "max_frame_bytes": hub.settings.ws_max_frame_bytes})]
+        welcome: frames.Welcome = {
+            "type": "welcome", "user_id": conn.user_id, "session_id": conn.session_id,
+            "epoch": head.epoch, "offset": head.offset, "expires_at": int(conn.expires_at),
+            "ping_interval_s": hub.settings.ws_ping_interval_s,
+            "idle_timeout_s": hub.settings.ws_idle_timeout_s,
+            "max_frame_bytes": hub.settings.ws_max_frame_bytes}
+        first: list[Any] = [welcome]
         if failed is not None:
-            first.append(p.dumps({"type": "resume.failed", "reason": failed.reason,
-                                  "message": str(failed), "epoch": head.epoch,
-                                  "offset": head.offset}))
+            refused: frames.ResumeFailedFrame = {
+                "type": "resume.failed", "reason": ResumeReason(failed.reason),
+                "message": str(failed), "epoch": head.epoch, "offset": head.offset}
+            first.append(refused)
         conn.activate(head.epoch, start, first, history)
-        del first, history, head, resume  # this frame lives as long as the socket
+        del first, history, head, resume, welcome  # this frame lives as long as the socket
         conn.start()
         # The read loop (inline: one coroutine frame less per idle socket).
         while True:
@@ -194,13 +189,12 @@ class HubEndpoint:
                 conn.send_frame(_failed(exc, f"socket {conn.session_id}: handling a frame"))
 
     async def _handle(self, app: Any, hub: Hub, conn: Conn, text: str) -> None:
-        refused: p.FrameError | None = None
+        refused: FrameError | None = None
         try:
-            frame = p.loads(text)
-        except p.FrameError as exc:
-            frame, refused = None, exc
-        kind = frame.get("type") if isinstance(frame, dict) else None
-        if kind == "pong":
+            value = codec.loads_client(text)
+        except FrameError as exc:
+            value, refused = None, exc
+        if isinstance(value, dict) and value.get("type") == "pong":
             return  # keepalive answer: activity only, not rate limited
         bucket = hub.bucket(conn.user_id)
         if bucket is not None:
@@ -209,100 +203,90 @@ class HubEndpoint:
                 if bucket.refused > hub.settings.ws_rate_limit_burst:
                     conn.close(Close.FLOODING, "flooding")
                     return
-                conn.send_frame(p.error(p.RATE_LIMITED, "Too many frames; slow down.",
-                                        retry_after=round(wait, 3)))
+                conn.send_frame(error(ErrorCode.RATE_LIMITED, "Too many frames; slow down.",
+                                      retry_after=round(wait, 3)))
                 return
+        ref = frames.frame_id(value)
+        if refused is None:
+            try:
+                frame = frames.validate(value)
+            except FrameError as exc:
+                refused = exc
         if refused is not None:
-            conn.send_frame(p.error(refused.code, refused.message))
+            conn.send_frame(error(refused.code, refused.message, **ref))
             return
-        if not isinstance(kind, str):
-            conn.send_frame(p.error(p.BAD_FRAME,
-                                    'Every frame is a JSON object with a string "type".'))
-            return
-        assert isinstance(frame, dict)
-        frame_id = frame.get("id")
-        ref = {"id": frame_id} if isinstance(frame_id, (str, int)) else {}
-        if kind == "ping":
-            pong: dict[str, Any] = {"type": "pong", **ref}
-            if "t" in frame:
-                pong["t"] = frame["t"]
-            conn.send_frame(p.dumps(pong))
-        elif kind == "auth.refresh":
+        if isinstance(frame, frames.Ping):
+            pong: frames.PongFrame = {"type": "pong", **ref}  # type: ignore[typeddict-item]
+            if "t" in frame.model_fields_set:
+                pong["t"] = frame.t
+            conn.send_frame(pong)
+        elif isinstance(frame, frames.AuthRefresh):
             await self._refresh(app, hub, conn, frame, ref)
-        elif kind == "chat.send":
-            if not isinstance(frame_id, str) or not frame_id or not isinstance(
-                    frame.get("text"), str):
-                conn.send_frame(p.error(p.BAD_FRAME, 'chat.send needs "id" (string) and '
-                                        '"text" (string).', **ref))
-                return
-            await self._tutor(app, conn, ref, "send", frame)
-        elif kind == "chat.cancel":
-            if not isinstance(frame.get("reply_id"), str):
-                conn.send_frame(p.error(p.BAD_FRAME, 'chat.cancel needs "reply_id" (string).',
-                                        **ref))
-                return
-            await self._tutor(app, conn, ref, "cancel", frame)
-        elif kind == "auth":
-            conn.send_frame(p.error(p.BAD_FRAME, "Already authenticated; use auth.refresh.",
-                                    **ref))
-        else:
-            conn.send_frame(p.error(p.UNKNOWN_TYPE, f"Unknown frame type {kind[:50]!r}.",
-                                    **ref))
+        elif isinstance(frame, frames.ChatSend | frames.ChatCancel):
+            await self._tutor(app, conn, ref, frame)
+        elif isinstance(frame, frames.Auth):
+            conn.send_frame(error(ErrorCode.BAD_FRAME, "Already authenticated; use auth.refresh.",
+                                  **ref))
 
-    async def _refresh(self, app: Any, hub: Hub, conn: Conn, frame: dict[str, Any],
+    async def _refresh(self, app: Any, hub: Hub, conn: Conn, frame: frames.AuthRefresh,
                        ref: dict[str, Any]) -> None:
-        token = frame.get("token")
-        if not isinstance(token, str) or not token:
-            conn.send_frame(p.error(p.BAD_FRAME, 'auth.refresh needs "token" (string).', **ref))
-            return
         try:
             async with app.state.db.session() as session:
-                identity = await authenticate(session, hub.settings, token)
+                identity = await authenticate(session, hub.settings, frame.token)
         except AuthError as exc:
-            conn.send_frame(p.error(p.AUTH_FAILED, exc.message, **ref))
+            conn.send_frame(error(ErrorCode.AUTH_FAILED, exc.message, **ref))
             return
         if str(identity.user.id) != conn.user_id:
-            conn.send_frame(p.error(p.AUTH_FAILED, "The token belongs to another user.", **ref))
+            conn.send_frame(error(ErrorCode.AUTH_FAILED, "The token belongs to another user.",
+                                  **ref))
             return
         conn.expires_at = identity.expires_at
         conn.generation = identity.generation
         conn.warned = False
-        conn.send_frame(p.dumps({"type": "auth.refreshed", "expires_at": int(conn.expires_at),
-                                 **ref}))
+        refreshed: frames.AuthRefreshed = {"type": "auth.refreshed",
+                                           "expires_at": int(conn.expires_at)}
+        refreshed.update(ref)  # type: ignore[typeddict-item]
+        conn.send_frame(refreshed)
 
-    async def _tutor(self, app: Any, conn: Conn, ref: dict[str, Any], action: str,
-                     frame: dict[str, Any]) -> None:
+    async def _tutor(self, app: Any, conn: Conn, ref: dict[str, Any],
+                     frame: frames.ChatSend | frames.ChatCancel) -> None:
         from chat_server.tutor.errors import TutorError
 
         tutor = getattr(app.state, "tutor", None)
         if tutor is None:
-            conn.send_frame(p.error(p.UNAVAILABLE, "The tutor is not available.", **ref))
+            conn.send_frame(error(ErrorCode.UNAVAILABLE, "The tutor is not available.", **ref))
             return
         try:
-            if action == "send":
+            if isinstance(frame, frames.ChatSend):
                 await tutor.send(uuid.UUID(conn.user_id), frame)
             else:
-                await tutor.cancel(uuid.UUID(conn.user_id), frame["reply_id"])
+                await tutor.cancel(uuid.UUID(conn.user_id), frame.reply_id)
         except TutorError as exc:
-            conn.send_frame(p.dumps({"type": "error", "code": exc.code, "message": exc.message,
-                                     **ref, **exc.extra}))
+            conn.send_frame(error(exc.code, exc.message, **ref, **exc.extra))
         except Exception as exc:
-            conn.send_frame(_failed(exc, f"tutor.{action}", **ref))
+            conn.send_frame(_failed(exc, f"tutor.{frame.type}", **ref))
 
 
 class _Disconnected(Exception):
     pass
 
 
-def _failed(exc: Exception, what: str, **ref: Any) -> str:
+def _failed(exc: Exception, what: str, **ref: Any) -> frames.ErrorFrame:
     """The error frame for a client frame whose handling raised: `unavailable` (retryable)
     when the database is unreachable right now, else `internal` (a bug: logged with its
     traceback)."""
     if is_unavailable(exc):
         log.warning("%s failed: the database is unavailable (%s)", what, type(exc).__name__)
-        return p.error(p.UNAVAILABLE, "The service is unavailable right now; try again.", **ref)
+        return error(ErrorCode.UNAVAILABLE, "The service is unavailable right now; try again.",
+                     **ref)
     log.exception("%s failed", what, exc_info=exc)
-    return p.error(p.INTERNAL, "Internal error; try again.", **ref)
+    return error(ErrorCode.INTERNAL, "Internal error; try again.", **ref)
+
+
+def _first_frame_refused(exc: FrameError) -> str:
+    """The close reason (at most 123 bytes) for a first frame that is not a valid auth."""
+    reason = f"the first frame must be auth: {exc.message}"
+    return reason.encode()[:123].decode(errors="ignore")
 
 
 async def _drain(receive: Any) -> None:

@@ -18,11 +18,16 @@ from typing import Any
 from chat_server import metrics
 from chat_server.bus import Bus
 from chat_server.hub.connection import Conn, State
-from chat_server.hub.protocol import PING, Close, dumps
-from chat_server.hub.wsproto import text_frame
+from chat_server.hub.fastpath import text_frame
+from chat_server.protocol import codec
+from chat_server.protocol.codes import Close
+from chat_server.protocol.frames import AuthExpiring, PingFrame
 from chat_server.settings import Settings
 
 log = logging.getLogger(__name__)
+
+PING: PingFrame = {"type": "ping"}
+PING_TEXT = codec.dumps(PING)  # the same text for every socket: encoded once
 
 
 @dataclass
@@ -69,15 +74,20 @@ class Hub:
         self._ticker: asyncio.Task[None] | None = None
 
     # --- the bus callbacks -------------------------------------------------------------
-    def deliver(self, user_id: str, offset: int, frame: str) -> None:
+    def deliver(self, user_id: str, offset: int, frame: str, kind: str | None = None) -> None:
+        """The bus's Deliver: an event's wire frame and its type (decoded when not given)."""
         user = self.users.get(user_id)
         if user is None:
             return
         data = frame.encode()  # once per event, whatever the number of sockets
-        ready = text_frame(data)
+        ready = None
         size = len(data)
+        if kind is None:
+            kind = str(codec.decode_event(frame)["type"])
         for conn in user.conns:
-            conn.push(offset, frame, size, ready if conn.raw else None)
+            if conn.raw and ready is None:
+                ready = text_frame(data)  # framed once, for the sockets that take it so
+            conn.push(offset, frame, size, ready if conn.raw else None, kind)
 
     def on_epoch(self, user_id: str, epoch: str) -> None:
         user = self.users.get(user_id)
@@ -185,12 +195,13 @@ class Hub:
             else:
                 if not conn.warned and conn.expires_at - wall <= s.ws_token_warning_s:
                     conn.warned = True
-                    conn.send_frame(dumps({"type": "auth.expiring",
-                                           "expires_at": int(conn.expires_at),
-                                           "in_s": round(conn.expires_at - wall, 1)}))
+                    expiring: AuthExpiring = {
+                        "type": "auth.expiring", "expires_at": int(conn.expires_at),
+                        "in_s": round(conn.expires_at - wall, 1)}
+                    conn.send_frame(expiring)
                 if mono - conn.last_ping >= s.ws_ping_interval_s:
                     conn.last_ping = mono
-                    conn.send_frame(PING)
+                    conn.send_frame(PING_TEXT)
         self._flush_metrics()
 
     def _flush_metrics(self) -> None:

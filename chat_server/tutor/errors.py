@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from chat_server.protocol.codes import ErrorCode, ReplyErrorCode
+
 
 class TutorError(Exception):
-    """A refused client frame: stable `code`, human `message`, `extra` fields for the frame."""
+    """A refused client frame: stable `code` (one of codes.ErrorCode: another is a ValueError
+    at once), human `message`, `extra` fields for the frame."""
 
     def __init__(self, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ErrorCode(code)
         self.message = message
         self.extra = extra
 
@@ -24,12 +27,13 @@ class TutorError(Exception):
 
 
 class ProviderError(Exception):
-    """A provider failed. `retryable` faults are retried before the first token only."""
+    """A provider failed (`code`: one of codes.ReplyErrorCode). `retryable` faults are retried
+    before the first token only."""
 
     def __init__(self, code: str, message: str, *, retryable: bool = False,
                  retry_after: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        self.code = ReplyErrorCode(code)
         self.message = message
         self.retryable = retryable
         self.retry_after = retry_after

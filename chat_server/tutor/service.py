@@ -34,7 +34,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -46,6 +46,8 @@ from chat_server.bus import BusUnavailable
 from chat_server.db import Database
 from chat_server.errors import is_unavailable
 from chat_server.models import MessageStatus
+from chat_server.protocol import frames
+from chat_server.protocol.codec import FrameError
 from chat_server.settings import Settings
 from chat_server.tutor import store
 from chat_server.tutor.citations import Source
@@ -70,9 +72,6 @@ Ready = Callable[[], Awaitable[bool]]
 BUS_DOWN = ("Messages can't be delivered right now (the event bus is unreachable); nothing was "
             "stored: send it again in a moment.")
 
-MAX_TEXT_CHARS = 16_000
-MAX_CLIENT_ID_CHARS = 100
-MAX_MATERIAL_IDS = 100
 BACKOFF_BASE_S = 0.5
 BACKOFF_MAX_S = 8.0
 RETRY_AFTER_MAX_S = 30.0
@@ -168,11 +167,24 @@ class _Slots:
         return len(self._waiters)
 
 
-def _frame_uuid(value: Any, name: str) -> uuid.UUID:
+def _chat_send(frame: frames.ChatSend | Mapping[str, Any]) -> frames.ChatSend:
+    """The hub hands over a validated frame; a mapping (the Python API: tests, bridges) is
+    validated here by the same model, with the same codes."""
+    if isinstance(frame, frames.ChatSend):
+        return frame
     try:
-        return uuid.UUID(str(value))
-    except (ValueError, TypeError, AttributeError):
-        raise TutorError("invalid_request", f"{name} must be a UUID.") from None
+        return frames.validate_as(frames.ChatSend, frame)
+    except FrameError as exc:
+        raise TutorError(exc.code, exc.message) from None
+
+
+def _reply_id(value: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return frames.validate_as(frames.ChatCancel, {"reply_id": value}).reply_id
+    except FrameError as exc:
+        raise TutorError(exc.code, exc.message) from None
 
 
 class Tutor:
@@ -230,22 +242,18 @@ class Tutor:
 
         self._sweeper = asyncio.create_task(sweep(), name="reply-orphans")
 
-    async def send(self, user_id: uuid.UUID, frame: dict[str, Any]) -> None:
+    async def send(self, user_id: uuid.UUID, frame: frames.ChatSend | Mapping[str, Any]) -> None:
         """Store the message, publish chat.ack, start the reply. Refusals raise TutorError."""
         received = time.perf_counter()
         if self._closing:
             raise TutorError("unavailable", "The tutor is shutting down; send again in a moment.")
-        client_id, text, conversation_id, material_ids, socratic = self._parse(frame)
-        study = frame.get("study")
-        if study is not None and not isinstance(study, bool):
-            raise TutorError("invalid_request", "study must be true or false.")
-        course_id = frame.get("course_id")
+        send = _chat_send(frame)
+        client_id, text, conversation_id = send.id, send.text, send.conversation_id
+        material_ids, socratic, study = send.material_ids, send.socratic, send.study
         course = None
-        if course_id is not None or conversation_id is not None:
-            course = await store.course_of(
-                self.db.pool, user_id,
-                _frame_uuid(course_id, "course_id") if course_id is not None else None,
-                conversation_id)
+        if send.course_id is not None or conversation_id is not None:
+            course = await store.course_of(self.db.pool, user_id, send.course_id,
+                                           conversation_id)
             if course is not None and socratic is None and conversation_id is None:
                 socratic = course.socratic  # a new course conversation: the course's default
         if self._ready is not None and not await self._ready():
@@ -328,9 +336,9 @@ class Tutor:
             log.warning("could not discard the undelivered send of reply %s: %s",
                         reply.reply_id, type(exc).__name__)
 
-    async def cancel(self, user_id: uuid.UUID, reply_id: str) -> None:
+    async def cancel(self, user_id: uuid.UUID, reply_id: uuid.UUID | str) -> None:
         """Stop a streaming reply (its HTTP stream closes); it ends `cancelled`, text kept."""
-        rid = _frame_uuid(reply_id, "reply_id")
+        rid = _reply_id(reply_id)
         reply = self._replies.get(rid)
         if reply is not None and reply.user_id == user_id:
             if reply.stop_reason is None:
@@ -341,11 +349,11 @@ class Tutor:
             return
         status = await store.reply_status(self.db.pool, user_id, rid)
         if status is None:
-            raise TutorError("reply_not_found", "No such reply.", reply_id=reply_id)
+            raise TutorError("reply_not_found", "No such reply.", reply_id=str(rid))
         if status == MessageStatus.streaming.value:
             if self._signal is None:
                 raise TutorError("reply_not_found",
-                                 "This reply is not streaming on this server.", reply_id=reply_id)
+                                 "This reply is not streaming on this server.", reply_id=str(rid))
             # Streaming on another instance: its tutor cancels it, and its reply.end (finish
             # reason `cancelled`) reaches every socket of the user through the bus.
             await self._signal({"type": "reply.cancel", "reply_id": str(rid),
@@ -406,34 +414,6 @@ class Tutor:
         return len(self._replies)
 
     # --- send, step by step ------------------------------------------------------------------
-
-    def _parse(self, frame: dict[str, Any]
-               ) -> tuple[str, str, uuid.UUID | None, list[uuid.UUID] | None, bool | None]:
-        client_id = frame.get("id")
-        if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS:
-            raise TutorError("invalid_request",
-                             f"chat.send needs an id: a string of 1 to {MAX_CLIENT_ID_CHARS} "
-                             "characters, unique per message.")
-        text = frame.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise TutorError("invalid_request", "chat.send needs a non-empty text.")
-        if len(text) > MAX_TEXT_CHARS:
-            raise TutorError("invalid_request",
-                             f"The message is longer than {MAX_TEXT_CHARS} characters.")
-        conv = frame.get("conversation_id")
-        conversation_id = _frame_uuid(conv, "conversation_id") if conv is not None else None
-        raw_ids = frame.get("material_ids")
-        material_ids: list[uuid.UUID] | None = None
-        if raw_ids is not None:
-            if not isinstance(raw_ids, list) or len(raw_ids) > MAX_MATERIAL_IDS:
-                raise TutorError("invalid_request",
-                                 f"material_ids must be a list of at most {MAX_MATERIAL_IDS} "
-                                 "UUIDs.")
-            material_ids = [_frame_uuid(m, "material_ids[]") for m in raw_ids]
-        socratic = frame.get("socratic")
-        if socratic is not None and not isinstance(socratic, bool):
-            raise TutorError("invalid_request", "socratic must be true or false.")
-        return client_id, text.strip(), conversation_id, material_ids, socratic
 
     async def _store(self, user_id: uuid.UUID, client_id: str, text: str,
                      conversation_id: uuid.UUID | None, material_ids: list[uuid.UUID] | None,

@@ -30,7 +30,7 @@ from chat_server import metrics
 
 log = logging.getLogger(__name__)
 
-# (user, event): the bus encodes the event (chat_server.bus.codec).
+# (user, event): the bus encodes the event (chat_server.protocol.codec).
 Event = tuple[str, dict[str, Any]]
 PublishMany = Callable[[list[Event]], Awaitable[list[int]]]
 

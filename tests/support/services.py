@@ -16,6 +16,8 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from chat_server.hub.fastpath import uvicorn_ws
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -131,7 +133,7 @@ async def serve_app(app: FastAPI, port: int | None = None, **config: object) -> 
     """Run `app` under a real uvicorn on 127.0.0.1 in this event loop; yield its base URL."""
     port = port or free_port()
     options: dict[str, object] = {
-        "ws": "chat_server.hub.wsproto:HubWebSocketProtocol", "ws_ping_interval": None,
+        "ws": uvicorn_ws(app.state.settings), "ws_ping_interval": None,
         "ws_ping_timeout": None, "ws_per_message_deflate": False, **config,
     }  # as `tutorhub serve` runs it; tests may override any of these
     cfg = uvicorn.Config(

@@ -29,7 +29,7 @@ class Frames:
         self.by_user: dict[str, list[Frame]] = defaultdict(list)
         self._changed = asyncio.Event()
 
-    def deliver(self, user_id: str, offset: int, frame: str) -> None:
+    def deliver(self, user_id: str, offset: int, frame: str, kind: str) -> None:
         self.by_user[user_id].append(json.loads(frame))
         self._changed.set()
 
