@@ -9,7 +9,7 @@ from pathlib import Path
 DOC = Path(__file__).resolve().parent.parent.parent / "docs" / "protocol.md"
 
 
-def _table_keys(heading: str) -> set[str]:
+def table_keys(heading: str) -> set[str]:
     """The first column (backticks stripped) of every table row under `heading`, up to the
     next heading of the same or a higher level."""
     lines = DOC.read_text().splitlines()
@@ -22,29 +22,40 @@ def _table_keys(heading: str) -> set[str]:
             break
         if line.startswith("|") and not set(line) <= set("|- "):
             keys.add(line.split("|")[1].strip().strip("`"))
-    return keys - {"frame", "event", "code", "`reason`", "reason"}
+    return keys - {"frame", "event", "code", "`reason`", "reason", "fault"}
+
+
+HUB_ERRORS = "## Error codes (`error` frames)"
+TUTOR_ERRORS = "### Refusals (`error` frame to the sending socket)"
+REPLY_ERRORS = "### `reply.error` codes"
 
 
 @cache
 def close_codes() -> set[int]:
-    return {int(k) for k in _table_keys("## Close codes")}
+    return {int(k) for k in table_keys("## Close codes")}
 
 
 @cache
 def error_codes() -> set[str]:
     """Every `code` an `error` frame or a `reply.error` may carry."""
-    hub = _table_keys("## Error codes (`error` frames)") - {"tutor codes"}
-    return (hub | _table_keys("### Refusals (`error` frame to the sending socket)")
-            | _table_keys("### `reply.error` codes"))
+    return ((table_keys(HUB_ERRORS) - {"tutor codes"}) | table_keys(TUTOR_ERRORS)
+            | table_keys(REPLY_ERRORS))
 
 
 @cache
 def server_frames() -> set[str]:
     """Every `type` the server may send."""
-    return ({"welcome"} | _table_keys("## Server → client frames of the hub")
-            | _table_keys("### Server → client (published on the bus)"))
+    return ({"welcome"} | table_keys("## Server → client frames of the hub")
+            | table_keys("### Server → client (published on the bus)"))
+
+
+@cache
+def client_frames() -> set[str]:
+    """Every `type` a client may send (`auth` first, in prose)."""
+    return ({"auth"} | table_keys("## Client → server frames (after `auth`)")
+            | table_keys("### Client → server"))
 
 
 @cache
 def resume_reasons() -> set[str]:
-    return {k for k in _table_keys("## Events, offsets and resume") if re.fullmatch(r"[a-z_]+", k)}
+    return {k for k in table_keys("## Events, offsets and resume") if re.fullmatch(r"[a-z_]+", k)}
