@@ -1,0 +1,35 @@
+"""Every route that takes a body declares it, so /openapi.json has its request schema; a JSON
+body nested deeper than the decoder takes is a 422 on every route, like any other bad body."""
+
+from __future__ import annotations
+
+import httpx
+
+from chat_server.app import create_app
+from chat_server.settings import Settings
+
+
+def test_every_route_with_a_body_has_a_request_schema(settings: Settings) -> None:
+    schema = create_app(settings).openapi()
+    with_body = {(method.upper(), path): op.get("requestBody")
+                 for path, ops in schema["paths"].items() for method, op in ops.items()
+                 if method in ("post", "put", "patch")}
+    assert ("POST", "/materials/text") in with_body and ("POST", "/materials/youtube") in with_body
+    for route, body in with_body.items():
+        assert body and body["content"], route
+        for media in body["content"].values():
+            assert media.get("schema"), route
+    refs = {route: next(iter(body["content"].values()))["schema"].get("$ref", "")
+            for route, body in with_body.items()}
+    assert refs[("POST", "/materials/text")].endswith("/TextIn")
+    assert refs[("POST", "/materials/youtube")].endswith("/YouTubeIn")
+    assert "multipart/form-data" in with_body[("POST", "/materials")]["content"]
+
+
+async def test_a_body_nested_too_deep_is_422_on_every_json_route(settings: Settings) -> None:
+    app = create_app(settings)
+    deep = b"[" * 5000 + b"]" * 5000
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for path in ("/materials/text", "/materials/youtube", "/conversations", "/auth/register"):
+            r = await c.post(path, content=deep, headers={"content-type": "application/json"})
+            assert r.status_code == 422 and r.json()["error"] == "invalid_request", (path, r.text)
