@@ -1,5 +1,7 @@
 """The /ws/v1 endpoint on one instance, on both bus engines: auth, fan-out to a user's
-sockets, resume (200 randomized drop points), resume.failed, tutor dispatch, shutdown."""
+sockets, resume (200 randomized drop points), resume.failed, tutor dispatch, shutdown. The
+whole module runs a third time on uvicorn's public ASGI write path ("public": the hub's fast
+path off, as when uvicorn's internals changed: chat_server/hub/fastpath.py)."""
 
 from __future__ import annotations
 
@@ -21,15 +23,17 @@ from tests.support.services import serve_app
 from tests.support.ws import new_user, recv, socket, ws_url
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "public"])
 def engine(request: pytest.FixtureRequest) -> str:
+    """The bus engine ("public": the memory engine, sockets on the public write path)."""
     return str(request.param)
 
 
 @pytest.fixture
 def hub_settings(settings: Settings, redis_url: str, engine: str) -> Settings:
     return settings.model_copy(update={"redis_url": redis_url if engine == "redis" else None,
-                                       "history_max_events": 5000})
+                                       "history_max_events": 5000,
+                                       "ws_fast_path": engine != "public"})
 
 
 @pytest.fixture
@@ -216,6 +220,7 @@ async def test_metrics_count_sockets_and_frames(hub_server: tuple[str, Any]) -> 
     assert float(opened[0].split()[1]) >= 1
 
 
+@pytest.mark.parametrize("engine", ["memory", "redis"])
 @pytest.mark.parametrize("server_options", [{"ws": "websockets-sansio"}, {"ws_per_message_deflate": True}],
                          ids=["plain-sansio", "deflate"])
 async def test_plain_websocket_send_is_used_without_the_framing_extension(hub_settings: Settings, server_options: dict[str, Any]) -> None:
@@ -233,6 +238,7 @@ async def test_plain_websocket_send_is_used_without_the_framing_extension(hub_se
             assert "".join(f["text"] for f in got) == "слово " * 3 and got[-1]["o"] == 3
 
 
+@pytest.mark.parametrize("engine", ["memory", "redis"])
 async def test_pre_framed_writes_are_used_by_default(hub_server: tuple[str, Any]) -> None:
     base, app = hub_server
     _, token = await new_user(base)
