@@ -13,7 +13,7 @@ import uuid
 from contextlib import suppress
 from typing import Any
 
-from chat_server.auth import AuthError, authenticate
+from chat_server.auth import AuthError, authenticate_socket
 from chat_server.bus import ResumeFailed
 from chat_server.errors import is_unavailable
 from chat_server.hub.connection import Conn, Send, State
@@ -110,14 +110,12 @@ class HubEndpoint:
             raise Refused(Close.AUTH_FAILED, _first_frame_refused(exc)) from None
         if not isinstance(auth, frames.Auth):
             raise Refused(Close.AUTH_FAILED, "the first frame must be auth")
-        token = auth.token
         try:
-            async with app.state.db.session() as session:
-                identity = await authenticate(session, settings, token)
+            identity = await authenticate_socket(app.state.db, settings, auth.token)
         except AuthError as exc:
             raise Refused(Close.AUTH_FAILED, exc.message[:120]) from None
         framed = (scope_extensions or {}).get(EXTENSION)
-        conn = Conn(hub, send, str(identity.user.id), uuid.uuid4().hex, identity.expires_at,
+        conn = Conn(hub, send, str(identity.user_id), uuid.uuid4().hex, identity.expires_at,
                     raw=framed is not None, write_now=(framed or {}).get("write_now"),
                     generation=identity.generation)
         return conn, auth.resume
@@ -231,12 +229,11 @@ class HubEndpoint:
     async def _refresh(self, app: Any, hub: Hub, conn: Conn, frame: frames.AuthRefresh,
                        ref: dict[str, Any]) -> None:
         try:
-            async with app.state.db.session() as session:
-                identity = await authenticate(session, hub.settings, frame.token)
+            identity = await authenticate_socket(app.state.db, hub.settings, frame.token)
         except AuthError as exc:
             conn.send_frame(error(ErrorCode.AUTH_FAILED, exc.message, **ref))
             return
-        if str(identity.user.id) != conn.user_id:
+        if str(identity.user_id) != conn.user_id:
             conn.send_frame(error(ErrorCode.AUTH_FAILED, "The token belongs to another user.",
                                   **ref))
             return
