@@ -19,11 +19,13 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from jose import JWTError, jwt
+from jose import JWTError, jwk, jwt
+from jose.backends.base import Key
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -100,10 +102,18 @@ def create_token(settings: Settings, user_id: uuid.UUID, typ: TokenType, *,
     return jwt.encode(claims, settings.resolved_secret_key(), algorithm=ALGORITHM)
 
 
+@lru_cache(maxsize=8)
+def _key(secret: str) -> Key:
+    # A Key object, built once: given the secret as a string, jose tries to parse it as a JSON
+    # key set on every decode first (a failed json.loads per token).
+    return jwk.construct(secret, ALGORITHM)
+
+
 def _decode(token: str, key: str) -> dict[str, object]:
     # Pinning algorithms rejects `alg: none` and algorithm-confusion tokens.
     return jwt.decode(
-        token, key, algorithms=[ALGORITHM], options={"require_exp": True, "require_sub": True}
+        token, _key(key), algorithms=[ALGORITHM],
+        options={"require_exp": True, "require_sub": True},
     )
 
 

@@ -87,21 +87,26 @@ class Fleet:
             pipe.send((cmd, args[i] if args else None))
         return [pipe.recv() for pipe in self.pipes]
 
-    def open(self, dialect: str, port: int, labels: list[str]) -> dict[str, int]:
-        """Open one socket per label (labels repeat for a user's sockets); spread over processes."""
+    def open(self, dialect: str, port: int, labels: list[str], concurrency: int = 100,
+             sio_token: bool = False) -> dict[str, int]:
+        """Open one socket per label (labels repeat for a user's sockets); spread over processes,
+        each opening `concurrency` at a time. `sio_token`: Socket.IO clients send an embed token
+        (verified by the server) instead of their user's name."""
         now = int(time.time())
         hellos: list[list[tuple[str, bytes]]] = [[] for _ in self.pipes]
         tokens: dict[str, str] = {}
         for i, label in enumerate(labels):
+            if label not in tokens and (dialect == "hub" or sio_token):
+                tokens[label] = jwt.encode({"sub": label, "exp": now + 7200}, EMBED_SECRET, "HS256")
             if dialect == "hub":
-                if label not in tokens:
-                    tokens[label] = jwt.encode({"sub": label, "exp": now + 7200}, EMBED_SECRET, "HS256")
                 hello = json.dumps({"type": "auth", "token": tokens[label]}).encode()
+            elif sio_token:
+                hello = b"40" + json.dumps({"token": tokens[label]}).encode()
             else:
                 hello = b"40" + json.dumps({"user": label}).encode()
             hellos[i % len(self.pipes)].append((label, hello))
-        replies = self.all("open", [{"dialect": dialect, "host": "127.0.0.1", "port": port, "hellos": h}
-                                    for h in hellos])
+        replies = self.all("open", [{"dialect": dialect, "host": "127.0.0.1", "port": port, "hellos": h,
+                                     "concurrency": concurrency} for h in hellos])
         users: dict[str, int] = {}
         failures = 0
         for r in replies:
@@ -225,14 +230,18 @@ def idle(fleet: Fleet, dialect: str, port: int, server: psutil.Process, n: int) 
     return res
 
 
-def start_ours(tmp: Path, port: int, redis_url: str) -> subprocess.Popen[bytes]:
+def start_ours(tmp: Path, port: int, redis_url: str, code: Path | None = None,
+               **extra: str) -> subprocess.Popen[bytes]:
+    """`tutorhub serve` on embedded PostgreSQL and the Redis bus; `code`: another checkout's
+    chat_server (its PYTHONPATH); `extra`: more environment (TUTORHUB_… settings)."""
     env = {**os.environ, "TUTORHUB_DATA_DIR": str(tmp / "data"), "TUTORHUB_REDIS_URL": redis_url,
            "TUTORHUB_EMBED_SECRET": EMBED_SECRET, "TUTORHUB_LOG_LEVEL": "warning",
-           "TUTORHUB_SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789"}
+           "TUTORHUB_SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789", **extra}
     env.pop("TUTORHUB_DATABASE_URL", None)
-    cmd = [str(ROOT / ".venv/bin/tutorhub"), "serve", "--port", str(port)]
+    env["PYTHONPATH"] = str(code or ROOT)
+    cmd = [sys.executable, "-m", "chat_server.cli", "serve", "--port", str(port)]
     if os.environ.get("BENCH_PROFILE"):  # a cProfile dump of the server, for development
-        cmd = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], *cmd]
+        cmd = [sys.executable, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], *cmd[1:]]
     proc = subprocess.Popen(cmd,
                             env=env, preexec_fn=raise_fd_limit, cwd=tmp)
     wait_http(f"http://127.0.0.1:{port}/readyz")
@@ -274,6 +283,11 @@ def main() -> int:
     parser.add_argument("--steps", default=DEFAULT_STEPS, help="publishes/s, comma-separated")
     parser.add_argument("--only", choices=["ours", "sio"], help="skip the other server")
     parser.add_argument("--timeline", action="store_true", help="print worst latency per 250 ms")
+    parser.add_argument("--paths", default="fast",
+                        help="Tutorhub's WebSocket write paths to run, in this order: fast "
+                             "(chat_server/hub/fastpath.py) and/or public (TUTORHUB_WS_FAST_PATH="
+                             "false), e.g. public,fast for an A/B; the first is the report's")
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
     args = parser.parse_args()
     n_idle = 1000 if args.quick else args.idle
     seconds = 2.0 if args.quick else args.seconds
@@ -288,20 +302,25 @@ def main() -> int:
     fleet = Fleet()
     report: dict[str, Any] = {"ours_fanout": [], "sio_fanout": [], "ours_idle": None, "sio_idle": None}
     try:
-        if args.only != "sio":
+        for path in (args.paths.split(",") if args.only != "sio" else []):
             port = free_port()
-            log(f"starting tutorhub serve on :{port} (uvloop, httptools, websockets-sansio, no deflate)")
-            ours = start_ours(tmp, port, redis.url)
+            log(f"starting tutorhub serve on :{port} (uvloop, httptools, websockets-sansio, no deflate, "
+                f"{path} write path)")
+            ours = start_ours(tmp, port, redis.url, TUTORHUB_WS_FAST_PATH=str(path == "fast").lower())
             server = psutil.Process(ours.pid)
+            runs: dict[str, Any] = {"fanout": [], "idle": None}
             try:
-                log("fan-out, Tutorhub (100 users × 10 sockets)")
-                report["ours_fanout"] = fanout(fleet, "hub", port, redis.url, server, redis_ps, steps, seconds,
-                                               args.timeline)
+                log(f"fan-out, Tutorhub, {path} path (100 users × 10 sockets)")
+                runs["fanout"] = fanout(fleet, "hub", port, redis.url, server, redis_ps, steps, seconds,
+                                        args.timeline)
                 if n_idle:
-                    log(f"idle sockets, Tutorhub ({n_idle})")
-                    report["ours_idle"] = idle(fleet, "hub", port, server, n_idle)
+                    log(f"idle sockets, Tutorhub, {path} path ({n_idle})")
+                    runs["idle"] = idle(fleet, "hub", port, server, n_idle)
             finally:
                 stop(ours)
+            report.setdefault("paths", {})[path] = runs
+            if not report["ours_fanout"]:
+                report["ours_fanout"], report["ours_idle"] = runs["fanout"], runs["idle"]
         if args.only != "ours":
             port = free_port()
             log(f"starting python-socketio + AsyncRedisManager on :{port}")
@@ -380,10 +399,18 @@ def main() -> int:
             continue
         lines.append(f"| {name} | {r['sockets']:,} | {r['rss0_mb']:.0f} MB | {r['rss1_mb']:.0f} MB | "
                      f"{r['per_socket_kb']:.1f} KB | {r['open_s']:.1f} s |")
+    for path, runs in (report.get("paths", {}) if args.paths != "fast" else {}).items():
+        lines += ["", f"## Tutorhub, {path} write path (--paths)", "", *table(runs["fanout"])]
+        if runs["idle"]:
+            r = runs["idle"]
+            lines.append(f"\nIdle: {r['sockets']:,} sockets, {r['per_socket_kb']:.1f} KB per socket, "
+                         f"opened in {r['open_s']:.1f} s")
     text = "\n".join(lines) + "\n"
     print()
     print(text)
-    if (args.quick or args.only or args.steps != DEFAULT_STEPS
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    if (args.quick or args.only or args.steps != DEFAULT_STEPS or args.paths != "fast"
             or args.seconds != DEFAULT_SECONDS or args.idle != DEFAULT_IDLE):
         print("(a partial run: load_tests/reports/hub.md is left as it is)")
         return 0

@@ -140,7 +140,7 @@ async def _loadgen(conn: Any) -> None:
         cmd, arg = await loop.run_in_executor(None, conn.recv)
         if cmd == "open":
             new, failures = await open_clients(arg["dialect"], arg["host"], arg["port"],
-                                               arg["hellos"], stats)
+                                               arg["hellos"], stats, arg.get("concurrency", 100))
             clients += new
             users: dict[str, int] = {}
             for c in new:

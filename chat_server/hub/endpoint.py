@@ -98,7 +98,8 @@ class HubEndpoint:
                             ) -> tuple[Conn, frames.Resume | None]:
         settings = hub.settings
         try:
-            msg = await asyncio.wait_for(receive(), settings.ws_auth_timeout_s)
+            async with asyncio.timeout(settings.ws_auth_timeout_s):  # no task, unlike wait_for
+                msg = await receive()
         except TimeoutError:
             raise Refused(Close.AUTH_FAILED, "auth timeout") from None
         if msg["type"] == "websocket.disconnect":
