@@ -68,8 +68,8 @@ class Conn:
                  write_now: Callable[[bytes], bool] | None = None, generation: int = 0) -> None:
         self.hub = hub
         self._send = send
-        self.raw = raw  # the server takes pre-framed bytes (wsproto.EXTENSION)
-        # Writes a ready frame at once if the socket can take it (wsproto's write_now).
+        self.raw = raw  # the server takes pre-framed bytes (fastpath.EXTENSION)
+        # Writes a ready frame at once if the socket can take it (fastpath's write_now).
         self._write_now = write_now if raw else None
         self.user_id = user_id
         self.session_id = session_id
