@@ -4,8 +4,9 @@ Events: an event is a JSON object with a string "type". Between publisher and hi
 travels without an offset (`event_json`); its wire frame is the same object with the offset it
 got as "o" (`frame`, `frame_from_json`): compact, UTF-8 text as is (not \\u-escaped), "type"
 first and "o" last. The hub's own frames (welcome, pong, error…) are encoded by `dumps`, and a
-client's frames decoded by `loads_client`. Nothing assembles, slices or pattern-matches JSON
-text anywhere else: a frame is always an object encoded or decoded whole.
+client's frames decoded by `loads_client` (our own clients, the Telegram bridge: `dumps` and
+`loads_server`). Nothing assembles, slices or pattern-matches JSON text anywhere else: a frame
+is always an object encoded or decoded whole.
 
 Encoders: the standard library's `json` encodes an event once, when it is published — its
 errors are the publisher's (TypeError for what is not JSON, ValueError for NaN,
@@ -97,8 +98,18 @@ def frame_from_json(data: bytes | str, offset: int) -> str:
 # --- the hub's frames and the client's ---------------------------------------------------
 
 def dumps(obj: Mapping[str, Any]) -> str:
-    """A server frame (welcome, pong, error, a merged delta…) as its text."""
+    """A server frame (welcome, pong, error, a merged delta…) as its text; also a client frame
+    sent by our own clients (the Telegram bridge)."""
     return orjson.dumps(obj).decode()
+
+
+def loads_server(data: bytes | str) -> dict[str, Any]:
+    """A frame from the hub, as our own clients (the Telegram bridge) read it. Raises
+    ValueError for anything but a JSON object."""
+    value = orjson.loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("A server frame is a JSON object.")
+    return value
 
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"')

@@ -15,7 +15,6 @@ its own tasks), so a slow Bot API never holds up the socket.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -29,6 +28,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from chat_server.auth import create_token
+from chat_server.protocol import codec
+from chat_server.protocol.codes import Close, ErrorCode
 from chat_server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ REQUEST_WAIT_S = 30.0
 TOKEN_MARGIN_S = 60.0
 BACKOFF_MIN_S = 0.25
 BACKOFF_MAX_S = 15.0
-AUTH_FAILED = 4401
 
 
 class Unavailable(Exception):
@@ -147,7 +147,7 @@ class UserSocket:
         await self.open()
         assert self._ws is not None
         try:
-            await self._ws.send(json.dumps(frame, ensure_ascii=False))
+            await self._ws.send(codec.dumps(frame))
         except ConnectionClosed as exc:
             raise Unavailable("the socket closed") from exc
 
@@ -200,7 +200,7 @@ class UserSocket:
                 raise
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
-                if code == AUTH_FAILED:
+                if code == Close.AUTH_FAILED:
                     # The user is gone or the secret differs: retrying would not help.
                     self._refused = f"the server refused the bridge's token ({exc.rcvd})"
                     log.warning("socket of %s: %s", self.user_id, self._refused)
@@ -225,8 +225,8 @@ class UserSocket:
         auth: dict[str, Any] = {"type": "auth", "token": await self.client.token(self.user_id)}
         if self.epoch is not None:
             auth["resume"] = {"since": self.offset, "epoch": self.epoch}
-        await ws.send(json.dumps(auth))
-        welcome = json.loads(await asyncio.wait_for(ws.recv(), CONNECT_WAIT_S))
+        await ws.send(codec.dumps(auth))
+        welcome = codec.loads_server(await asyncio.wait_for(ws.recv(), CONNECT_WAIT_S))
         if welcome.get("type") != "welcome":
             raise ValueError(f"expected welcome, got {welcome.get('type')!r}")
         if self.epoch is None:
@@ -236,16 +236,16 @@ class UserSocket:
         self._connected.set()
         for frame, future in list(self._pending.values()):
             if not future.done():
-                await ws.send(json.dumps(frame, ensure_ascii=False))
+                await ws.send(codec.dumps(frame))
 
     async def _read(self, ws: ClientConnection) -> None:
         async for raw in ws:
-            frame = json.loads(raw)
+            frame = codec.loads_server(raw)
             kind = frame.get("type")
             if kind == "ping":
-                await ws.send('{"type":"pong"}')
+                await ws.send(codec.dumps({"type": "pong"}))
             elif kind == "auth.expiring":
-                await ws.send(json.dumps({"type": "auth.refresh",
+                await ws.send(codec.dumps({"type": "auth.refresh",
                                           "token": await self.client.token(self.user_id)}))
             elif kind == "resume.failed":
                 self.epoch, self.offset = str(frame["epoch"]), int(frame["offset"])
@@ -254,7 +254,7 @@ class UserSocket:
                 waiting = self._pending.get(str(frame.get("id")))
                 if waiting is not None and not waiting[1].done():
                     waiting[1].set_result(frame)
-                elif frame.get("code") != "rate_limited":
+                elif frame.get("code") != ErrorCode.RATE_LIMITED:
                     log.info("socket of %s: error %s", self.user_id, frame.get("code"))
             elif "o" in frame:
                 offset = int(frame["o"])
