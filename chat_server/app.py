@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import (
-    AbstractAsyncContextManager,
-    AsyncExitStack,
-    asynccontextmanager,
-    contextmanager,
-)
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -80,32 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = db
         for component in components():
             await stack.enter_async_context(component(app))
-        stack.enter_context(_long_lived_heap())
         yield
-
-
-@contextmanager
-def _long_lived_heap() -> Iterator[None]:
-    """What startup made (modules, SDK and ORM types: ~300k objects) lives as long as the
-    process: frozen out of the cyclic collector's sight, a full collection no longer walks it
-    (it paused the loop 100-300 ms every few seconds while replies streamed).
-
-    The young generation is collected every 5,000 allocations rather than 700 (a flush tick
-    allocates thousands of short-lived objects; at 700 a streamed delta cost ~20% more server
-    CPU in load_tests/bench_tutor.py, at 5,000 the same as at 20,000: 31 µs per token), the
-    middle one every 10 young collections. A pause grows with what a collection walks: at
-    20,000 and 20, a young collection paused the loop 20-25 ms and a middle one (up to 400k
-    objects) 290 ms in the middle of the streaming benchmark; at 5,000 and 10, 5-11 ms and
-    ~40 ms. Undone at shutdown, so a process running several apps (tests) still frees them."""
-    threshold = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(5_000, 10, 10)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
