@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     # The tutor's refusals of chat.send / chat.cancel.
     CONVERSATION_NOT_FOUND = "conversation_not_found"
+    COURSE_NOT_FOUND = "course_not_found"  # not a course the user is enrolled in or owns
     REPLY_IN_PROGRESS = "reply_in_progress"
     QUOTA_EXCEEDED = "quota_exceeded"
     REPLY_NOT_FOUND = "reply_not_found"
@@ -52,6 +53,7 @@ class ReplyErrorCode(StrEnum):
     PROVIDER_TIMEOUT = "provider_timeout"
     PROVIDER_REJECTED = "provider_rejected"
     PROVIDER_STREAM_CUT = "provider_stream_cut"
+    COURSE_ACCESS_REVOKED = "course_access_revoked"  # unenrolled while the reply streamed
     INTERNAL = "internal"
 
 

@@ -333,10 +333,44 @@ class MaterialFailed(TypedDict):
     o: NotRequired[int]
 
 
+class StudyProgress(TypedDict):
+    type: Literal["study.progress"]
+    material_id: str
+    stage: str
+    done: int
+    total: int
+    o: NotRequired[int]
+
+
+class StudyReady(TypedDict):
+    type: Literal["study.ready"]
+    material_id: str
+    kinds: list[str]
+    generator: str
+    flashcards: NotRequired[int]
+    quiz_id: NotRequired[str]
+    questions: NotRequired[int]
+    o: NotRequired[int]
+
+
+class StudyFailed(TypedDict):
+    type: Literal["study.failed"]
+    material_id: str
+    reason: str
+    o: NotRequired[int]
+
+
+class CourseLeft(TypedDict):
+    type: Literal["course.left"]
+    course_id: str
+    o: NotRequired[int]
+
+
 HUB_FRAMES: tuple[type, ...] = (Welcome, ResumeFailedFrame, PingFrame, PongFrame, AuthExpiring,
                                 AuthRefreshed, ErrorFrame)
 EVENTS: tuple[type, ...] = (ChatAck, ReplyStart, ReplyQueued, ReplyDelta, ReplyCitations,
-                            ReplyError, ReplyEnd, MaterialProgress, MaterialReady, MaterialFailed)
+                            ReplyError, ReplyEnd, MaterialProgress, MaterialReady, MaterialFailed,
+                            StudyProgress, StudyReady, StudyFailed, CourseLeft)
 
 
 def type_of(frame: type) -> str:
