@@ -74,11 +74,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 400 and isinstance(exc.__cause__, RecursionError):
-            # FastAPI's body reader: JSON nested deeper than the decoder takes. Bad input.
-            return JSONResponse(error_body("invalid_request",
-                                           "Invalid request: body: nested too deeply."),
-                                status_code=422)
         message = exc.detail if isinstance(exc.detail, str) else "Request failed."
         return JSONResponse(
             error_body(_CODES.get(exc.status_code, "error"), message),

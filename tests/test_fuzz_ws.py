@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from chat_server.app import create_app
-from chat_server.hub.protocol import Close
+from chat_server.protocol.codes import Close, ErrorCode
 from chat_server.settings import Settings
 from tests.support import protocol_doc
 from tests.support.fuzz import examples
@@ -380,8 +380,6 @@ async def test_floods_are_refused_without_disturbing_anyone(settings: Settings) 
 
 
 def test_the_codes_module_and_the_protocol_document_agree() -> None:
-    from chat_server.hub import protocol as p
-
     assert {int(code) for code in Close} == protocol_doc.close_codes()
-    assert {p.BAD_JSON, p.BAD_FRAME, p.UNKNOWN_TYPE, p.RATE_LIMITED, p.AUTH_FAILED,
-            p.UNAVAILABLE, p.INTERNAL} <= protocol_doc.error_codes()
+    assert {ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.UNKNOWN_TYPE, ErrorCode.RATE_LIMITED,
+            ErrorCode.AUTH_FAILED, ErrorCode.UNAVAILABLE, ErrorCode.INTERNAL} <= protocol_doc.error_codes()
