@@ -132,8 +132,10 @@ def database_uri(base_uri: str, name: str) -> str:
 async def serve_app(app: FastAPI, port: int | None = None, **config: object) -> AsyncIterator[str]:
     """Run `app` under a real uvicorn on 127.0.0.1 in this event loop; yield its base URL."""
     port = port or free_port()
+    # A host site in the widget tests is a plain app without Tutorhub's settings: uvicorn's own.
+    settings = getattr(app.state, "settings", None)
     options: dict[str, object] = {
-        "ws": uvicorn_ws(app.state.settings), "ws_ping_interval": None,
+        "ws": uvicorn_ws(settings) if settings is not None else "auto", "ws_ping_interval": None,
         "ws_ping_timeout": None, "ws_per_message_deflate": False, **config,
     }  # as `tutorhub serve` runs it; tests may override any of these
     cfg = uvicorn.Config(
