@@ -9,6 +9,7 @@ and the traceback of an exception are rewritten before any handler sees them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import traceback
@@ -74,8 +75,22 @@ def _scrub(record: logging.LogRecord) -> None:
     except Exception:  # a bad format string: logging reports it later, keep it as it is
         return
     clean = redact(message)
-    if clean != message or record.args:
-        record.msg, record.args = clean, None
+    if clean == message:
+        return _scrub_exception(record)
+    args = record.args
+    if isinstance(args, tuple) and isinstance(record.msg, str) and redact(record.msg) == record.msg:
+        # Keep the arguments' shape where redacting each one is enough: formatters such as
+        # uvicorn's access log unpack them (a path with a token in its query string).
+        record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        with contextlib.suppress(Exception):
+            message = record.getMessage()
+            if redact(message) == message:
+                return _scrub_exception(record)
+    record.msg, record.args = clean, None
+    _scrub_exception(record)
+
+
+def _scrub_exception(record: logging.LogRecord) -> None:
     if record.exc_info and record.exc_info[0] is not None:
         text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
         # Formatters print exc_text when it is set (and only format exc_info when it is not).

@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from uvicorn.logging import AccessFormatter
 
-from chat_server.redact import redact
+from chat_server.redact import install, redact
 from chat_server.settings import Settings
 from tests.support.db import refuse_inserts
 from tests.support.logs import Collected, collect_logs
@@ -80,3 +81,17 @@ async def test_no_secret_in_any_log_line(
     for line in lines:
         for secret in secrets:
             assert secret not in line, (secret, line)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/ws/v1?token=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"])
+def test_uvicorn_access_lines_keep_their_arguments(path: str) -> None:
+    """uvicorn's access formatter unpacks the record's arguments: the net keeps their shape (it
+    merged them into the message, and every request of `tutorhub serve` logged a TypeError)."""
+    install()
+    formatter = AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s', use_colors=False)
+    record = logging.getLogger("uvicorn.access").makeRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", path, "1.1", 200), None)
+    line = formatter.format(record)
+    assert line.startswith('127.0.0.1:5000 - "GET /') and line.endswith('HTTP/1.1" 200 OK'), line
+    assert "eyJhbGci" not in line and "c2lnbmF0dXJl" not in line
