@@ -1,7 +1,7 @@
 """`/cards` and `/quiz` in Telegram (#19 with the study tools of #18), against the fake Bot API:
 cards reviewed with inline buttons through the REST scheduler (FSRS, daily limits), a stale
-press refused, another learner's press a 404, a course's cards in an enrolled learner's
-/cards; a quiz in Russian picked by a button, answered by buttons and by typing, with
+press refused, another learner's press a 404, a course's cards and quiz in an enrolled
+learner's /cards and /quiz; a quiz in Russian picked by a button, answered by buttons and by typing, with
 feedback and the cited page after each question, the score at the end and the attempt stored
 as the widget's is."""
 
@@ -155,5 +155,12 @@ async def test_cards_and_a_quiz_with_buttons_feedback_and_the_stored_score(
                              "values ($1, $2, 'invite')", course, uuid.UUID(other_id))
             api.message(CHAT + 1, "/cards")
             assert "2 to review today" in (await api.wait_text(CHAT + 1, "Flashcard")).text
+            # ... and its quiz to their /quiz (GET /courses, then the course's materials),
+            # labelled with the course's title, started by its button.
+            api.message(CHAT + 1, "/quiz")
+            offer = await api.wait_text(CHAT + 1, "Choose a material for the quiz")
+            assert [b[0]["text"] for b in offer.keyboard or []] == ["C · Baikal"]
+            api.press(CHAT + 1, offer.message_id, offer.button("C · Baikal"))
+            await api.wait_text(CHAT + 1, f"Quiz: Baikal, {total} questions")
         finally:
             await db.close()

@@ -172,16 +172,29 @@ class StudyChat:
     # --- /quiz ----------------------------------------------------------------------------
 
     async def quiz(self, chat_id: int, user_id: uuid.UUID, lang: str) -> None:
-        """Offer the ready materials as buttons."""
+        """Offer the ready materials as buttons: the user's own, then those of the courses they
+        are in (labelled with the course's title; the study routes serve them to members)."""
         materials = await self._rest(chat_id, lang, user_id, "GET", "/materials",
                                      params={"limit": 100})
-        if materials is None:
+        courses = materials is not None and await self._rest(chat_id, lang, user_id, "GET",
+                                                             "/courses")
+        if materials is None or courses is None:
             return
-        ready = [m for m in materials if m["status"] == "ready"][:MAX_MATERIALS]
+        labelled = [(m["title"][:60] or "…", m) for m in materials]
+        for course in courses or []:
+            if len(labelled) >= MAX_MATERIALS:
+                break
+            listed = await self._rest(chat_id, lang, user_id, "GET", "/materials",
+                                      params={"course_id": course["id"], "limit": 100})
+            if listed is None:
+                return
+            labelled += [(f"{course['title'][:30]} · {m['title'][:40] or '…'}", m)
+                         for m in listed]
+        ready = [(label, m) for label, m in labelled if m["status"] == "ready"][:MAX_MATERIALS]
         if not ready:
             await self.say(chat_id, t(lang, "quiz_no_materials"))
             return
-        rows = [[(m["title"][:60] or "…", f"qm:{_hex(m['id'])}")] for m in ready]
+        rows = [[(label, f"qm:{_hex(m['id'])}")] for label, m in ready]
         await self.say(chat_id, t(lang, "quiz_pick"), reply_markup=_buttons(rows))
 
     async def pick(self, message: Message, user_id: uuid.UUID, lang: str,
