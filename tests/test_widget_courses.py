@@ -1,10 +1,12 @@
 """The instructor page and the course picker in real Chromium: an instructor creates a course,
 adds a material, sets up its tutor and invites; a learner joins with the invite link, sees what
-is shared before enrolling, picks the course and gets an answer from its material."""
+is shared before enrolling, picks the course and gets an answer from its material, and finds
+the course's material in the materials drawer (read-only) with its Study view."""
 
 from __future__ import annotations
 
 import asyncpg
+import httpx
 from playwright.async_api import Page, expect
 
 from chat_server.app import create_app
@@ -12,6 +14,7 @@ from chat_server.db import libpq_url
 from chat_server.settings import Settings
 from tests.support.browser import browser_fixture, page_fixture  # noqa: F401  (fixtures)
 from tests.support.services import serve_app
+from tests.support.study import study_ready
 from tests.support.widget import PASSWORD, log_in, register
 
 READER = ("The mitochondrion is the powerhouse of the cell. Mitochondria produce ATP through "
@@ -20,7 +23,7 @@ READER = ("The mitochondrion is the powerhouse of the cell. Mitochondria produce
 
 async def test_instructor_page_and_course_picker(settings: Settings, page: Page) -> None:
     async with serve_app(create_app(settings)) as base:
-        await register(base, "teacher@example.com")
+        teacher = {"Authorization": f"Bearer {await register(base, 'teacher@example.com')}"}
         await register(base, "pupil@example.com")
         db = await asyncpg.connect(libpq_url(settings.database_url or ""))
         try:
@@ -75,6 +78,22 @@ async def test_instructor_page_and_course_picker(settings: Settings, page: Page)
         await expect(chat.locator(".msg.assistant").last).to_contain_text("powerhouse",
                                                                           timeout=30_000)
         await expect(select).to_be_disabled()  # the conversation keeps its course
+        # The course's material in the learner's drawer: read-only, with its Study view.
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            mid = (await client.get("/materials", headers=teacher,
+                                    params={"course_id": await select.input_value()})).json()[0]["id"]
+            await study_ready(client, teacher, mid)
+        await chat.get_by_role("button", name="Materials").click()
+        listed = chat.get_by_role("list", name="Course materials: Cell biology")
+        await expect(listed.locator(".mat")).to_have_count(1)
+        await expect(listed.locator(".mat .title")).to_have_text("Mitochondria")
+        await expect(listed.get_by_role("button", name="Remove")).to_have_count(0)
+        await listed.get_by_role("button", name="Study: Mitochondria").click()
+        sheet = chat.get_by_role("dialog", name="Study · Mitochondria")
+        await expect(sheet.locator(".md")).to_contain_text("Summary")
+        await expect(sheet.locator(".md")).to_contain_text("powerhouse")
+        await expect(sheet.get_by_role("button", name="Generate again")).to_have_count(0)
+        await sheet.get_by_role("button", name="Close").click()
         # Back on the instructor's page: one question, no text of it.
         await page.bring_to_front()
         await app.get_by_role("button", name="Cell biology").click()

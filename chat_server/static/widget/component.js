@@ -653,6 +653,7 @@ export class TutorhubChat extends HTMLElement {
       closeDrawers: () => this._closeDrawers(),
       signedIn: () => !this.ui.body.hidden,
       openCitation: (citations, n, opener) => this.citations.open(citations, n, opener),
+      showCourse: (course) => this.materials?.showCourse(course),
       openStudy: (material, opener) => { this._closeDrawers(false); this.study.open(material, opener); },
     };
   }

@@ -107,6 +107,7 @@ export class CoursePicker {
   _showScope() {
     const t = this.t.courses;
     const course = this.courses.find((c) => c.id === this.select.value);
+    this.ctx.showCourse?.(course || null); // the materials drawer lists its materials too
     if (!course) this.scope.textContent = this.courses.length ? t.scopeOwn : '';
     else this.scope.textContent = course.allow_own_materials ? t.scopeCourseOwn(course.title) : t.scopeCourse(course.title);
   }

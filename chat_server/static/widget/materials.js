@@ -3,6 +3,8 @@
  * upload progress), add a YouTube link or pasted text, and the list of materials with their
  * ingestion progress from `material.*` events. The server tells a file's format by its content;
  * the picker and upload() only keep out names that can be nothing we read.
+ * The course picked in the picker (courses.js) adds its ready materials in a section of their
+ * own: read-only (the instructor manages them), each with the same Study entry.
  */
 
 import { el, formatTime, iconButton, ICONS, uuid } from './dom.js';
@@ -32,6 +34,8 @@ export class Materials {
     this.t = t;
     this.items = new Map(); // material id → material (REST shape + local fields)
     this.uploads = new Set(); // XHRs in flight
+    this.courseItems = new Map(); // material id → a ready material of the picked course
+    this.courseId = null;
 
     this.fileInput = el('input', { type: 'file', accept: [...UPLOAD_EXTENSIONS, ...UPLOAD_TYPES].join(','),
       multiple: true, hidden: true });
@@ -56,6 +60,11 @@ export class Materials {
       el('button', { type: 'submit', class: 'ghost', text: t.addText }), this.textError);
     this.list = el('ul', { class: 'mat-list', 'aria-label': t.materials });
     this.empty = el('p', { class: 'muted', text: t.noMaterials });
+    this.courseHead = el('h3');
+    this.courseList = el('ul', { class: 'mat-list course-materials' });
+    this.courseEmpty = el('p', { class: 'muted', text: t.courses.noMaterials, hidden: true });
+    this.courseSection = el('div', { class: 'section', hidden: true }, this.courseHead,
+      this.courseList, this.courseEmpty);
     const close = iconButton('close-drawer', t.close, 'close');
     this.panel = el('aside', { class: 'drawer materials', 'aria-label': t.materials },
       el('div', { class: 'drawer-head' }, el('h2', { text: t.materials }), close),
@@ -63,6 +72,7 @@ export class Materials {
         el('div', { class: 'section' }, dropzone),
         // The list sits under the drop zone, so a new upload's progress is in view at once.
         el('div', { class: 'section' }, el('h3', { text: t.materials }), this.list, this.empty),
+        this.courseSection,
         el('div', { class: 'section' }, el('h3', { text: t.youtubeLabel }), ytForm),
         el('div', { class: 'section' }, el('h3', { text: t.textLabel }), textForm)));
     // Shown over the whole widget while files are dragged onto it (see acceptDrops).
@@ -109,7 +119,38 @@ export class Materials {
     });
   }
 
-  get(id) { return this.items.get(id); }
+  get(id) { return this.items.get(id) || this.courseItems.get(id); }
+
+  /** The course picked (null: none): list its ready materials (GET /materials?course_id=). */
+  async showCourse(course) {
+    const id = course?.id || null;
+    if (id === this.courseId) return;
+    this.courseId = id;
+    this.courseItems.clear();
+    this.courseList.replaceChildren();
+    this.courseEmpty.hidden = true;
+    this.courseSection.hidden = !course;
+    if (!course) return;
+    this.courseHead.textContent = this.t.courses.materials(course.title);
+    this.courseList.setAttribute('aria-label', this.t.courses.materials(course.title));
+    let rows;
+    try {
+      rows = await this.ctx.api.request('GET',
+        `/materials?course_id=${encodeURIComponent(id)}&limit=200`) || [];
+    } catch (err) {
+      if (this.courseId === id) this.ctx.toast(err.message);
+      return;
+    }
+    if (this.courseId !== id) return; // another course was picked meanwhile
+    // Oldest first, as load(): _render prepends. Only its owner may (re)generate study tools.
+    for (const m of rows.reverse()) {
+      if (m.status !== 'ready') continue;
+      const item = { ...m, shared: true, readOnly: course.my_role !== 'owner' };
+      this.courseItems.set(m.id, item);
+      this._render(item);
+    }
+    this.courseEmpty.hidden = this.courseItems.size > 0;
+  }
 
   // --- the part's hooks (component.js) --------------------------------------------------------
 
@@ -119,6 +160,10 @@ export class Materials {
     this.uploads.clear();
     this.items.clear();
     this.list.replaceChildren();
+    this.courseItems.clear();
+    this.courseList.replaceChildren();
+    this.courseId = null;
+    this.courseSection.hidden = true;
     this.empty.hidden = false;
     this.overlay.hidden = true;
     for (const input of [this.ytInput, this.textTitle, this.textInput]) input.value = '';
@@ -129,6 +174,8 @@ export class Materials {
   render() {
     this.list.replaceChildren();
     for (const m of this.items.values()) { m.el = null; this._render(m); }
+    this.courseList.replaceChildren();
+    for (const m of this.courseItems.values()) { m.el = null; this._render(m); }
     this.empty.hidden = this.items.size > 0;
   }
 
@@ -204,8 +251,8 @@ export class Materials {
       m.el.querySelector('.remove').innerHTML = ICONS.close;
       m.el.querySelector('.remove').addEventListener('click', () => this._remove(m.el.dataset.id));
       const study = m.el.querySelector('.study-open');
-      study.addEventListener('click', () => this.ctx.openStudy?.(this.items.get(m.el.dataset.id), study));
-      this.list.prepend(m.el);
+      study.addEventListener('click', () => this.ctx.openStudy?.(this.get(m.el.dataset.id), study));
+      (m.shared ? this.courseList : this.list).prepend(m.el);
     }
     const node = m.el;
     node.dataset.id = m.id;
@@ -213,7 +260,7 @@ export class Materials {
     node.querySelector('.kind').textContent = t.kinds[m.kind] || m.kind || '…';
     node.querySelector('.title').textContent = m.title || '…';
     node.querySelector('.title').title = m.title || '';
-    node.querySelector('.remove').hidden = m.status === 'uploading';
+    node.querySelector('.remove').hidden = m.status === 'uploading' || m.shared;
     const study = node.querySelector('.study-open');
     study.hidden = m.status !== 'ready' || !this.ctx.openStudy;
     study.setAttribute('aria-label', `${t.study.open}: ${m.title || ''}`);

@@ -175,6 +175,8 @@ export const UI = {
     private: 'Your conversations in this course stay private: instructors see totals only.',
     joined: (title) => `You joined “${title}”.`,
     left: 'You are no longer enrolled in that course.',
+    materials: (title) => `Course materials: ${title}`,
+    noMaterials: 'No ready materials in this course yet.',
   },
   instructor: {
     title: 'Tutorhub for instructors',
@@ -423,6 +425,8 @@ export const RU = {
     private: 'Ваши беседы в этом курсе останутся личными: преподаватели видят только итоги.',
     joined: (title) => `Вы записались на курс «${title}».`,
     left: 'Вы больше не записаны на этот курс.',
+    materials: (title) => `Материалы курса «${title}»`,
+    noMaterials: 'В этом курсе пока нет готовых материалов.',
   },
   instructor: {
     title: 'Tutorhub для преподавателей',

@@ -124,7 +124,7 @@ export class Study {
     }
     const s = this.study;
     const busy = s.status === 'queued' || s.status === 'running';
-    this.generate.hidden = busy;
+    this.generate.hidden = busy || this.material.readOnly; // a learner's course material
     this.generate.textContent = s.status === 'none' ? this.t.generate : this.t.regenerate;
     this.status.textContent = busy ? `${this.t.stages[s.stage] || this.t.working}…`
       : s.status === 'failed' ? `${this.t.failed}: ${s.error || ''}`
